@@ -1,0 +1,81 @@
+"""The result that leaves the system: PHQ-8 item scores with rationales and evidence.
+
+Pydantic models so that the same object is the core's return value, the wire payload of the server's
+``checkpoint.result`` / ``assessment.result`` events, the stored row, and has a JSON schema
+(``Assessment.model_json_schema()``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS
+
+DISCLAIMER = "Screening aid, not a diagnosis. Scores must be reviewed by a qualified clinician."
+SYNTHETIC_LABEL = "NON-CLINICAL: model trained on synthetic data only; not validated for clinical use."
+
+
+class Evidence(BaseModel):
+    """What a rationale rests on: a transcript span or an indicator value, with its time range."""
+
+    kind: Literal["transcript", "indicator"]
+    text: str  # quoted transcript span, or e.g. "speech_ratio = 0.41 (30 s window)"
+    name: str | None = None  # indicator name
+    value: float | None = None  # indicator value
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+class ItemAssessment(BaseModel):
+    key: str
+    score: int = Field(ge=0, le=3)  # the reported score
+    generated_score: int | None = Field(default=None, ge=0, le=3)  # parsed from the LLM's text
+    maa_score: float | None = None  # MAA regression output (0–3 scale), when the backend gives one
+    rationale: str
+    fallback: bool = False  # True when the text held no score and the MAA score was used
+    raw_text: str = ""
+    evidence: list[Evidence] = Field(default_factory=list)
+
+
+class ModelInfo(BaseModel):
+    bundle_id: str
+    training_data: str  # e.g. "synthetic" or "E-DAIC train split"
+    non_clinical: bool
+    backend: str  # "transformers" | "vllm"
+    transcript_source: str = "captions"
+    low_accuracy_transcript: bool = False
+
+
+class Assessment(BaseModel):
+    """A checkpoint or final PHQ-8 assessment of one session window."""
+
+    schema_version: Literal[1] = 1
+    session_id: str
+    kind: Literal["checkpoint", "final"]
+    created_at: float = Field(default_factory=time.time)
+    window_start_s: float
+    window_end_s: float
+    items: list[ItemAssessment]
+    total: int = Field(ge=0, le=24)
+    binary: bool  # total ≥ 10
+    maa_total: float | None = None
+    model: ModelInfo
+    labels: list[str] = Field(default_factory=list)  # human-facing labels, e.g. SYNTHETIC_LABEL
+    disclaimer: str = DISCLAIMER
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Assessment:
+        keys = [item.key for item in self.items]
+        if keys != list(ITEM_KEYS):
+            raise ValueError(f"items must be the 8 PHQ-8 items in order, got {keys}")
+        if self.total != sum(item.score for item in self.items):
+            raise ValueError("total must equal the sum of item scores")
+        if self.binary != (self.total >= BINARY_CUTOFF):
+            raise ValueError("binary must be total >= 10")
+        if self.model.non_clinical and SYNTHETIC_LABEL not in self.labels:
+            raise ValueError("a non-clinical bundle's result must carry the synthetic-data label")
+        return self
