@@ -1,0 +1,590 @@
+"""The wire protocol of ``stream_server``: every WebSocket event, client message and REST body.
+
+One pydantic model per event ``type`` (a ``Literal`` tag), shared by the server, the Python SDK and
+the browser SDK's ``.d.ts``; ``docs/protocol.md`` is generated from this module
+(``python -m stream_server.protocol > docs/protocol.md``).
+
+Server → client events (``ServerEvent``) all carry ``v`` (protocol version, 1), ``session_id``,
+``seq`` (per session, strictly increasing; connection-local events such as ``pong`` or an ``error``
+answering one bad message also take a number, so other subscribers may see gaps) and ``ts`` (server
+wall clock, Unix seconds). Client → server messages (``ClientMessage``) are parsed with
+``parse_client_message``, which raises ``ProtocolError`` whose ``code`` is one of ``ERROR_CODES``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from mllmdr_core.assessment import Assessment
+from mllmdr_core.errors import MllmdrError, ProtocolError
+from mllmdr_core.frames import TranscriptLine
+
+PROTOCOL_VERSION: Literal[1] = 1
+MAX_WS_MESSAGE_BYTES = 64 * 1024  # a client message larger than this gets error "too_large"
+MAX_HTTP_BODY_BYTES = 256 * 1024  # REST bodies (an SDP offer is ~5-10 KiB)
+MAX_TEXT_CHARS = 4000  # one caption line
+MAX_SDP_CHARS = 100_000
+
+ErrorCode = Literal[
+    # from mllmdr_core.errors (exception ``code``s)
+    "internal",
+    "config_invalid",
+    "bundle_invalid",
+    "feature_spec_mismatch",
+    "media_invalid",
+    "auth_failed",
+    "protocol_error",
+    "backend_unavailable",
+    "output_unparsed",
+    "storage_error",
+    "dataset_invalid",
+    # protocol-level
+    "bad_json",  # message is not JSON text / not a JSON object
+    "unknown_type",  # ``type`` missing or not a known client message type
+    "invalid_message",  # known type, fields fail validation
+    "too_large",  # message or body over the size limit
+    "bad_sdp",  # SDP offer could not be parsed or negotiated
+    "forbidden",  # valid token, but its role/session does not allow this
+    "token_expired",
+    "not_found",  # unknown session id
+    "session_closed",  # session already ended
+    "conflict",  # e.g. a second live publisher on one session
+    "rate_limited",
+]
+ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
+
+Role = Literal["publisher", "clinician"]
+Speaker = Literal["patient", "clinician", "unknown"]
+SessionStateName = Literal["created", "live", "reconnecting", "ending", "closed"]
+
+
+def protocol_error(code: str, message: str) -> ProtocolError:
+    """A ``ProtocolError`` carrying a specific wire ``code`` (one of ``ERROR_CODES``)."""
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    err = ProtocolError(message)
+    err.code = code
+    return err
+
+
+def error_code_of(exc: BaseException) -> str:
+    """The wire code for any exception: its ``MllmdrError.code`` if known, else ``internal``."""
+    code = getattr(exc, "code", None) if isinstance(exc, MllmdrError) else None
+    return code if isinstance(code, str) and code in ERROR_CODES else "internal"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared payloads
+
+
+class TranscriptLineModel(_Model):
+    """Wire form of ``mllmdr_core.frames.TranscriptLine``."""
+
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+    speaker: Speaker = "unknown"
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    source: str = "captions"
+    confidence: float = Field(default=1.0, ge=0, le=1)
+    final: bool = True
+
+    @classmethod
+    def from_line(cls, line: TranscriptLine) -> TranscriptLineModel:
+        return cls(
+            start_s=line.start_s,
+            end_s=line.end_s,
+            speaker=line.speaker,
+            text=line.text,
+            source=line.source,
+            confidence=line.confidence,
+            final=line.final,
+        )
+
+    def to_line(self) -> TranscriptLine:
+        return TranscriptLine(
+            start_s=self.start_s,
+            end_s=self.end_s,
+            speaker=self.speaker,
+            text=self.text,
+            source=self.source,
+            confidence=self.confidence,
+            final=self.final,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Server → client events
+
+
+class _Event(_Model):
+    v: Literal[1] = PROTOCOL_VERSION
+    session_id: str
+    seq: int = Field(default=0, ge=0)
+    ts: float = Field(default_factory=time.time)
+
+
+class SessionCreatedEvent(_Event):
+    """First event of every session (also replayed to late joiners)."""
+
+    type: Literal["session.created"] = "session.created"
+    bundle_id: str
+    training_data: str
+    non_clinical: bool
+    labels: list[str] = Field(default_factory=list)  # e.g. [SYNTHETIC_LABEL]
+    disclaimer: str
+    indicator_interval_s: float
+    checkpoint_interval_s: float | None = None  # None: checkpoints only on request
+    transcript_source: str = "captions"
+
+
+class SessionStatusEvent(_Event):
+    """Lifecycle change: publisher connected, lost (reconnect grace running), ending."""
+
+    type: Literal["session.status"] = "session.status"
+    state: SessionStateName
+    publisher_connected: bool
+    audio: bool = False  # an audio track is being received
+    video: bool = False  # a video track is being received
+    detail: str = ""
+
+
+class IndicatorsEvent(_Event):
+    """Live behavioural indicators over the last ``window_s`` seconds of media (see INDICATOR_INFO)."""
+
+    type: Literal["indicators"] = "indicators"
+    media_time_s: float  # session media time the values refer to (end of window)
+    window_s: float
+    values: dict[str, float]
+    lag_s: float | None = None  # processing lag behind the newest received media, when known
+
+
+class TranscriptEvent(_Event):
+    """A transcript line (captions from the publisher, or ASR partial/final output)."""
+
+    type: Literal["transcript"] = "transcript"
+    line: TranscriptLineModel
+
+
+class TranscriptAckEvent(_Event):
+    """A caption was stored (committed) — sent to the publisher that sent it, over WS or HTTP."""
+
+    type: Literal["transcript.ack"] = "transcript.ack"
+    ref: str | None = None  # the client's ``id`` of the caption message, if it gave one
+    line_index: int  # 0-based index of the line in the session transcript
+    start_s: float
+    end_s: float
+
+
+class CheckpointResultEvent(_Event):
+    type: Literal["checkpoint.result"] = "checkpoint.result"
+    ref: str | None = None  # the ``id`` of the checkpoint.request, when requested by a client
+    trigger: Literal["request", "schedule"] = "request"
+    assessment: Assessment
+
+
+class AssessmentResultEvent(_Event):
+    """The final assessment of the session (after session.end or publisher hang-up)."""
+
+    type: Literal["assessment.result"] = "assessment.result"
+    assessment: Assessment
+
+
+class WarningEvent(_Event):
+    type: Literal["warning"] = "warning"
+    code: str  # e.g. "no_video_track", "audio_behind", "video_frames_dropped", "publisher_lost"
+    message: str
+    detail: dict[str, float | int | str] = Field(default_factory=dict)
+
+
+class ErrorEvent(_Event):
+    """Something failed. ``fatal`` errors end the session (a ``session.closed`` follows)."""
+
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    ref: str | None = None  # the client message ``id`` this answers, if any
+    fatal: bool = False
+
+
+class PongEvent(_Event):
+    type: Literal["pong"] = "pong"
+    ref: str | None = None
+
+
+class SessionClosedEvent(_Event):
+    """Last event of a session; the WebSocket is closed (code 1000) after it."""
+
+    type: Literal["session.closed"] = "session.closed"
+    reason: Literal["ended", "publisher_gone", "error", "server_shutdown"]
+    final_assessment: bool  # True when an assessment.result was stored
+    media_time_s: float = 0.0
+
+
+ServerEvent = Annotated[
+    SessionCreatedEvent
+    | SessionStatusEvent
+    | IndicatorsEvent
+    | TranscriptEvent
+    | TranscriptAckEvent
+    | CheckpointResultEvent
+    | AssessmentResultEvent
+    | WarningEvent
+    | ErrorEvent
+    | PongEvent
+    | SessionClosedEvent,
+    Field(discriminator="type"),
+]
+SERVER_EVENT_ADAPTER: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
+SERVER_EVENT_TYPES: tuple[str, ...] = (
+    "session.created",
+    "session.status",
+    "indicators",
+    "transcript",
+    "transcript.ack",
+    "checkpoint.result",
+    "assessment.result",
+    "warning",
+    "error",
+    "pong",
+    "session.closed",
+)
+
+
+def parse_server_event(raw: str | bytes | dict[str, Any]) -> ServerEvent:
+    """Parse one server event (used by the SDKs); raises ``ProtocolError`` with a code."""
+    try:
+        if isinstance(raw, dict):
+            return SERVER_EVENT_ADAPTER.validate_python(raw)
+        return SERVER_EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise protocol_error("invalid_message", f"bad server event: {_first_error(exc)}") from exc
+
+
+# ----------------------------------------------------------------------------------------------------
+# Client → server messages (WebSocket). Publisher: all; clinician: checkpoint.request, ping.
+
+
+class _ClientMsg(_Model):
+    id: str | None = Field(default=None, max_length=128)  # echoed as ``ref`` in the answer
+
+
+class CaptionMessage(_ClientMsg):
+    type: Literal["caption"] = "caption"
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    speaker: Speaker = "unknown"
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+    final: bool = True
+
+
+class CheckpointRequestMessage(_ClientMsg):
+    type: Literal["checkpoint.request"] = "checkpoint.request"
+
+
+class SessionEndMessage(_ClientMsg):
+    type: Literal["session.end"] = "session.end"
+
+
+class PingMessage(_ClientMsg):
+    type: Literal["ping"] = "ping"
+
+
+ClientMessage = Annotated[
+    CaptionMessage | CheckpointRequestMessage | SessionEndMessage | PingMessage,
+    Field(discriminator="type"),
+]
+CLIENT_MESSAGE_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+CLIENT_MESSAGE_TYPES: tuple[str, ...] = ("caption", "checkpoint.request", "session.end", "ping")
+PUBLISHER_ONLY_TYPES: frozenset[str] = frozenset({"caption", "session.end"})
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "message"
+    return f"{loc}: {err.get('msg', 'invalid')}"
+
+
+def parse_client_message(raw: str | bytes, *, max_bytes: int = MAX_WS_MESSAGE_BYTES) -> ClientMessage:
+    """Parse and validate one client WebSocket message.
+
+    Raises ``ProtocolError`` with ``code`` ``too_large``, ``bad_json``, ``unknown_type`` or
+    ``invalid_message``.
+    """
+    size = len(raw.encode("utf-8", "replace") if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise protocol_error("too_large", f"message of {size} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise protocol_error("bad_json", f"message is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise protocol_error("bad_json", "message must be a JSON object")
+    kind = data.get("type")
+    if kind not in CLIENT_MESSAGE_TYPES:
+        raise protocol_error(
+            "unknown_type", f"unknown message type {str(kind)[:64]!r}; expected one of {CLIENT_MESSAGE_TYPES}"
+        )
+    try:
+        return CLIENT_MESSAGE_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise protocol_error("invalid_message", f"invalid {kind}: {_first_error(exc)}") from exc
+
+
+# ----------------------------------------------------------------------------------------------------
+# REST bodies
+
+
+class SessionCreateRequest(_Model):
+    """Optional body of ``POST /v1/sessions``."""
+
+    external_id: str | None = Field(default=None, max_length=200)  # the platform's own call id
+    checkpoint_interval_s: float | None = Field(default=None, gt=0)  # override the server default
+    ttl_s: int | None = Field(default=None, ge=10, le=86_400)  # lifetime of the returned tokens
+
+
+class SessionCreated(_Model):
+    """Response of ``POST /v1/sessions``."""
+
+    session_id: str
+    publisher_token: str
+    clinician_token: str
+    expires_at: float  # token expiry, Unix seconds
+    patient_url: str
+    panel_url: str
+
+
+class TokenRequest(_Model):
+    role: Role
+    ttl_s: int = Field(default=900, ge=10, le=86_400)
+
+
+class TokenResponse(_Model):
+    token: str
+    expires_at: float
+
+
+class Offer(_Model):
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
+    type: Literal["offer"] = "offer"
+
+
+class Answer(_Model):
+    sdp: str
+    type: Literal["answer"] = "answer"
+
+
+class CaptionIn(_Model):
+    """Body of ``POST /v1/sessions/{id}/captions``; answered with a ``TranscriptAckEvent``."""
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    speaker: Speaker = "unknown"
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+    id: str | None = Field(default=None, max_length=128)
+    final: bool = True
+
+
+class CheckpointAccepted(_Model):
+    """Response of ``POST /v1/sessions/{id}/checkpoint``; the result follows as ``checkpoint.result``."""
+
+    request_id: str
+    assessment: Assessment | None = None  # filled when the request asked ``?wait=true``
+
+
+class SessionEndResponse(_Model):
+    """Response of ``POST /v1/sessions/{id}/end`` (waits for the final assessment, bounded)."""
+
+    session_id: str
+    state: SessionStateName
+    assessment: Assessment | None = None
+
+
+class SessionInfo(_Model):
+    """Response of ``GET /v1/sessions/{id}``."""
+
+    session_id: str
+    state: SessionStateName
+    created_at: float
+    ended_at: float | None = None
+    bundle_id: str
+    non_clinical: bool
+    labels: list[str] = Field(default_factory=list)
+    publisher_connected: bool = False
+    media_time_s: float = 0.0
+    transcript_lines: int = 0
+    checkpoints: int = 0
+    final_assessment: Assessment | None = None
+    last_seq: int = 0
+
+
+class IndicatorPoint(_Model):
+    media_time_s: float
+    ts: float
+    values: dict[str, float]
+
+
+class SessionExport(_Model):
+    """Response of ``GET /v1/sessions/{id}/export``: everything stored for a session."""
+
+    info: SessionInfo
+    transcript: list[TranscriptLineModel]
+    indicators: list[IndicatorPoint]
+    checkpoints: list[Assessment]
+    assessment: Assessment | None = None
+    events: list[dict[str, Any]] = Field(default_factory=list)  # stored events in seq order
+
+
+class HTTPErrorBody(_Model):
+    """Body of every non-2xx REST response: ``{"error": {"code": ..., "message": ...}}``."""
+
+    class Detail(_Model):
+        code: ErrorCode
+        message: str
+
+    error: Detail
+
+
+# ----------------------------------------------------------------------------------------------------
+# docs/protocol.md
+
+
+def _example_assessment(session_id: str, kind: Literal["checkpoint", "final"]) -> Assessment:
+    from mllmdr_core.assessment import DISCLAIMER, SYNTHETIC_LABEL, Evidence, ItemAssessment, ModelInfo
+    from mllmdr_core.phq8 import ITEM_KEYS
+
+    items = [
+        ItemAssessment(
+            key=key,
+            score=1 if key in ("sleep", "tired") else 0,
+            generated_score=1 if key in ("sleep", "tired") else 0,
+            maa_score=0.8 if key in ("sleep", "tired") else 0.2,
+            rationale="The participant reports waking up tired most mornings."
+            if key in ("sleep", "tired")
+            else "No evidence of this symptom in the interview so far.",
+            evidence=[
+                Evidence(kind="transcript", text="I wake up tired a lot", start_s=41.2, end_s=43.0),
+                Evidence(kind="indicator", text="speech_ratio = 0.41 (30 s window)", name="speech_ratio",
+                         value=0.41, start_s=15.0, end_s=45.0),
+            ]
+            if key in ("sleep", "tired")
+            else [],
+        )
+        for key in ITEM_KEYS
+    ]
+    return Assessment(
+        session_id=session_id,
+        kind=kind,
+        created_at=1764160000.0,
+        window_start_s=0.0,
+        window_end_s=45.0,
+        items=items,
+        total=2,
+        binary=False,
+        maa_total=2.8,
+        model=ModelInfo(bundle_id="demo-20261126-ab12cd34", training_data="synthetic", non_clinical=True,
+                        backend="transformers"),
+        labels=[SYNTHETIC_LABEL],
+        disclaimer=DISCLAIMER,
+        timings_ms={"features": 12.0, "llm": 840.0},
+    )
+
+
+def protocol_examples() -> list[BaseModel]:
+    """One example of every wire model, in documentation order."""
+    sid = "s_3f9c2a7e1b"
+    ts = 1764160000.0
+    common: dict[str, Any] = {"session_id": sid, "ts": ts}
+    from mllmdr_core.assessment import DISCLAIMER, SYNTHETIC_LABEL
+
+    return [
+        SessionCreatedEvent(**common, seq=1, bundle_id="demo-20261126-ab12cd34", training_data="synthetic",
+                            non_clinical=True, labels=[SYNTHETIC_LABEL], disclaimer=DISCLAIMER,
+                            indicator_interval_s=2.0, checkpoint_interval_s=120.0),
+        SessionStatusEvent(**common, seq=2, state="live", publisher_connected=True, audio=True, video=True),
+        IndicatorsEvent(**common, seq=3, media_time_s=30.0, window_s=30.0, lag_s=0.4,
+                        values={"speech_ratio": 0.41, "pause_count": 7.0, "f0_mean_hz": 142.5,
+                                "smile_ratio": 0.05, "blink_rate_per_min": 14.0}),
+        TranscriptEvent(**common, seq=4, line=TranscriptLineModel(start_s=41.2, end_s=43.0, speaker="patient",
+                                                                  text="I wake up tired a lot")),
+        TranscriptAckEvent(**common, seq=5, ref="c-17", line_index=16, start_s=41.2, end_s=43.0),
+        CheckpointResultEvent(**common, seq=6, ref="k-1", trigger="request",
+                              assessment=_example_assessment(sid, "checkpoint")),
+        AssessmentResultEvent(**common, seq=7, assessment=_example_assessment(sid, "final")),
+        WarningEvent(**common, seq=8, code="video_frames_dropped", message="analysis behind; dropped frames",
+                     detail={"dropped": 12}),
+        ErrorEvent(**common, seq=9, code="bad_json", message="message is not valid JSON"),
+        PongEvent(**common, seq=10, ref="p-1"),
+        SessionClosedEvent(**common, seq=11, reason="ended", final_assessment=True, media_time_s=45.0),
+        CaptionMessage(id="c-17", text="I wake up tired a lot", speaker="patient", start_s=41.2, end_s=43.0),
+        CheckpointRequestMessage(id="k-1"),
+        SessionEndMessage(id="e-1"),
+        PingMessage(id="p-1"),
+        SessionCreateRequest(external_id="call-8812", checkpoint_interval_s=120.0),
+        SessionCreated(session_id=sid, publisher_token="eyJhbGciOi...", clinician_token="eyJhbGciOi...",
+                       expires_at=ts + 900, patient_url=f"http://127.0.0.1:8765/patient/?session={sid}&token=…",
+                       panel_url=f"http://127.0.0.1:8765/panel/?session={sid}&token=…"),
+        TokenRequest(role="clinician", ttl_s=600),
+        TokenResponse(token="eyJhbGciOi...", expires_at=ts + 600),
+        Offer(sdp="v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\n…"),
+        Answer(sdp="v=0\r\no=- 3912 0 IN IP4 127.0.0.1\r\n…"),
+        CaptionIn(text="How have you been sleeping?", speaker="clinician", start_s=38.0, end_s=40.1),
+        CheckpointAccepted(request_id="k_51c0"),
+        HTTPErrorBody(error=HTTPErrorBody.Detail(code="not_found", message="unknown session s_x")),
+    ]
+
+
+def protocol_markdown() -> str:
+    """Render ``docs/protocol.md`` from the models (descriptions, fields and one example each)."""
+    out = [
+        "# Wire protocol (v1)",
+        "",
+        "<!-- generated by `python -m stream_server.protocol > docs/protocol.md`; edit the models -->",
+        "",
+        (__doc__ or "").strip(),
+        "",
+        "## Error codes",
+        "",
+        ", ".join(f"`{c}`" for c in ERROR_CODES),
+        "",
+        "Every non-2xx REST response has the body `{\"error\": {\"code\": ..., \"message\": ...}}`.",
+        f"Limits: WebSocket message ≤ {MAX_WS_MESSAGE_BYTES} bytes, REST body ≤ {MAX_HTTP_BODY_BYTES} bytes, "
+        f"caption text ≤ {MAX_TEXT_CHARS} characters.",
+        "",
+    ]
+    section = ""
+    for example in protocol_examples():
+        cls = type(example)
+        kind = getattr(example, "type", None)
+        if isinstance(example, _Event):
+            new_section = "## Server → client events"
+        elif isinstance(example, _ClientMsg):
+            new_section = "## Client → server messages"
+        else:
+            new_section = "## REST bodies"
+        if new_section != section:
+            section = new_section
+            out += [section, ""]
+        title = f"`{kind}` — {cls.__name__}" if isinstance(kind, str) and kind != "offer" else cls.__name__
+        out += [f"### {title}", "", (cls.__doc__ or "").strip(), ""]
+        fields = [
+            f"- `{name}`: {_type_name(info.annotation)}" for name, info in cls.model_fields.items()
+        ]
+        out += [*fields, "", "```json", example.model_dump_json(indent=2), "```", ""]
+    return "\n".join(out)
+
+
+def _type_name(annotation: object) -> str:
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    return text.replace("typing.", "").replace("mllmdr_core.assessment.", "")
+
+
+if __name__ == "__main__":
+    print(protocol_markdown())
