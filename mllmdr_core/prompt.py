@@ -1,0 +1,144 @@
+"""Per-item prompts, the training target format, and a drift-tolerant parser of the model's answer.
+
+Prompt (one per PHQ-8 item, kept short because every token is paid for in vLLM payloads)::
+
+    Rate PHQ-8 item "Sleep": Trouble falling or staying asleep, or sleeping too much.
+    Scale: 0 not at all, 1 several days, 2 more than half the days, 3 nearly every day.
+    Q: How have you been sleeping?
+    A: Not well, I wake up at three.
+    Audio: <AudioHere>
+    Video: <VideoHere>
+    Reply "Evaluation Result: N. Evaluation Reason: ..."
+
+Target: ``Evaluation Result: N. Evaluation Reason: <reason>``.
+
+Parser rules (:func:`parse_output`), applied after normalising markdown (``**``, ``__``, backticks),
+full-width colons/digits and case:
+
+1. A score keyword — ``evaluation result``, ``result``, ``score``, ``rating`` — followed (after ``:``,
+   ``=``, ``is``, ``of``) by a number or the words zero/one/two/three; ``N/3`` and ``N out of 3`` are read
+   as N. The first such match wins.
+2. Otherwise a bare number at the very start of the text (``"2. The patient…"``, ``"2"``).
+3. Decimals are rounded half up (``2.5`` → 3). Values outside 0–3 (``5``, ``-1``, ``6/24``) are
+   **rejected**, not clamped: a 5 most likely comes from another scale, and clamping it to 3 would
+   invent "nearly every day". A rejected or missing score gives ``score=None, fallback=True`` and the
+   caller uses the MAA regression score.
+4. The reason is the text after ``evaluation reason`` / ``reason:`` when present, else the text after
+   a valid score (may be empty), else the whole text; whitespace collapsed, at most 600 characters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mllmdr_core.features.interview import pairs_for_item
+from mllmdr_core.frames import QAPair
+from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
+from mllmdr_core.phq8 import ITEM_MAX, PHQ8_ITEMS
+
+ITEMS_BY_KEY = {item.key: item for item in PHQ8_ITEMS}
+SCALE_LINE = "Scale: 0 not at all, 1 several days, 2 more than half the days, 3 nearly every day."
+REPLY_LINE = 'Reply "Evaluation Result: N. Evaluation Reason: ..."'
+DEFAULT_MAX_PAIRS = 6
+MAX_ANSWER_CHARS = 400
+MAX_REASON_CHARS = 600
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    score: int | None  # 0–3, None when the text held no usable score
+    reason: str
+    fallback: bool  # True → the caller should use the MAA score
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def build_item_prompt(
+    item_key: str,
+    qa_pairs: Sequence[QAPair],
+    *,
+    has_audio: bool,
+    has_video: bool,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+) -> str:
+    """The prompt for one PHQ-8 item: instruction, the item's most relevant Q/A pairs (in time order,
+    at most ``max_pairs``, chosen by ``features.interview.pairs_for_item``), and the modality slots."""
+    item = ITEMS_BY_KEY.get(item_key)
+    if item is None:
+        raise KeyError(f"unknown PHQ-8 item {item_key!r}; expected one of {sorted(ITEMS_BY_KEY)}")
+    chosen = sorted(pairs_for_item(qa_pairs, item_key, max_pairs), key=lambda p: p.start_s)
+    lines = [f'Rate PHQ-8 item "{item.title}": {item.question}.', SCALE_LINE]
+    for pair in chosen:
+        if pair.question is not None and pair.question.text.strip():
+            lines.append(f"Q: {_clip(pair.question.text, MAX_ANSWER_CHARS)}")
+        answer = pair.answer_text
+        lines.append(f"A: {_clip(answer, MAX_ANSWER_CHARS) if answer else '(no answer)'}")
+    if not chosen:
+        lines.append("(no interview answers yet)")
+    if has_audio:
+        lines.append(f"Audio: {AUDIO_TOKEN}")
+    if has_video:
+        lines.append(f"Video: {VIDEO_TOKEN}")
+    lines.append(REPLY_LINE)
+    return "\n".join(lines)
+
+
+def format_target(score: int, reason: str) -> str:
+    """Training target: ``Evaluation Result: N. Evaluation Reason: …``."""
+    if not 0 <= score <= ITEM_MAX:
+        raise ValueError(f"item score must be 0–{ITEM_MAX}, got {score}")
+    reason = " ".join(reason.split()) or "No further detail."
+    return f"Evaluation Result: {score}. Evaluation Reason: {reason}"
+
+
+_WORDS = {"zero": 0.0, "one": 1.0, "two": 2.0, "three": 3.0}
+_NUMBER = r"(-?\d+(?:\.\d+)?|zero|one|two|three)"
+_OUT_OF = r"(?:\s*(?:/|out\s+of)\s*(\d+))?"
+_KEYWORD_RE = re.compile(
+    r"(?:evaluation\s+result|result|score|rating)s?\b[^0-9a-z\-]{0,4}(?:(?:is|of|=|would\s+be)\s*)?[:=]?\s*"
+    + _NUMBER
+    + r"\b"
+    + _OUT_OF,
+)
+_LEADING_RE = re.compile(r"^\s*" + _NUMBER + r"(?=$|[\s.:,;)\]])" + _OUT_OF)
+_REASON_RE = re.compile(r"evaluation\s+reason\s*[:=\-]?\s*|reason(?:ing)?\s*[:=\-]\s*", re.IGNORECASE)
+_MARKDOWN_RE = re.compile(r"\*\*|__|`+|^#+\s*", re.MULTILINE)
+
+
+def _normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)  # full-width colon/digits → ASCII
+    return _MARKDOWN_RE.sub("", text)
+
+
+def _to_score(raw: str, out_of: str | None) -> int | None:
+    value = _WORDS.get(raw)
+    if value is None:
+        value = float(raw)
+    if out_of is not None and int(out_of) != ITEM_MAX:
+        return None  # e.g. "6/24": a total, not an item score
+    score = math.floor(value + 0.5)
+    return score if 0 <= score <= ITEM_MAX else None
+
+
+def parse_output(text: str) -> ParsedOutput:
+    """Read the item score and reason from generated text (rules in the module docstring)."""
+    clean = _normalise(text)
+    lower = clean.lower()
+    match = _KEYWORD_RE.search(lower) or _LEADING_RE.search(lower)
+    score = _to_score(match.group(1), match.group(2)) if match else None
+    reason_match = _REASON_RE.search(clean)
+    if reason_match:
+        reason = clean[reason_match.end() :]
+    elif match and score is not None:
+        reason = clean[match.end() :].lstrip(" .:;,-)")
+    else:
+        reason = clean
+    reason = _clip(reason, MAX_REASON_CHARS)
+    return ParsedOutput(score=score, reason=reason, fallback=score is None)

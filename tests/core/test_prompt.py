@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+
+from mllmdr_core.frames import QAPair, TranscriptLine
+from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
+from mllmdr_core.phq8 import ITEM_KEYS
+from mllmdr_core.prompt import ParsedOutput, build_item_prompt, format_target, parse_output
+
+
+def _pair(q: str, a: str, t: float) -> QAPair:
+    return QAPair(
+        question=TranscriptLine(t, t + 2, "clinician", q),
+        answers=(TranscriptLine(t + 2.5, t + 6, "patient", a),),
+    )
+
+
+PAIRS = [
+    _pair("How are you doing today?", "Okay I guess.", 0.0),
+    _pair("How have you been sleeping lately?", "Badly, I wake up at three every night.", 10.0),
+    _pair("What do you do for fun?", "Nothing really, I stopped playing football.", 20.0),
+    _pair("How is your appetite?", "I barely eat.", 30.0),
+]
+
+
+def test_item_prompt_holds_question_pairs_and_slots() -> None:
+    prompt = build_item_prompt("sleep", PAIRS, has_audio=True, has_video=True)
+    assert 'Rate PHQ-8 item "Sleep": Trouble falling or staying asleep' in prompt
+    assert "Q: How have you been sleeping lately?\nA: Badly, I wake up at three every night." in prompt
+    assert "football" not in prompt and "appetite" not in prompt  # only pairs relevant to sleep
+    assert prompt.count(AUDIO_TOKEN) == 1 and prompt.count(VIDEO_TOKEN) == 1
+    assert prompt.index(AUDIO_TOKEN) < prompt.index(VIDEO_TOKEN)
+    assert prompt.endswith('Reply "Evaluation Result: N. Evaluation Reason: ..."')
+
+
+def test_absent_modalities_have_no_slot_and_prompts_stay_short() -> None:
+    prompt = build_item_prompt("interest", PAIRS, has_audio=False, has_video=True)
+    assert AUDIO_TOKEN not in prompt and VIDEO_TOKEN in prompt
+    assert "football" in prompt
+    for key in ITEM_KEYS:
+        assert len(build_item_prompt(key, PAIRS, has_audio=True, has_video=True)) < 900
+
+
+def test_max_pairs_and_time_order() -> None:
+    many = [_pair(f"How did you sleep on day {i}?", f"Poorly on day {i}.", 10.0 * i) for i in range(10)]
+    prompt = build_item_prompt("sleep", many, has_audio=False, has_video=False, max_pairs=3)
+    assert prompt.count("\nQ: ") == 3
+    days = [int(line.split("day ")[1].rstrip("?")) for line in prompt.splitlines() if line.startswith("Q:")]
+    assert days == sorted(days)
+
+
+def test_no_pairs_and_unknown_item() -> None:
+    prompt = build_item_prompt("mood", [], has_audio=True, has_video=False)
+    assert "(no interview answers yet)" in prompt
+    with pytest.raises(KeyError, match="unknown PHQ-8 item"):
+        build_item_prompt("nope", PAIRS, has_audio=True, has_video=True)
+
+
+def test_format_target_round_trips_through_the_parser() -> None:
+    target = format_target(2, "  Wakes at   three most nights. ")
+    assert target == "Evaluation Result: 2. Evaluation Reason: Wakes at three most nights."
+    assert parse_output(target) == ParsedOutput(2, "Wakes at three most nights.", False)
+    with pytest.raises(ValueError):
+        format_target(4, "x")
+
+
+DRIFT = [
+    # (text, expected score, expected reason)
+    ("Evaluation Result: 2. Evaluation Reason: sleeps badly.", 2, "sleeps badly."),
+    ("evaluation result: 3. evaluation reason: no energy", 3, "no energy"),
+    ("EVALUATION RESULT: 1 EVALUATION REASON: some days", 1, "some days"),
+    ("Evaluation Result: 2 Evaluation Reason: missing period", 2, "missing period"),
+    ("Result: 2", 2, ""),
+    ("I would give a score of 2/3 because of the pauses.", 2, "because of the pauses."),
+    ("Evaluation Result: two. Evaluation Reason: words", 2, "words"),
+    ("Evaluation Result: Three. Evaluation Reason: capital word", 3, "capital word"),
+    ("Evaluation Result: 5. Evaluation Reason: out of range", None, "out of range"),
+    ("Evaluation Result: -1. Evaluation Reason: negative", None, "negative"),
+    ("The total score is 6/24 overall.", None, "The total score is 6/24 overall."),
+    ("I cannot tell from this interview.", None, "I cannot tell from this interview."),
+    ("Evaluation Result：1。Evaluation Reason：睡眠不好", 1, "睡眠不好"),
+    ("**Evaluation Result:** 1. **Evaluation Reason:** tired often", 1, "tired often"),
+    ("Sure! Here is my answer.\nEvaluation Result: 0. Evaluation Reason: fine", 0, "fine"),
+    ("2. The participant reports poor appetite.", 2, "The participant reports poor appetite."),
+    ("Score = 3", 3, ""),
+    ("Rating: 3 out of 3 - constant fatigue", 3, "constant fatigue"),
+    ("Evaluation Result: 2.5. Evaluation Reason: between", 3, "between"),
+    ("Evaluation Result: [1]. Evaluation Reason: bracketed", 1, "bracketed"),
+    ("She sleeps 3 hours a night.", None, "She sleeps 3 hours a night."),
+    ("Evaluation Result: ２. Evaluation Reason: full-width digit", 2, "full-width digit"),
+    ("", None, ""),
+]
+
+
+@pytest.mark.parametrize(("text", "score", "reason"), DRIFT)
+def test_parser_tolerates_drift(text: str, score: int | None, reason: str) -> None:
+    parsed = parse_output(text)
+    assert parsed.score == score
+    assert parsed.fallback is (score is None)
+    assert parsed.reason == reason
+
+
+def test_long_reason_is_clipped() -> None:
+    parsed = parse_output("Evaluation Result: 1. Evaluation Reason: " + "word " * 500)
+    assert parsed.score == 1 and len(parsed.reason) <= 600 and parsed.reason.endswith("…")
