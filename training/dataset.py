@@ -1,0 +1,155 @@
+"""Training examples: one per (session, PHQ-8 item).
+
+The prompt is built exactly as the live assessor builds it — transcript → Q/A pairs
+(``features.interview.pair_transcript``) → ``prompt.build_item_prompt`` (which picks the item's
+pairs) — and the target is ``prompt.format_target(score, rationale)``. Features
+come from the per-session ``.npz`` cache written by :mod:`training.features`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mllmdr_core.config import MllmdrConfig
+from mllmdr_core.features.interview import pair_transcript
+from mllmdr_core.frames import FloatArray, TranscriptLine
+from mllmdr_core.model.mllm import MultimodalExample
+from mllmdr_core.phq8 import ITEM_KEYS
+from mllmdr_core.prompt import build_item_prompt, format_target
+from training.features import SessionFeatures, load_features
+
+MODALITIES = ("all", "text", "av")  # which inputs an example shows the model
+
+
+@dataclass(frozen=True)
+class SessionLabels:
+    """What the dataset needs from a session record (see ``training.data``)."""
+
+    session_id: str
+    split: str
+    transcript: tuple[TranscriptLine, ...]
+    item_scores: Mapping[str, int]
+    rationales: Mapping[str, str] = field(default_factory=dict)
+    tags: frozenset[str] = frozenset()  # e.g. {"masked"} for synthetic sessions with neutral words
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.item_scores[k] for k in ITEM_KEYS))
+
+
+def item_prompts(
+    transcript: Sequence[TranscriptLine], cfg: MllmdrConfig, *, has_audio: bool, has_video: bool
+) -> dict[str, str]:
+    """The 8 item prompts for a transcript (the live assessor's rules)."""
+    pairs = pair_transcript(list(transcript))
+    return {
+        key: build_item_prompt(
+            key,
+            pairs,
+            has_audio=has_audio,
+            has_video=has_video,
+            max_pairs=cfg.assess.max_qa_pairs_per_item,
+        )
+        for key in ITEM_KEYS
+    }
+
+
+def default_rationale(item_key: str, score: int) -> str:
+    return f"The interview gives evidence for a {item_key} score of {score}."
+
+
+@dataclass(frozen=True)
+class ItemExample:
+    session_id: str
+    item_key: str
+    prompt: str
+    target: str
+    score: int
+    features_path: Path
+    modality: str = "all"
+    tags: frozenset[str] = frozenset()
+
+
+def build_examples(
+    sessions: Sequence[SessionLabels],
+    features_dir: Path,
+    cfg: MllmdrConfig,
+    *,
+    modality: str = "all",
+) -> list[ItemExample]:
+    """8 examples per session. ``modality``: "all" (text + audio + video), "text" (no soft tokens) or
+    "av" (soft tokens, no interview text)."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    out: list[ItemExample] = []
+    for s in sessions:
+        transcript: Sequence[TranscriptLine] = () if modality == "av" else s.transcript
+        prompts = item_prompts(transcript, cfg, has_audio=modality != "text", has_video=modality != "text")
+        for key in ITEM_KEYS:
+            score = int(s.item_scores[key])
+            out.append(
+                ItemExample(
+                    session_id=s.session_id,
+                    item_key=key,
+                    prompt=prompts[key],
+                    target=format_target(score, s.rationales.get(key) or default_rationale(key, score)),
+                    score=score,
+                    features_path=features_dir / f"{s.session_id}.npz",
+                    modality=modality,
+                    tags=s.tags,
+                )
+            )
+    return out
+
+
+class FeatureCache:
+    """Loads each session's ``.npz`` once (the demo corpus fits in memory many times over)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, SessionFeatures] = {}
+
+    def get(self, path: Path) -> SessionFeatures:
+        if path not in self._cache:
+            self._cache[path] = load_features(path)
+        return self._cache[path]
+
+
+def _nonempty(a: FloatArray) -> FloatArray | None:
+    return a if a.ndim == 2 and a.shape[0] > 0 else None
+
+
+class ItemDataset(torch.utils.data.Dataset[MultimodalExample]):
+    """``ItemExample`` → ``MultimodalExample`` (prompt, target, features, item score)."""
+
+    def __init__(
+        self, examples: Sequence[ItemExample], cache: FeatureCache | None = None, *, with_targets: bool = True
+    ) -> None:
+        self.examples = list(examples)
+        self.cache = cache or FeatureCache()
+        self.with_targets = with_targets
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, idx: int) -> MultimodalExample:
+        ex = self.examples[idx]
+        audio = visual = None
+        if ex.modality != "text":
+            feats = self.cache.get(ex.features_path)
+            audio, visual = _nonempty(feats.audio), _nonempty(feats.visual)
+            if audio is None:  # keep the slot: a single zero frame (no speech found)
+                audio = np.zeros((1, feats.audio.shape[-1]), dtype=np.float32)
+            if visual is None:
+                visual = np.zeros((1, feats.visual.shape[-1]), dtype=np.float32)
+        return MultimodalExample(
+            prompt=ex.prompt,
+            target=ex.target if self.with_targets else None,
+            audio=audio,
+            visual=visual,
+            target_score=float(ex.score),
+        )

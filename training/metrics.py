@@ -1,0 +1,111 @@
+"""Screening metrics: binary precision/recall/F1 (total ≥ 10), MAE, RMSE, CCC, per-item MAE, grounding."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS
+
+
+def binary_scores(
+    y_true: Sequence[float], y_pred: Sequence[float], cutoff: int = BINARY_CUTOFF
+) -> dict[str, float]:
+    """Precision, recall, F1 and accuracy of the positive screen (total ≥ ``cutoff``) + confusion counts."""
+    t = np.asarray(y_true, dtype=float) >= cutoff
+    p = np.asarray(y_pred, dtype=float) >= cutoff
+    tp = int(np.sum(t & p))
+    fp = int(np.sum(~t & p))
+    fn = int(np.sum(t & ~p))
+    tn = int(np.sum(~t & ~p))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    n = max(1, len(t))
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": (tp + tn) / n,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def ccc(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (0 when both are constant)."""
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    if len(t) < 2:
+        return 0.0
+    cov = float(np.mean((t - t.mean()) * (p - p.mean())))
+    denom = float(t.var() + p.var() + (t.mean() - p.mean()) ** 2)
+    return 2 * cov / denom if denom > 0 else 0.0
+
+
+def regression_scores(y_true: Sequence[float], y_pred: Sequence[float]) -> dict[str, float]:
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    err = p - t
+    return {
+        "mae": float(np.mean(np.abs(err))) if len(t) else float("nan"),
+        "rmse": float(np.sqrt(np.mean(err**2))) if len(t) else float("nan"),
+        "ccc": ccc(t, p),
+    }
+
+
+def item_mae(
+    true_items: Sequence[Mapping[str, int]], pred_items: Sequence[Mapping[str, float]]
+) -> dict[str, float]:
+    """Mean absolute error per PHQ-8 item key over sessions."""
+    out: dict[str, float] = {}
+    for key in ITEM_KEYS:
+        errs = [abs(float(p[key]) - float(t[key])) for t, p in zip(true_items, pred_items, strict=True)]
+        out[key] = float(np.mean(errs)) if errs else float("nan")
+    return out
+
+
+def screening_report(
+    true_items: Sequence[Mapping[str, int]],
+    pred_items: Sequence[Mapping[str, float]],
+    cutoff: int = BINARY_CUTOFF,
+) -> dict[str, Any]:
+    """All metrics for one prediction set: totals are item sums."""
+    t_tot = [float(sum(t[k] for k in ITEM_KEYS)) for t in true_items]
+    p_tot = [float(sum(p[k] for k in ITEM_KEYS)) for p in pred_items]
+    return {
+        "n": len(t_tot),
+        **binary_scores(t_tot, p_tot, cutoff),
+        **regression_scores(t_tot, p_tot),
+        "item_mae": item_mae(true_items, pred_items),
+    }
+
+
+_QUOTE_RE = re.compile(r"[\"“”']([^\"“”']{3,})[\"“”']")
+
+
+def _norm_words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9.]+", " ", text.lower()).split())
+
+
+def quoted_spans(rationale: str) -> list[str]:
+    """Quoted spans ("…" or '…' of 3+ characters) in a rationale."""
+    return [m.group(1).strip() for m in _QUOTE_RE.finditer(rationale) if m.group(1).strip()]
+
+
+def is_grounded(rationale: str, transcript_text: str, indicator_names: Iterable[str]) -> bool:
+    """A rationale is grounded when it cites something (a quote or an indicator name) and every quote
+    occurs in the transcript (case and punctuation ignored)."""
+    transcript = _norm_words(transcript_text)
+    quotes = quoted_spans(rationale)
+    names = [n for n in indicator_names if n]
+    low = rationale.lower()
+    mentions = [n for n in names if n.lower() in low or n.replace("_", " ").lower() in low]
+    if not quotes and not mentions:
+        return False
+    return all(_norm_words(q) in transcript for q in quotes)
