@@ -92,6 +92,7 @@ class ExportConfig:
 class RunConfig:
     name: str = "run"
     seed: int = 0
+    threads: int = 1  # torch threads; 1 is fastest on a shared 2-core machine
     workdir: str = "runs/run"
     model: dict[str, Any] = field(default_factory=dict)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)

@@ -1,0 +1,137 @@
+"""Evaluation: metric values against hand-computed numbers, grounding, ablations on a tiny real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mllmdr_core.backends.transformers_backend import TransformersBackend
+from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.model.mllm import MLlmDR
+from mllmdr_core.model.tokenizer import train_tokenizer
+from mllmdr_core.phq8 import ITEM_KEYS
+from mllmdr_core.testing import tiny_config
+from training.dataset import SessionLabels
+from training.eval import bypass_lqformers, check_targets, evaluate, reported_score, write_report
+from training.features import SessionFeatures, save_features
+from training.metrics import (
+    binary_scores,
+    ccc,
+    is_grounded,
+    quoted_spans,
+    regression_scores,
+    screening_report,
+)
+
+
+def test_binary_and_regression_metrics_match_hand_computation() -> None:
+    true = [12, 3, 15, 9, 10]
+    pred = [11, 10, 4, 2, 13]  # TP: 12→11, 10→13; FP: 3→10; FN: 15→4; TN: 9→2
+    b = binary_scores(true, pred)
+    assert (b["tp"], b["fp"], b["fn"], b["tn"]) == (2, 1, 1, 1)
+    assert b["precision"] == pytest.approx(2 / 3) and b["recall"] == pytest.approx(2 / 3)
+    assert b["f1"] == pytest.approx(2 / 3)
+    r = regression_scores(true, pred)
+    assert r["mae"] == pytest.approx((1 + 7 + 11 + 7 + 3) / 5)
+    assert r["rmse"] == pytest.approx(np.sqrt((1 + 49 + 121 + 49 + 9) / 5))
+    assert ccc([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert ccc([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert 0 < ccc([1, 2, 3, 4], [2, 3, 4, 5]) < 1  # a constant shift lowers CCC, not correlation
+    items_true = [dict.fromkeys(ITEM_KEYS, 2), dict.fromkeys(ITEM_KEYS, 0)]
+    items_pred = [dict.fromkeys(ITEM_KEYS, 1.0), dict.fromkeys(ITEM_KEYS, 0.0)]
+    rep = screening_report(items_true, items_pred)
+    assert rep["item_mae"]["sleep"] == pytest.approx(0.5) and rep["mae"] == pytest.approx(4.0)
+    assert rep["recall"] == 0.0 and rep["f1"] == 0.0  # 16 → 8 is a missed positive
+
+
+def test_grounding_requires_quotes_found_in_transcript() -> None:
+    transcript = "I barely sleep, maybe four hours. I wake up at 3 a.m. every night."
+    assert quoted_spans('The patient said "I wake up at 3 a.m." and more') == ["I wake up at 3 a.m."]
+    assert is_grounded('Reports "barely sleep, maybe four hours".', transcript, ["speech_ratio"])
+    assert not is_grounded('Reports "sleeps like a baby".', transcript, ["speech_ratio"])
+    assert is_grounded("Low speech_ratio and long pauses.", transcript, ["speech_ratio"])
+    assert not is_grounded("Seems fine overall.", transcript, ["speech_ratio"])
+
+
+def test_reported_score_falls_back_to_rounded_maa() -> None:
+    assert reported_score(2, 0.1) == (2, False)
+    assert reported_score(None, 2.6) == (3, True)
+    assert reported_score(None, 7.0) == (3, True) and reported_score(None, -1.0) == (0, True)
+
+
+AUDIO_DIM, VISUAL_DIM = 18, 10
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> MLlmDR:
+    texts = [
+        "Rate PHQ-8 item Sleep Q: How do you sleep? A: badly. Evaluation Result: 2. Evaluation Reason: x"
+    ] * 8
+    tok = train_tokenizer(texts, vocab_size=300)
+    cfg = tiny_config()
+    cfg.llm.max_new_tokens = 6
+    torch.manual_seed(0)
+    return MLlmDR(cfg, AUDIO_DIM, VISUAL_DIM, tok).eval()
+
+
+def _session(i: int, masked: bool) -> SessionLabels:
+    lines = (
+        TranscriptLine(0.0, 2.0, "clinician", "How have you been sleeping?"),
+        TranscriptLine(2.5, 5.0, "patient", "I barely sleep at all."),
+    )
+    return SessionLabels(
+        f"s{i}",
+        "test",
+        lines,
+        dict.fromkeys(ITEM_KEYS, 2 if i % 2 else 0),
+        tags=frozenset({"masked"}) if masked else frozenset(),
+    )
+
+
+def test_evaluate_runs_every_ablation_and_writes_report(tiny_model: MLlmDR, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sessions = [_session(i, masked=i < 2) for i in range(4)]
+    for s in sessions:
+        save_features(
+            tmp_path / "features" / f"{s.session_id}.npz",
+            SessionFeatures(
+                rng.normal(size=(7, AUDIO_DIM)).astype(np.float32),
+                rng.normal(size=(5, VISUAL_DIM)).astype(np.float32),
+                {"speech_ratio": 0.5},
+                "hubert+prosody-v1",
+                "mediapipe-face-v1",
+                5.0,
+            ),
+        )
+    backend = TransformersBackend(tiny_model, max_new_tokens=6)
+    results = evaluate(
+        tiny_model, backend, sessions, tmp_path / "features", indicator_names=["speech_ratio"], progress=False
+    )
+    assert set(results["ablations"]) == {"all", "text", "av", "no_lqformer"}
+    for entry in results["ablations"].values():
+        assert entry["all"]["n"] == 4 and entry["masked"]["n"] == 2
+        assert 0.0 <= entry["all"]["f1"] <= 1.0 and entry["all"]["mae"] >= 0.0
+        assert entry["totals"]["true"] == [0, 16, 0, 16]
+    assert set(check_targets(results)) == {"f1_all", "mae_all", "masked_f1_gain"}
+    paths = write_report(results, tmp_path / "eval", header="# test")
+    assert json.loads(paths["json"].read_text())["n_sessions"] == 4
+    assert "Masked subset" in paths["md"].read_text()
+    assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bypass_lqformers_changes_soft_tokens_and_restores(tiny_model: MLlmDR) -> None:
+    feats = torch.randn(1, 9, AUDIO_DIM)
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    with torch.no_grad():
+        normal = tiny_model.audio_lqformer(feats, mask)
+        with bypass_lqformers(tiny_model):
+            pooled = tiny_model.audio_lqformer(feats, mask)
+        again = tiny_model.audio_lqformer(feats, mask)
+    assert pooled.shape == normal.shape == (1, tiny_model.config.lqformer.num_queries, tiny_model.d_llm)
+    assert torch.allclose(pooled[:, 0], pooled[:, -1])  # one pooled vector, repeated for every slot
+    assert not torch.allclose(pooled, normal)
+    torch.testing.assert_close(again, normal)
