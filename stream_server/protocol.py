@@ -471,8 +471,14 @@ def _example_assessment(session_id: str, kind: Literal["checkpoint", "final"]) -
             else "No evidence of this symptom in the interview so far.",
             evidence=[
                 Evidence(kind="transcript", text="I wake up tired a lot", start_s=41.2, end_s=43.0),
-                Evidence(kind="indicator", text="speech_ratio = 0.41 (30 s window)", name="speech_ratio",
-                         value=0.41, start_s=15.0, end_s=45.0),
+                Evidence(
+                    kind="indicator",
+                    text="speech_ratio = 0.41 (30 s window)",
+                    name="speech_ratio",
+                    value=0.41,
+                    start_s=15.0,
+                    end_s=45.0,
+                ),
             ]
             if key in ("sleep", "tired")
             else [],
@@ -489,8 +495,12 @@ def _example_assessment(session_id: str, kind: Literal["checkpoint", "final"]) -
         total=2,
         binary=False,
         maa_total=2.8,
-        model=ModelInfo(bundle_id="demo-20261126-ab12cd34", training_data="synthetic", non_clinical=True,
-                        backend="transformers"),
+        model=ModelInfo(
+            bundle_id="demo-20261126-ab12cd34",
+            training_data="synthetic",
+            non_clinical=True,
+            backend="transformers",
+        ),
         labels=[SYNTHETIC_LABEL],
         disclaimer=DISCLAIMER,
         timings_ms={"features": 12.0, "llm": 840.0},
@@ -505,21 +515,51 @@ def protocol_examples() -> list[BaseModel]:
     from mllmdr_core.assessment import DISCLAIMER, SYNTHETIC_LABEL
 
     return [
-        SessionCreatedEvent(**common, seq=1, bundle_id="demo-20261126-ab12cd34", training_data="synthetic",
-                            non_clinical=True, labels=[SYNTHETIC_LABEL], disclaimer=DISCLAIMER,
-                            indicator_interval_s=2.0, checkpoint_interval_s=120.0),
+        SessionCreatedEvent(
+            **common,
+            seq=1,
+            bundle_id="demo-20261126-ab12cd34",
+            training_data="synthetic",
+            non_clinical=True,
+            labels=[SYNTHETIC_LABEL],
+            disclaimer=DISCLAIMER,
+            indicator_interval_s=2.0,
+            checkpoint_interval_s=120.0,
+        ),
         SessionStatusEvent(**common, seq=2, state="live", publisher_connected=True, audio=True, video=True),
-        IndicatorsEvent(**common, seq=3, media_time_s=30.0, window_s=30.0, lag_s=0.4,
-                        values={"speech_ratio": 0.41, "pause_count": 7.0, "f0_mean_hz": 142.5,
-                                "smile_ratio": 0.05, "blink_rate_per_min": 14.0}),
-        TranscriptEvent(**common, seq=4, line=TranscriptLineModel(start_s=41.2, end_s=43.0, speaker="patient",
-                                                                  text="I wake up tired a lot")),
+        IndicatorsEvent(
+            **common,
+            seq=3,
+            media_time_s=30.0,
+            window_s=30.0,
+            lag_s=0.4,
+            values={
+                "speech_ratio": 0.41,
+                "pause_count": 7.0,
+                "f0_mean_hz": 142.5,
+                "smile_ratio": 0.05,
+                "blink_rate_per_min": 14.0,
+            },
+        ),
+        TranscriptEvent(
+            **common,
+            seq=4,
+            line=TranscriptLineModel(
+                start_s=41.2, end_s=43.0, speaker="patient", text="I wake up tired a lot"
+            ),
+        ),
         TranscriptAckEvent(**common, seq=5, ref="c-17", line_index=16, start_s=41.2, end_s=43.0),
-        CheckpointResultEvent(**common, seq=6, ref="k-1", trigger="request",
-                              assessment=_example_assessment(sid, "checkpoint")),
+        CheckpointResultEvent(
+            **common, seq=6, ref="k-1", trigger="request", assessment=_example_assessment(sid, "checkpoint")
+        ),
         AssessmentResultEvent(**common, seq=7, assessment=_example_assessment(sid, "final")),
-        WarningEvent(**common, seq=8, code="video_frames_dropped", message="analysis behind; dropped frames",
-                     detail={"dropped": 12}),
+        WarningEvent(
+            **common,
+            seq=8,
+            code="video_frames_dropped",
+            message="analysis behind; dropped frames",
+            detail={"dropped": 12},
+        ),
         ErrorEvent(**common, seq=9, code="bad_json", message="message is not valid JSON"),
         PongEvent(**common, seq=10, ref="p-1"),
         SessionClosedEvent(**common, seq=11, reason="ended", final_assessment=True, media_time_s=45.0),
@@ -528,9 +568,14 @@ def protocol_examples() -> list[BaseModel]:
         SessionEndMessage(id="e-1"),
         PingMessage(id="p-1"),
         SessionCreateRequest(external_id="call-8812", checkpoint_interval_s=120.0),
-        SessionCreated(session_id=sid, publisher_token="eyJhbGciOi...", clinician_token="eyJhbGciOi...",
-                       expires_at=ts + 900, patient_url=f"http://127.0.0.1:8765/patient/?session={sid}&token=…",
-                       panel_url=f"http://127.0.0.1:8765/panel/?session={sid}&token=…"),
+        SessionCreated(
+            session_id=sid,
+            publisher_token="eyJhbGciOi...",
+            clinician_token="eyJhbGciOi...",
+            expires_at=ts + 900,
+            patient_url=f"http://127.0.0.1:8765/patient/?session={sid}&token=…",
+            panel_url=f"http://127.0.0.1:8765/panel/?session={sid}&token=…",
+        ),
         TokenRequest(role="clinician", ttl_s=600),
         TokenResponse(token="eyJhbGciOi...", expires_at=ts + 600),
         Offer(sdp="v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\n…"),
@@ -554,7 +599,7 @@ def protocol_markdown() -> str:
         "",
         ", ".join(f"`{c}`" for c in ERROR_CODES),
         "",
-        "Every non-2xx REST response has the body `{\"error\": {\"code\": ..., \"message\": ...}}`.",
+        'Every non-2xx REST response has the body `{"error": {"code": ..., "message": ...}}`.',
         f"Limits: WebSocket message ≤ {MAX_WS_MESSAGE_BYTES} bytes, REST body ≤ {MAX_HTTP_BODY_BYTES} bytes, "
         f"caption text ≤ {MAX_TEXT_CHARS} characters.",
         "",
@@ -574,9 +619,7 @@ def protocol_markdown() -> str:
             out += [section, ""]
         title = f"`{kind}` — {cls.__name__}" if isinstance(kind, str) and kind != "offer" else cls.__name__
         out += [f"### {title}", "", (cls.__doc__ or "").strip(), ""]
-        fields = [
-            f"- `{name}`: {_type_name(info.annotation)}" for name, info in cls.model_fields.items()
-        ]
+        fields = [f"- `{name}`: {_type_name(info.annotation)}" for name, info in cls.model_fields.items()]
         out += [*fields, "", "```json", example.model_dump_json(indent=2), "```", ""]
     return "\n".join(out)
 

@@ -31,8 +31,10 @@ def test_assessment_survives_the_wire() -> None:
 @pytest.mark.parametrize(
     ("raw", "cls"),
     [
-        ('{"type":"caption","text":"hi","speaker":"patient","start_s":1,"end_s":2,"id":"c1"}',
-         p.CaptionMessage),
+        (
+            '{"type":"caption","text":"hi","speaker":"patient","start_s":1,"end_s":2,"id":"c1"}',
+            p.CaptionMessage,
+        ),
         ('{"type":"checkpoint.request"}', p.CheckpointRequestMessage),
         (b'{"type":"session.end","id":"e"}', p.SessionEndMessage),
         ('{"type":"ping"}', p.PingMessage),

@@ -1,0 +1,217 @@
+// MLlm-DR Live browser SDK (plain ES module, no dependencies, no build).
+//
+//   import { connect } from "/sdk/mllmdr.js";
+//   const session = await connect({ serverUrl: "http://127.0.0.1:8765", token });
+//   session.on("indicators", (ev) => ...);          // or "*" for every event
+//   await session.publish(await navigator.mediaDevices.getUserMedia({ audio: true, video: true }));
+//   session.sendCaption({ text: "How have you slept?", speaker: "clinician", start_s: 3.2, end_s: 4.9 });
+//   const { assessment } = await session.end();
+//
+// Events are the server's protocol v1 objects (see docs/protocol.md). The WebSocket reconnects by itself
+// (resuming after the last `seq` seen); a publishing peer connection that fails is re-offered to the same
+// session, which the server continues within its reconnect grace period.
+
+export const PROTOCOL_VERSION = 1;
+
+export class MllmdrError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.name = "MllmdrError";
+    this.code = code;
+  }
+}
+
+/** The session id (`sub`) and role inside a token (no verification: the server verifies). */
+export function tokenClaims(token) {
+  const part = String(token).split(".")[1] || "";
+  const json = atob(part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "="));
+  const claims = JSON.parse(json);
+  return { sessionId: claims.sub, role: claims.role, exp: claims.exp };
+}
+
+/** Connect to one session's event stream. Resolves once the WebSocket is open. */
+export async function connect({ serverUrl, token, sessionId, reconnect = true, WebSocketImpl } = {}) {
+  const base = String(serverUrl || location.origin).replace(/\/$/, "");
+  const claims = tokenClaims(token);
+  const session = new Session(base, sessionId || claims.sessionId, token, claims.role, {
+    reconnect,
+    WebSocketImpl: WebSocketImpl || globalThis.WebSocket,
+  });
+  await session._openSocket();
+  return session;
+}
+
+export class Session {
+  constructor(base, sessionId, token, role, options) {
+    this.base = base;
+    this.sessionId = sessionId;
+    this.token = token;
+    this.role = role;
+    this.options = options;
+    this.lastSeq = 0;
+    this.closed = false;
+    this.sessionClosed = false;
+    this.pc = null;
+    this.stream = null;
+    this._handlers = new Map();
+    this._ws = null;
+    this._retry = 0;
+    this._msgId = 0;
+  }
+
+  /** Subscribe to events of `type` ("indicators", "assessment.result", ... or "*"); returns an unsubscribe fn. */
+  on(type, handler) {
+    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
+    this._handlers.get(type).add(handler);
+    return () => this._handlers.get(type).delete(handler);
+  }
+
+  /** Resolves with the first event of `type` (optionally matching `predicate`). */
+  waitFor(type, predicate = () => true, timeoutMs = 0) {
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const off = this.on(type, (ev) => {
+        if (!predicate(ev)) return;
+        off();
+        if (timer) clearTimeout(timer);
+        resolve(ev);
+      });
+      if (timeoutMs > 0) timer = setTimeout(() => { off(); reject(new MllmdrError("timeout", type)); }, timeoutMs);
+    });
+  }
+
+  _emit(event) {
+    for (const key of [event.type, "*"]) {
+      for (const fn of this._handlers.get(key) || []) {
+        try { fn(event); } catch (err) { console.error("mllmdr handler failed", err); }
+      }
+    }
+  }
+
+  _wsUrl() {
+    const url = new URL(`${this.base}/v1/sessions/${encodeURIComponent(this.sessionId)}/events`);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("token", this.token);
+    url.searchParams.set("after_seq", String(this.lastSeq));
+    return url.toString();
+  }
+
+  _openSocket() {
+    return new Promise((resolve, reject) => {
+      const ws = new this.options.WebSocketImpl(this._wsUrl());
+      this._ws = ws;
+      let opened = false;
+      ws.onopen = () => { opened = true; this._retry = 0; this._emit({ type: "sdk.connected" }); resolve(); };
+      ws.onmessage = (msg) => {
+        let event;
+        try { event = JSON.parse(msg.data); } catch { return; }
+        if (event.seq && event.type !== "error" && event.type !== "pong") this.lastSeq = Math.max(this.lastSeq, event.seq);
+        if (event.type === "session.closed") this.sessionClosed = true;
+        this._emit(event);
+      };
+      ws.onclose = (ev) => {
+        this._emit({ type: "sdk.disconnected", code: ev.code, reason: ev.reason });
+        if (!opened) { reject(new MllmdrError("connect_failed", ev.reason || `close ${ev.code}`)); return; }
+        const fatal = ev.code >= 4400 && ev.code < 4500;
+        if (!this.closed && !this.sessionClosed && !fatal && this.options.reconnect) {
+          const delay = Math.min(10000, 250 * 2 ** this._retry++);
+          setTimeout(() => { if (!this.closed) this._openSocket().catch(() => {}); }, delay);
+        }
+      };
+    });
+  }
+
+  async _http(method, path, body) {
+    const res = await fetch(`${this.base}/v1/sessions/${encodeURIComponent(this.sessionId)}${path}`, {
+      method,
+      headers: { "Authorization": `Bearer ${this.token}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new MllmdrError(data?.error?.code || `http_${res.status}`, data?.error?.message || res.statusText);
+    return data;
+  }
+
+  _send(message) {
+    const id = message.id || `m${++this._msgId}`;
+    const payload = { ...message, id };
+    if (this._ws && this._ws.readyState === 1) {
+      this._ws.send(JSON.stringify(payload));
+      return id;
+    }
+    throw new MllmdrError("not_connected", "event socket is not open");
+  }
+
+  /** Send a caption line (publisher token). Over the WebSocket when open, else over HTTP. */
+  async sendCaption({ text, speaker = "unknown", start_s, end_s, id, final = true }) {
+    const msg = { type: "caption", text, speaker, start_s, end_s, final, id };
+    if (this._ws && this._ws.readyState === 1) return this._send(msg);
+    const ack = await this._http("POST", "/captions", { text, speaker, start_s, end_s, id, final });
+    return ack.ref;
+  }
+
+  /** Ask for a checkpoint assessment; the result arrives as a `checkpoint.result` event. */
+  async requestCheckpoint() {
+    return (await this._http("POST", "/checkpoint")).request_id;
+  }
+
+  /** End the session; resolves with `{session_id, state, assessment}` once the final assessment is stored. */
+  async end() {
+    const out = await this._http("POST", "/end");
+    this._stopMedia();
+    return out;
+  }
+
+  info() { return this._http("GET", ""); }
+
+  /** Publish a MediaStream (camera + mic) to the session over WebRTC. */
+  async publish(stream) {
+    this.stream = stream;
+    await this._offer();
+  }
+
+  async _offer() {
+    if (this.pc) { try { this.pc.close(); } catch { /* already closed */ } }
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    this.pc = pc;
+    for (const track of this.stream.getTracks()) pc.addTrack(track, this.stream);
+    pc.onconnectionstatechange = () => {
+      this._emit({ type: "sdk.connection", state: pc.connectionState });
+      if (pc !== this.pc || this.closed || this.sessionClosed) return;
+      if (pc.connectionState === "failed" || pc.connectionState === "disconnected") {
+        setTimeout(() => {
+          if (pc === this.pc && !this.closed && !this.sessionClosed && pc.connectionState !== "connected") {
+            this._offer().catch((err) => this._emit({ type: "sdk.error", message: String(err) }));
+          }
+        }, 1000);
+      }
+    };
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    await waitIceComplete(pc);
+    const answer = await this._http("POST", "/offer", { sdp: pc.localDescription.sdp, type: "offer" });
+    await pc.setRemoteDescription(answer);
+    return pc;
+  }
+
+  _stopMedia() {
+    if (this.pc) { try { this.pc.close(); } catch { /* ignore */ } this.pc = null; }
+  }
+
+  /** Close the event socket and any peer connection (does not end the session). Idempotent. */
+  close() {
+    this.closed = true;
+    this._stopMedia();
+    if (this._ws) { try { this._ws.close(1000); } catch { /* ignore */ } }
+  }
+}
+
+function waitIceComplete(pc, timeoutMs = 5000) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { pc.removeEventListener("icegatheringstatechange", check); resolve(); };
+    const check = () => { if (pc.iceGatheringState === "complete") done(); };
+    pc.addEventListener("icegatheringstatechange", check);
+    setTimeout(done, timeoutMs);
+  });
+}

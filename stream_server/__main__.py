@@ -1,0 +1,129 @@
+"""``mllmdr-server``: run the live server. ``--demo`` = embedded defaults, SQLite in ./var, demo bundle,
+one session created at start-up with its patient and clinician URLs printed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from mllmdr_core.errors import MllmdrError
+from stream_server.engine import CoreEngine
+from stream_server.settings import Settings
+
+log = logging.getLogger("stream_server")
+DEMO_BUNDLE = Path("bundles/demo")
+WS_MAX_BYTES = (
+    1024 * 1024
+)  # frames above this are refused by uvicorn (1009); above 64 KiB we answer too_large
+
+
+def resolve_bundle(settings: Settings) -> Path:
+    """The configured bundle; in demo mode ``bundles/demo/`` or else a tiny random bundle in ``var/``."""
+    if settings.bundle_path:
+        return Path(settings.bundle_path)
+    if (DEMO_BUNDLE / "manifest.json").exists():
+        return DEMO_BUNDLE
+    if not settings.demo:
+        raise MllmdrError("no model bundle: pass --bundle PATH or set MLLMDR_BUNDLE_PATH (or use --demo)")
+    tiny = settings.var_path / "tiny-random-bundle"
+    if not (tiny / "manifest.json").exists():
+        testing = importlib.import_module("mllmdr_core.testing")
+
+        print(
+            "bundles/demo/ not found: building a TINY RANDOM-INIT bundle in",
+            tiny,
+            "(NON-CLINICAL, meaningless scores; for trying the plumbing only)",
+            flush=True,
+        )
+        testing.build_tiny_bundle(tiny, non_clinical=True)
+    return tiny
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mllmdr-server", description=__doc__)
+    p.add_argument(
+        "--demo", action="store_true", help="demo mode (generated API key, demo bundle, one session)"
+    )
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--bundle", default=None, help="model bundle directory")
+    p.add_argument("--database-url", default=None)
+    p.add_argument("--log-level", default="info")
+    return p.parse_args(argv)
+
+
+async def _announce(server: uvicorn.Server, settings: Settings) -> None:
+    while not server.started:
+        await asyncio.sleep(0.05)
+    if not settings.demo:
+        return
+    async with httpx.AsyncClient(base_url=f"http://{settings.host}:{settings.port}") as client:
+        r = await client.post(
+            "/v1/sessions", headers={"Authorization": f"Bearer {settings.api_key}"}, json={}
+        )
+        r.raise_for_status()
+        s = r.json()
+    print("\n=== MLlm-DR Live demo (screening aid, NOT a diagnosis) ===", flush=True)
+    print(f"API key (this run):  {settings.api_key}")
+    print(f"Patient page:        {s['patient_url']}")
+    print(f"Clinician panel:     {s['panel_url']}")
+    print("Open the patient page in one tab (allow camera+mic) and the panel in another.\n", flush=True)
+
+
+async def serve(settings: Settings) -> None:
+    from stream_server.app import create_app
+
+    bundle = resolve_bundle(settings)
+    engine = await asyncio.to_thread(
+        CoreEngine, bundle, transcript_source=settings.transcript_source, whisper_model=settings.whisper_model
+    )
+    log.info("loaded bundle %s from %s", engine.info.bundle_id, bundle)
+    app = create_app(settings, engine)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=WS_MAX_BYTES,
+        log_level="warning",
+        access_log=False,
+    )  # access log would print tokens in URLs
+    server = uvicorn.Server(config)
+    announce = asyncio.ensure_future(_announce(server, settings))
+    await server.serve()
+    announce.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "bundle_path": args.bundle,
+        "database_url": args.database_url,
+    }
+    if args.demo:
+        overrides["demo"] = True
+    try:
+        settings = Settings.from_env(**overrides).ensure_secrets()
+        settings.var_path.mkdir(parents=True, exist_ok=True)
+        asyncio.run(serve(settings))
+    except MllmdrError as exc:
+        print(f"mllmdr-server: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Runtime settings of ``mllmdr-server``: defaults, overridden by ``MLLMDR_*`` environment variables.
+
+``DATABASE_URL`` (no prefix) selects the store: ``sqlite+aiosqlite:///var/mllmdr.db`` by default,
+``postgresql+asyncpg://…`` for Postgres.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from mllmdr_core.errors import ConfigError
+
+
+class Settings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8765
+    public_url: str | None = None  # base URL printed in links; default http://host:port
+    api_key: str | None = None  # MLLMDR_API_KEY; --demo generates one
+    jwt_secret: str | None = None  # MLLMDR_JWT_SECRET; random per process when unset (tokens die on restart)
+    database_url: str = "sqlite+aiosqlite:///var/mllmdr.db"
+    bundle_path: str | None = None  # model bundle directory
+    var_dir: str = "var"
+    demo: bool = False
+    transcript_source: Literal["captions", "pocketsphinx", "whisper"] = "captions"
+    whisper_model: str | None = None
+    indicator_interval_s: float = Field(default=2.0, gt=0)
+    indicator_window_s: float = Field(default=30.0, gt=0)
+    checkpoint_interval_s: float | None = None  # None: checkpoints only on request
+    reconnect_grace_s: float = Field(default=20.0, ge=0)
+    media_timeout_s: float = Field(default=10.0, gt=0)  # no frames this long while connected = publisher lost
+    end_timeout_s: float = Field(default=120.0, gt=0)  # POST /end waits this long for the assessment
+    token_ttl_s: int = Field(default=3600, ge=10)
+    audio_queue_frames: int = Field(default=3000, ge=10)  # 20 ms frames: 60 s
+    video_queue_frames: int = Field(default=8, ge=1)
+    ws_queue_events: int = Field(default=1000, ge=10)  # per subscriber; overflow disconnects it
+    max_sessions: int = Field(default=32, ge=1)
+    session_create_per_min: int = Field(default=120, ge=1)  # rate limit per API key
+    workers: int = Field(default=max(2, os.cpu_count() or 2), ge=1)  # analysis threads
+    ice_host_addresses: list[str] | None = None  # e.g. ["127.0.0.1"] on loopback-only hosts
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Defaults ← ``MLLMDR_<FIELD>`` / ``DATABASE_URL`` env vars ← explicit overrides."""
+        values: dict[str, object] = {}
+        for name, info in cls.model_fields.items():
+            raw = os.environ.get(f"MLLMDR_{name.upper()}")
+            if raw is None:
+                continue
+            if name == "ice_host_addresses":
+                values[name] = [a.strip() for a in raw.split(",") if a.strip()]
+            elif info.annotation in (bool, "bool"):
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
+            else:
+                values[name] = raw
+        if os.environ.get("DATABASE_URL"):
+            values["database_url"] = os.environ["DATABASE_URL"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValueError as exc:
+            raise ConfigError(f"invalid server settings: {exc}") from exc
+
+    def ensure_secrets(self) -> Settings:
+        """Fill a random JWT secret (and, in demo mode, API key) when none was configured."""
+        update: dict[str, object] = {}
+        if not self.jwt_secret:
+            update["jwt_secret"] = secrets.token_urlsafe(32)
+        if not self.api_key and self.demo:
+            update["api_key"] = "demo-" + secrets.token_urlsafe(18)
+        if not (self.api_key or update.get("api_key")):
+            raise ConfigError("no API key: set MLLMDR_API_KEY (or run with --demo)")
+        return self.model_copy(update=update)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def var_path(self) -> Path:
+        return Path(self.var_dir)

@@ -1,0 +1,110 @@
+"""Live media over real aiortc loopback peers: indicators, final assessment, storage, metrics, faults."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .conftest import RunningServer
+from .peers import publish
+
+
+async def test_publish_indicators_and_final_assessment(server: RunningServer, recording: Path) -> None:
+    s = await server.create_session()
+    sid = s["session_id"]
+    clin = await server.events(sid, s["clinician_token"])
+    pub = await publish(server.http, sid, s["publisher_token"], recording)
+    status = await clin.wait("session.status", pred=lambda e: e["state"] == "live")
+    assert status[0]["audio"] and status[0]["video"]
+    indicators = await clin.wait("indicators", 3, timeout=30)
+    assert indicators[-1]["media_time_s"] > indicators[0]["media_time_s"] > 0
+    assert all(isinstance(v, float) for v in indicators[-1]["values"].values())
+    await server.http.post(
+        f"/v1/sessions/{sid}/captions",
+        headers=server.bearer(s["publisher_token"]),
+        json={"text": "I wake up at four", "speaker": "patient", "start_s": 1, "end_s": 2},
+    )
+    r = await server.http.post(
+        f"/v1/sessions/{sid}/checkpoint?wait=true", headers=server.bearer(s["clinician_token"])
+    )
+    assert r.status_code == 200 and r.json()["assessment"]["kind"] == "checkpoint"
+    await clin.wait("checkpoint.result")
+    r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.bearer(s["publisher_token"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "closed" and body["assessment"]["kind"] == "final"
+    final = (await clin.wait("assessment.result"))[0]["assessment"]
+    assert final == body["assessment"]
+    closed = (await clin.wait("session.closed"))[0]
+    assert closed["reason"] == "ended" and closed["final_assessment"] is True
+    await asyncio.wait_for(clin.closed.wait(), 5)
+    assert clin.close_code == 1000
+    await pub.close()
+    export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+    assert export["assessment"]["kind"] == "final" and len(export["checkpoints"]) == 1
+    assert len(export["indicators"]) >= 3 and export["info"]["state"] == "closed"
+    assert [e["seq"] for e in export["events"]] == sorted(e["seq"] for e in export["events"])
+    metrics = (await server.http.get("/metrics")).text
+    for needle in (
+        'mllmdr_frames_total{kind="audio"}',
+        'mllmdr_frames_total{kind="video"}',
+        'mllmdr_stage_seconds_count{stage="audio"}',
+        'mllmdr_stage_seconds_count{stage="video"}',
+        'mllmdr_stage_seconds_count{stage="assess_final"} 1',
+        "mllmdr_processing_lag_seconds_bucket",
+        'mllmdr_assessments_total{kind="final"} 1',
+        "mllmdr_sessions_started_total 1",
+    ):
+        assert needle in metrics, needle
+    # ending twice is idempotent and returns the stored assessment
+    again = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
+    assert again.json()["assessment"] == final
+
+
+async def test_publisher_that_vanishes_ends_cleanly_with_data_kept(
+    server: RunningServer, recording: Path
+) -> None:
+    s = await server.create_session()
+    sid = s["session_id"]
+    clin = await server.events(sid, s["clinician_token"])
+    pub = await publish(server.http, sid, s["publisher_token"], recording)
+    await clin.wait("indicators", 1, timeout=30)
+    await pub.close()  # gone, no session.end
+    lost = await clin.wait("session.status", pred=lambda e: e["state"] == "reconnecting", timeout=40)
+    assert lost
+    closed = (await clin.wait("session.closed", timeout=60))[0]
+    assert closed["reason"] == "publisher_gone" and closed["final_assessment"] is True
+    export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+    assert export["assessment"] is not None and len(export["indicators"]) >= 1
+
+
+async def test_reconnect_within_grace_continues_the_session(server: RunningServer, recording: Path) -> None:
+    s = await server.create_session()
+    sid = s["session_id"]
+    clin = await server.events(sid, s["clinician_token"])
+    pub = await publish(server.http, sid, s["publisher_token"], recording)
+    await clin.wait("indicators", 1, timeout=30)
+    await pub.close()
+    await clin.wait("session.status", pred=lambda e: e["state"] == "reconnecting", timeout=40)
+    pub2 = await publish(server.http, sid, s["publisher_token"], recording)
+    await clin.wait("session.status", 2, pred=lambda e: e["state"] == "live", timeout=20)
+    before = len(clin.of("indicators"))
+    await clin.wait("indicators", before + 2, timeout=30)
+    assert not clin.of("session.closed")
+    r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
+    assert r.json()["state"] == "closed"
+    await pub2.close()
+
+
+async def test_media_with_only_audio_or_only_video(server: RunningServer, recording: Path) -> None:
+    for audio, video, code in ((True, False, "no_video_track"), (False, True, "no_audio_track")):
+        s = await server.create_session()
+        sid = s["session_id"]
+        clin = await server.events(sid, s["clinician_token"])
+        pub = await publish(server.http, sid, s["publisher_token"], recording, audio=audio, video=video)
+        warning = (await clin.wait("warning", pred=lambda e, c=code: e["code"] == c))[0]
+        assert warning["message"]
+        await clin.wait("indicators", 1, timeout=30)
+        r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
+        assert r.json()["assessment"]["kind"] == "final"
+        await pub.close()
