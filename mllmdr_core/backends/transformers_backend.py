@@ -7,6 +7,7 @@ no per-layer hidden states are stored.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -57,6 +58,7 @@ class TransformersBackend:
             suppress_tokens=[model.audio_token_id, model.video_token_id],
         )
         self._closed = False
+        self._lock = threading.Lock()  # one generation at a time: the prefill hook is per call
 
     def generate(self, requests: list[ItemRequest]) -> list[ItemOutput]:
         """One batched greedy generation; ``maa_score`` from the prefill's last hidden states."""
@@ -66,6 +68,11 @@ class TransformersBackend:
             return []
         dtype = next(self.model.llm.parameters()).dtype
         embeds, mask = left_pad([r.embeds.to(dtype) for r in requests])  # (B, L, d), (B, L)
+        with self._lock:
+            new_tokens, scores = self._run(embeds, mask)
+        return self._outputs(requests, new_tokens, scores)
+
+    def _run(self, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         captured: list[torch.Tensor] = []
 
         def keep_prefill(_module: nn.Module, _args: object, output: object) -> None:
@@ -84,6 +91,11 @@ class TransformersBackend:
             raise BackendError(f"transformers generation failed: {exc}") from exc
         finally:
             handle.remove()
+        return new_tokens, scores
+
+    def _outputs(
+        self, requests: list[ItemRequest], new_tokens: torch.Tensor, scores: torch.Tensor
+    ) -> list[ItemOutput]:
         outputs = []
         for i, req in enumerate(requests):
             row = new_tokens[i].tolist()
