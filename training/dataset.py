@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mllmdr_core.config import MllmdrConfig
@@ -75,21 +74,43 @@ class ItemExample:
     tags: frozenset[str] = frozenset()
 
 
+class FeatureCache:
+    """Loads each session's ``.npz`` once (the demo corpus fits in memory many times over)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, SessionFeatures] = {}
+
+    def get(self, path: Path) -> SessionFeatures:
+        if path not in self._cache:
+            self._cache[path] = load_features(path)
+        return self._cache[path]
+
+
+def _nonempty(a: FloatArray) -> FloatArray | None:
+    return a if a.ndim == 2 and a.shape[0] > 0 else None
+
+
 def build_examples(
     sessions: Sequence[SessionLabels],
     features_dir: Path,
     cfg: MllmdrConfig,
     *,
     modality: str = "all",
+    cache: FeatureCache | None = None,
 ) -> list[ItemExample]:
     """8 examples per session. ``modality``: "all" (text + audio + video), "text" (no soft tokens) or
-    "av" (soft tokens, no interview text)."""
+    "av" (soft tokens, no interview text). A modality with no frames gets no slot (as in the assessor);
+    with ``cache`` the feature files are read to find out, without it every slot is kept."""
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     out: list[ItemExample] = []
     for s in sessions:
         transcript: Sequence[TranscriptLine] = () if modality == "av" else s.transcript
-        prompts = item_prompts(transcript, cfg, has_audio=modality != "text", has_video=modality != "text")
+        has_audio = has_video = modality != "text"
+        if has_audio and cache is not None:
+            feats = cache.get(features_dir / f"{s.session_id}.npz")
+            has_audio, has_video = _nonempty(feats.audio) is not None, _nonempty(feats.visual) is not None
+        prompts = item_prompts(transcript, cfg, has_audio=has_audio, has_video=has_video)
         for key in ITEM_KEYS:
             score = int(s.item_scores[key])
             out.append(
@@ -105,22 +126,6 @@ def build_examples(
                 )
             )
     return out
-
-
-class FeatureCache:
-    """Loads each session's ``.npz`` once (the demo corpus fits in memory many times over)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, SessionFeatures] = {}
-
-    def get(self, path: Path) -> SessionFeatures:
-        if path not in self._cache:
-            self._cache[path] = load_features(path)
-        return self._cache[path]
-
-
-def _nonempty(a: FloatArray) -> FloatArray | None:
-    return a if a.ndim == 2 and a.shape[0] > 0 else None
 
 
 class ItemDataset(torch.utils.data.Dataset[MultimodalExample]):
@@ -141,11 +146,7 @@ class ItemDataset(torch.utils.data.Dataset[MultimodalExample]):
         audio = visual = None
         if ex.modality != "text":
             feats = self.cache.get(ex.features_path)
-            audio, visual = _nonempty(feats.audio), _nonempty(feats.visual)
-            if audio is None:  # keep the slot: a single zero frame (no speech found)
-                audio = np.zeros((1, feats.audio.shape[-1]), dtype=np.float32)
-            if visual is None:
-                visual = np.zeros((1, feats.visual.shape[-1]), dtype=np.float32)
+            audio, visual = _nonempty(feats.audio), _nonempty(feats.visual)  # None: no slot in the prompt
         return MultimodalExample(
             prompt=ex.prompt,
             target=ex.target if self.with_targets else None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ def reported_score(generated: int | None, maa: float) -> tuple[int, bool]:
     """The assessor's rule: the generated score, else the MAA score rounded into 0–3 (fallback)."""
     if generated is not None:
         return generated, False
-    return int(min(ITEM_MAX, max(0, round(maa)))), True
+    return int(min(ITEM_MAX, max(0, math.floor(maa + 0.5)))), True
 
 
 @contextlib.contextmanager
@@ -95,9 +96,10 @@ def bypass_lqformers(model: MLlmDR) -> Iterator[None]:
         model.audio_lqformer.forward, model.visual_lqformer.forward = saved  # type: ignore[method-assign]
 
 
-def _tensor(a: FloatArray) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensor(a: FloatArray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(1, T, D) features and (1, T) mask; ``None`` for an empty modality (as the assessor does)."""
     if a.ndim != 2 or a.shape[0] == 0:
-        a = np.zeros((1, a.shape[-1] if a.ndim == 2 else 1), dtype=np.float32)
+        return None, None
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
     return t, torch.ones(t.shape[:2], dtype=torch.bool)  # (1, T)
 
@@ -107,14 +109,15 @@ def predict_session(
     model: MLlmDR, backend: LLMBackend, session: SessionLabels, features_path: Path, ablation: str
 ) -> SessionPrediction:
     """8 item predictions for one session under an ablation."""
-    with_av = ablation != "text"
     transcript = () if ablation == "av" else session.transcript
-    prompts = item_prompts(transcript, model.config, has_audio=with_av, has_video=with_av)
     audio = amask = visual = vmask = None
-    if with_av:
+    if ablation != "text":
         feats = load_features(features_path)
         audio, amask = _tensor(feats.audio)
         visual, vmask = _tensor(feats.visual)
+    prompts = item_prompts(
+        transcript, model.config, has_audio=audio is not None, has_video=visual is not None
+    )
     ctx = bypass_lqformers(model) if ablation == "no_lqformer" else contextlib.nullcontext()
     with ctx:
         embeds = model.prompt_embeds([prompts[k] for k in ITEM_KEYS], audio, amask, visual, vmask)
