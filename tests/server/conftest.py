@@ -173,3 +173,9 @@ async def run_server(settings: Settings, engine: Engine) -> AsyncIterator[Runnin
 async def server(tmp_path: Path, engine: Engine) -> AsyncIterator[RunningServer]:
     async with run_server(test_settings(tmp_path), engine) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def bundle_arg() -> str:
+    """Bundle path for subprocess servers ("" = the plumbing engine)."""
+    return ""
