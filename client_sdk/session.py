@@ -145,6 +145,7 @@ class Session:
         self._subscribers: list[_Subscriber] = []
         self._ws_task: asyncio.Task[None] | None = None
         self._ws_ready = asyncio.Event()
+        self._ws: Any = None
         self._last_seq = 0
         self._final: asyncio.Future[Assessment] = asyncio.get_running_loop().create_future()
         self._closed_event: SessionClosedEvent | None = None
@@ -361,6 +362,7 @@ class Session:
                 # after_seq: the server replays stored events we have not seen (resume after a drop)
                 url = f"{self._ws_url()}?token={self.token}&after_seq={self._last_seq}"
                 async with websockets.connect(url, open_timeout=10, max_size=4 * 1024 * 1024) as ws:
+                    self._ws = ws
                     self._ws_ready.set()
                     delay, deadline = 0.25, None
                     try:
@@ -398,6 +400,11 @@ class Session:
             delay = min(delay * 2, 2.0)
         for sub in self._subscribers:
             sub.put(None)
+
+    async def drop_event_stream(self) -> None:
+        """Close the event WebSocket as a network loss would; it reconnects and resumes (tests, failover)."""
+        if self._ws is not None:
+            await self._ws.close()
 
     def _dispatch(self, raw: str | bytes) -> None:
         try:
