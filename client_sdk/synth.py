@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -102,8 +103,8 @@ def build_audio(
     return track, lines
 
 
-def face_frames(n: int, fps: float, size: tuple[int, int]) -> list[npt.NDArray[np.uint8]]:
-    """``n`` RGB frames (H, W, 3) of the astronaut's face with a slow sway and nod."""
+def face_frames(n: int, fps: float, size: tuple[int, int]) -> Iterator[npt.NDArray[np.uint8]]:
+    """``n`` RGB frames (H, W, 3) of the astronaut's face with a slow sway and nod (generated lazily)."""
     from skimage.data import astronaut
     from skimage.transform import resize
 
@@ -112,7 +113,6 @@ def face_frames(n: int, fps: float, size: tuple[int, int]) -> list[npt.NDArray[n
     scale = 0.8 * height / face.shape[0]
     fh, fw = int(face.shape[0] * scale), int(face.shape[1] * scale)
     face = (resize(face, (fh, fw), anti_aliasing=True) * 255).astype(np.uint8)
-    out = []
     for i in range(n):
         t = i / fps
         dx = int(0.06 * width * np.sin(2 * np.pi * t / 4.0))
@@ -123,8 +123,7 @@ def face_frames(n: int, fps: float, size: tuple[int, int]) -> list[npt.NDArray[n
         canvas[max(y0, 0) : y0 + fh, max(x0, 0) : x0 + fw] = face[
             max(-y0, 0) : height - y0, max(-x0, 0) : width - x0
         ]
-        out.append(canvas)
-    return out
+        yield canvas
 
 
 def make_recording(
