@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from mllmdr_core.config import AudioEncoderConfig, VADConfig, VisualConfig
+from mllmdr_core.features.encoder import StreamingHubertEncoder, build_hubert
+from mllmdr_core.features.face import IDX, VISUAL_DIM, FaceTracker
+from mllmdr_core.features.indicators import (
+    INDICATOR_INFO,
+    INDICATOR_KEYS,
+    IndicatorTracker,
+    energy_sd,
+    pauses,
+    speech_ratio,
+)
+from mllmdr_core.features.vad import VoiceActivityDetector
+from mllmdr_core.frames import AudioChunk, SpeechSegment
+
+from .signals import alternating, tone
+from .test_encoder import TINY_HUBERT
+
+
+def _visual(n: int, fps: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    v = np.zeros((n, VISUAL_DIM), dtype=np.float32)
+    v[:, IDX["face_present"]] = 1.0
+    return np.arange(n) / fps, v
+
+
+def test_200hz_tone_f0_within_2_percent() -> None:
+    cfg = AudioEncoderConfig(hubert=dict(TINY_HUBERT), speech_only=False)
+    enc = StreamingHubertEncoder(cfg, build_hubert(cfg))
+    frames = enc.push_frames(tone(200.0, 6.1))  # three complete 2 s windows
+    tr = IndicatorTracker()
+    tr.add_audio_frames(np.arange(len(frames.speech)) * 0.2, frames.prosody, frames.speech, 0.2)
+    snap = tr.snapshot(30.0)
+    assert snap["f0_mean_hz"] == pytest.approx(200.0, rel=0.02)
+    assert snap["f0_sd_semitones"] < 0.2
+    assert snap["energy_sd_db"] < 0.5
+    assert snap["t_s"] == pytest.approx(6.0) and snap["window_s"] == pytest.approx(6.0)
+
+
+def test_half_speech_ratio_and_pauses_from_vad() -> None:
+    vad = VoiceActivityDetector(VADConfig())
+    segs = vad.process(AudioChunk(alternating(2.0, 10), 0.0)) + vad.flush()
+    tr = IndicatorTracker()
+    tr.add_segments(segs)
+    tr.advance(40.0)
+    snap = tr.snapshot(40.0)
+    assert snap["speech_ratio"] == pytest.approx(0.5, abs=0.05)
+    assert snap["pause_count"] == 9.0
+    assert snap["pause_mean_s"] == pytest.approx(2.0, abs=0.2)
+    last = tr.snapshot(8.0)  # two blocks: 32–40 s
+    assert last["speech_ratio"] == pytest.approx(0.5, abs=0.05) and last["pause_count"] == 1.0
+
+
+def test_still_image_has_near_zero_expressivity_and_head_motion() -> None:
+    img = np.ascontiguousarray(data.astronaut())
+    ft = FaceTracker(VisualConfig())
+    tr = IndicatorTracker()
+    try:
+        for i in range(8):
+            tr.add_visual(i / 5.0, ft.process(img, i / 5.0).vector)
+    finally:
+        ft.close()
+    snap = tr.snapshot(30.0)
+    assert snap["expressivity"] < 0.005
+    assert snap["head_motion"] < 0.5
+    assert snap["smile_ratio"] == 1.0  # the astronaut smiles
+    assert snap["gaze_down_ratio"] == 0.0 and snap["blink_rate_per_min"] == 0.0
+
+
+def test_planted_blinks_motion_and_gaze() -> None:
+    t, v = _visual(300)  # 60 s at 5 fps
+    blink_frames = np.arange(7, 300, 20)  # 15 single-frame blinks
+    v[blink_frames, IDX["blink"]] = 1.0
+    v[blink_frames[:3] + 1, IDX["blink"]] = 1.0  # a longer blink is still one onset
+    v[:, IDX["head_yaw_deg"]] = 10.0 * t  # 10 deg/s turn
+    v[:, IDX["landmark_motion"]] = 0.02  # per frame → 0.1 D/s
+    v[:60, IDX["gaze_y"]] = 0.3  # first 12 s looking down
+    v[:30, IDX["smile"]] = 0.2
+    tr = IndicatorTracker()
+    for ti, vi in zip(t, v, strict=True):
+        tr.add_visual(float(ti), vi)
+    snap = tr.snapshot(60.0)
+    assert snap["blink_rate_per_min"] == pytest.approx(15.0 * 60.0 / 59.8, abs=0.01)
+    assert snap["head_motion"] == pytest.approx(10.0, rel=1e-4)
+    assert snap["expressivity"] == pytest.approx(0.1, rel=1e-4)
+    assert snap["gaze_down_ratio"] == pytest.approx(60 / 300, abs=1e-6)
+    assert snap["smile_ratio"] == pytest.approx(30 / 300, abs=1e-6)
+
+
+def test_absent_frames_break_pairs_and_count_nothing() -> None:
+    t, v = _visual(10)
+    v[5] = 0.0  # absent frame
+    v[:, IDX["head_yaw_deg"]] = np.where(v[:, IDX["face_present"]] > 0, 30.0 * np.arange(10), 0.0)
+    tr = IndicatorTracker()
+    for ti, vi in zip(t, v, strict=True):
+        tr.add_visual(float(ti), vi)
+    assert tr.snapshot(30.0)["head_motion"] == pytest.approx(150.0)  # 30° per 0.2 s, jump over gap ignored
+
+
+def test_pure_functions_known_answers() -> None:
+    segs = [SpeechSegment(0.0, 1.0), SpeechSegment(1.1, 2.0), SpeechSegment(3.0, 4.0)]
+    assert pauses(segs, 0.0, 5.0) == [pytest.approx(1.0)]  # 0.1 s gap is below MIN_PAUSE_S
+    assert speech_ratio(segs, 0.0, 5.0) == pytest.approx(2.9 / 5.0)
+    assert speech_ratio(segs, 3.5, 4.5) == pytest.approx(0.5)
+    assert energy_sd(np.array([-20.0, -30.0] * 10)) == pytest.approx(5.0)
+
+
+def test_info_keys_window_pruning_and_empty() -> None:
+    tr = IndicatorTracker(max_window_s=10.0)
+    empty = tr.snapshot()
+    assert set(empty) == {*INDICATOR_KEYS, "t_s", "window_s"}
+    assert all(v == 0.0 for v in empty.values())
+    for key, info in INDICATOR_INFO.items():
+        assert info.unit and info.window and len(info.definition) > 20, key
+    t, v = _visual(100)
+    for ti, vi in zip(t, v, strict=True):
+        tr.add_visual(float(ti) * 50, vi)  # 0..990 s
+    assert tr.snapshot(1000.0)["window_s"] == 10.0
+    assert len(tr._visual) == 2
