@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -168,9 +169,12 @@ async def _publish(args: argparse.Namespace) -> int:
         checkpoints = asyncio.ensure_future(_checkpoints(session, args.checkpoint_every))
         try:
             if args.camera:
-                await asyncio.Event().wait()  # until Ctrl-C
-            await session.wait_media_ended()
-            await captions
+                with contextlib.suppress(asyncio.CancelledError):  # Ctrl-C: end the session below
+                    print("publishing the camera; Ctrl-C ends the session", file=sys.stderr)
+                    await asyncio.Event().wait()
+            else:
+                await session.wait_media_ended()
+                await captions
         finally:
             checkpoints.cancel()
             captions.cancel()
