@@ -1,0 +1,115 @@
+"""E-DAIC (AVEC 2019, "Extended DAIC") reader.
+
+Layout under ``root`` (label files may also sit in ``root/labels/``)::
+
+    {train,dev,test}_split.csv   Participant_ID, Gender, PHQ_Binary, PHQ_Score, PCL-C (PTSD), PTSD Severity
+    Detailed_PHQ8_Labels.csv     Participant_ID, PHQ_8NoInterest … PHQ_8Moving, PHQ_8Total (not every session)
+    300_P/300_AUDIO.wav          16 kHz mono
+    300_P/300_Transcript.csv     comma-separated Start_Time, End_Time, Text, Confidence (participant, ASR)
+    300_P/features/300_OpenFace2.1.0_Pose_gaze_AUs.csv   OpenFace 2.1 output, header cells separated by ", "
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from mllmdr_core.errors import DatasetError
+from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.phq8 import TOTAL_MAX
+from training.data.daic import labels_from_row
+from training.data.records import AudioRef, PHQLabels, SessionRecord
+from training.data.tables import find_file, int_cell, item_cells, normalize_id, read_rows
+
+SPLIT_FILES = {"train": "train_split.csv", "dev": "dev_split.csv", "test": "test_split.csv"}
+DETAILED_FILE = "Detailed_PHQ8_Labels.csv"
+
+
+def read_edaic_transcript(path: Path) -> list[TranscriptLine]:
+    """Comma-separated E-DAIC transcript (participant speech, automatic transcription)."""
+    lines: list[TranscriptLine] = []
+    for row in read_rows(path, ",", required=("starttime", "endtime", "text", "confidence")):
+        c = row.cells
+        try:
+            start, end, conf = float(c["starttime"]), float(c["endtime"]), float(c["confidence"])
+        except ValueError as exc:
+            raise DatasetError(
+                f"{path}:{row.line}: Start_Time/End_Time/Confidence must be numbers ({exc})"
+            ) from exc
+        if end < start:
+            raise DatasetError(f"{path}:{row.line}: End_Time {end} before Start_Time {start}")
+        if c["text"]:
+            lines.append(TranscriptLine(start, end, "patient", c["text"], source="dataset", confidence=conf))
+    return lines
+
+
+class EDaicReader:
+    """Iterate E-DAIC sessions; per-item labels come from Detailed_PHQ8_Labels.csv where listed."""
+
+    dataset = "e-daic"
+
+    def __init__(self, root: Path | str, splits: tuple[str, ...] = ("train", "dev", "test")) -> None:
+        self.root = Path(root)
+        unknown = set(splits) - set(SPLIT_FILES)
+        if unknown:
+            raise DatasetError(f"unknown E-DAIC split(s) {sorted(unknown)}; known: {sorted(SPLIT_FILES)}")
+        self.splits = splits
+
+    def detailed_items(self) -> dict[str, dict[str, int]]:
+        """Session id → item scores from Detailed_PHQ8_Labels.csv ({} when the file is absent)."""
+        path = find_file(self.root, (DETAILED_FILE,))
+        if path is None:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for row in read_rows(path, required=("participantid",)):
+            sid = normalize_id(row.cells["participantid"], f"{path}:{row.line}")
+            items = item_cells(row, path)
+            if items is None:
+                continue
+            total = int_cell(row, ("phq8total",), path, lo=0, hi=TOTAL_MAX)
+            if total is not None and total != sum(items.values()):
+                raise DatasetError(
+                    f"{path}:{row.line}: PHQ_8Total {total} != sum of items {sum(items.values())}"
+                )
+            out[sid] = items
+        return out
+
+    def split_ids(self) -> list[tuple[str, str, PHQLabels]]:
+        items = self.detailed_items()
+        out: list[tuple[str, str, PHQLabels]] = []
+        for split in self.splits:
+            path = find_file(self.root, (SPLIT_FILES[split],))
+            if path is None:
+                raise DatasetError(f"{self.root / SPLIT_FILES[split]}: split file missing")
+            for row in read_rows(path, required=("participantid",)):
+                sid = normalize_id(row.cells["participantid"], f"{path}:{row.line}")
+                base = labels_from_row(row, path)
+                labels = PHQLabels.build(
+                    total=base.total, binary=base.binary, items=items.get(sid, base.items)
+                )
+                out.append((split, sid, labels))
+        return out
+
+    def __iter__(self) -> Iterator[SessionRecord]:
+        for split, sid, labels in self.split_ids():
+            yield self.read_session(sid, split, labels)
+
+    def read_session(self, sid: str, split: str, labels: PHQLabels) -> SessionRecord:
+        folder = self.root / f"{sid}_P"
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: session folder missing (listed in the {split} split)")
+        transcript = read_edaic_transcript(folder / f"{sid}_Transcript.csv")
+        audio = folder / f"{sid}_AUDIO.wav"
+        if not audio.is_file():
+            raise DatasetError(f"{audio}: audio file missing")
+        openface = folder / "features" / f"{sid}_OpenFace2.1.0_Pose_gaze_AUs.csv"
+        return SessionRecord(
+            session_id=sid,
+            dataset=self.dataset,
+            split=split,
+            transcript=transcript,
+            labels=labels,
+            audio=(AudioRef(audio, 0.0, "both"),),
+            visual_files=(openface,) if openface.is_file() else (),
+            visual_format="openface" if openface.is_file() else None,
+        )
