@@ -1,0 +1,85 @@
+"""Feature specs: the names and widths of the vectors a bundle was trained on vs what we extract live.
+
+Audio "hubert+prosody-v1": pooled HuBERT last hidden states (5 Hz by default) ⊕ prosody
+(f0_semitones, energy_db, voiced) ⊕ speech flag — width hidden_size + 4 (``features/encoder.py``);
+without prosody the spec is "hubert-v1" (width hidden_size). Visual "mediapipe-face-v1": the 19-value
+face vector of ``features/face.py``. Dataset readers may declare "openface-pose-gaze-au-v1" (OpenFace
+CSV columns), which no live extractor produces: a server refuses such a bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import HubertConfig
+
+from mllmdr_core.config import MllmdrConfig
+from mllmdr_core.errors import ConfigError, FeatureSpecError
+from mllmdr_core.features.face import SPEC as VISUAL_SPEC
+from mllmdr_core.features.face import VISUAL_DIM
+from mllmdr_core.features.prosody import PROSODY_NAMES
+
+AUDIO_SPEC = "hubert+prosody-v1"
+AUDIO_SPEC_NO_PROSODY = "hubert-v1"
+OPENFACE_SPEC = "openface-pose-gaze-au-v1"
+AUDIO_EXTRA_DIMS = len(PROSODY_NAMES) + 1  # prosody + speech flag
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    audio_spec: str
+    audio_dim: int
+    visual_spec: str
+    visual_dim: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        try:
+            return cls(str(data["audio_spec"]), int(data["audio_dim"]), str(data["visual_spec"]),
+                       int(data["visual_dim"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FeatureSpecError(f"malformed feature spec {data!r}: {exc}") from exc
+
+
+def _hubert_hidden(cfg: MllmdrConfig) -> int:
+    if cfg.audio.model is None:
+        return int(HubertConfig(**cfg.audio.hubert).hidden_size)
+    try:
+        return int(HubertConfig.from_pretrained(cfg.audio.model).hidden_size)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the HuBERT config at {cfg.audio.model!r}: {exc}") from exc
+
+
+def extractor_spec(cfg: MllmdrConfig) -> FeatureSpec:
+    """What the live extractors (StreamingHubertEncoder, FaceTracker) produce for ``cfg``."""
+    hidden = _hubert_hidden(cfg)
+    audio = (AUDIO_SPEC, hidden + AUDIO_EXTRA_DIMS) if cfg.audio.prosody else (AUDIO_SPEC_NO_PROSODY, hidden)
+    if cfg.visual.spec != VISUAL_SPEC:
+        raise FeatureSpecError(
+            f"visual spec {cfg.visual.spec!r} is not producible live; the face tracker makes {VISUAL_SPEC!r}"
+        )
+    return FeatureSpec(audio[0], audio[1], VISUAL_SPEC, VISUAL_DIM)
+
+
+def ensure_supported(spec: FeatureSpec, cfg: MllmdrConfig) -> None:
+    """Raise ``FeatureSpecError`` unless the live extractors for ``cfg`` produce exactly ``spec``."""
+    live = extractor_spec(cfg)
+    problems = []
+    if (spec.audio_spec, spec.audio_dim) != (live.audio_spec, live.audio_dim):
+        problems.append(
+            f"audio: bundle wants {spec.audio_spec!r} ({spec.audio_dim}-d), live extractor makes "
+            f"{live.audio_spec!r} ({live.audio_dim}-d)"
+        )
+    if (spec.visual_spec, spec.visual_dim) != (live.visual_spec, live.visual_dim):
+        hint = " (dataset-only features, not producible live)" if spec.visual_spec == OPENFACE_SPEC else ""
+        problems.append(
+            f"visual: bundle wants {spec.visual_spec!r} ({spec.visual_dim}-d){hint}, live extractor makes "
+            f"{live.visual_spec!r} ({live.visual_dim}-d)"
+        )
+    if problems:
+        raise FeatureSpecError("feature spec mismatch: " + "; ".join(problems))
