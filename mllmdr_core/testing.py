@@ -5,6 +5,8 @@ Nothing here downloads anything: the LLM, HuBERT and tokenizer are built from ti
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mllmdr_core.config import (
     AudioEncoderConfig,
     LLMConfig,
@@ -55,4 +57,55 @@ def tiny_config() -> MllmdrConfig:
             max_new_tokens=24,
             max_prompt_tokens=1024,
         ),
+    )
+
+
+def tiny_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: item wording, the default script, prompt and target lines."""
+    from mllmdr_core.features.interview import DEFAULT_INTERVIEW_SCRIPT
+    from mllmdr_core.phq8 import PHQ8_ITEMS
+    from mllmdr_core.prompt import REPLY_LINE, SCALE_LINE, format_target
+
+    texts = [f'Rate PHQ-8 item "{item.title}": {item.question}.' for item in PHQ8_ITEMS]
+    texts += list(DEFAULT_INTERVIEW_SCRIPT)
+    texts += [SCALE_LINE, REPLY_LINE, "Audio: <AudioHere>", "Video: <VideoHere>"]
+    texts += [
+        format_target(s, r)
+        for s, r in [
+            (0, "The participant reports no difficulty with this."),
+            (1, "Some days the participant feels this way."),
+            (2, "More than half the days, with slow speech and long pauses."),
+            (3, "Nearly every day; the answers and low expressivity agree."),
+        ]
+    ]
+    return texts * 3
+
+
+def build_tiny_bundle(path: str | Path, *, non_clinical: bool = True, seed: int = 0) -> Path:
+    """A random-init tiny bundle (HuBERT + Llama + tokenizer + heads): untrained, for tests and demos."""
+    import torch
+
+    from mllmdr_core.bundle import save_bundle
+    from mllmdr_core.features.encoder import build_hubert
+    from mllmdr_core.features.spec import extractor_spec
+    from mllmdr_core.model.mllm import MLlmDR
+    from mllmdr_core.model.tokenizer import train_tokenizer
+
+    cfg = tiny_config()
+    tokenizer = train_tokenizer(tiny_corpus(), vocab_size=1000)
+    spec = extractor_spec(cfg)
+    hubert = build_hubert(cfg.audio, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLlmDR(cfg, spec.audio_dim, spec.visual_dim, tokenizer)
+    return save_bundle(
+        path,
+        model=model.eval(),
+        tokenizer=tokenizer,
+        config=cfg,
+        audio_encoder=hubert,
+        feature_spec=spec,
+        training_data="none (random init, untrained)",
+        non_clinical=non_clinical,
+        overwrite=True,
     )
