@@ -1,0 +1,267 @@
+"""Assessor: one session window (features + transcript + indicators) → a PHQ-8 ``Assessment``.
+
+Steps, timed into ``Assessment.timings_ms``::
+
+    transcript lines in the window --interview.pair_transcript--> Q/A pairs
+    --prompt.build_item_prompt × 8--> item prompts (slots only for modalities with frames)
+    audio (Ta, Da), visual (Tv, Dv) --LQ-formers (once, shared by the 8 items)--> 32 + 32 soft tokens
+    --splice--> 8 × (L_i, d_llm) --backend.generate (one batch)--> text + MAA score per item
+    --prompt.parse_output--> score; no usable score → MAA score (rounded, clamped), flagged ``fallback``
+    → evidence per item (the item's Q/A spans, its indicators, time ranges) → Assessment
+
+Thread-safe for concurrent calls (the backend serialises generation); call it off the event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment, Evidence, ItemAssessment, ModelInfo
+from mllmdr_core.backends.base import ItemOutput, ItemRequest, LLMBackend
+from mllmdr_core.backends.transformers_backend import TransformersBackend
+from mllmdr_core.bundle import LoadedBundle
+from mllmdr_core.errors import FeatureSpecError
+from mllmdr_core.features.interview import pair_transcript, pairs_for_item
+from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
+from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, is_positive_screen
+from mllmdr_core.prompt import build_item_prompt, parse_output
+
+LOW_ACCURACY_SOURCES = frozenset({"asr:pocketsphinx"})
+LOW_ACCURACY_LABEL = "LOW-ACCURACY TRANSCRIPT: part of the transcript came from offline speech recognition."
+FALLBACK_NOTE = "The generated text held no usable score; the score is the MAA regression estimate."
+
+# Indicators shown as evidence per item (names from features/indicators.py).
+ITEM_INDICATORS: Mapping[str, tuple[str, ...]] = {
+    "interest": ("expressivity", "smile_ratio", "speech_ratio"),
+    "mood": ("smile_ratio", "expressivity", "f0_sd_semitones", "gaze_down_ratio"),
+    "sleep": ("blink_rate_per_min", "energy_sd_db"),
+    "tired": ("speech_ratio", "pause_mean_s", "energy_sd_db", "blink_rate_per_min"),
+    "appetite": (),
+    "failure": ("gaze_down_ratio", "smile_ratio"),
+    "concentration": ("pause_count", "pause_mean_s", "gaze_down_ratio"),
+    "psychomotor": ("head_motion", "pause_mean_s", "speech_ratio", "f0_sd_semitones"),
+}
+MAX_EVIDENCE_CHARS = 300
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 2)
+
+
+def _in_window(line: TranscriptLine, window: tuple[float, float]) -> bool:
+    return line.final and bool(line.text.strip()) and line.end_s >= window[0] and line.start_s <= window[1]
+
+
+def _maa_to_item(value: float | None) -> int | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return int(min(ITEM_MAX, max(0, math.floor(value + 0.5))))
+
+
+def transcript_evidence(pairs: Sequence[QAPair]) -> list[Evidence]:
+    out = []
+    for pair in pairs:
+        answer = " ".join(pair.answer_text.split())
+        if len(answer) > MAX_EVIDENCE_CHARS:
+            answer = answer[: MAX_EVIDENCE_CHARS - 1] + "…"
+        question = f"Q: {pair.question.text.strip()} " if pair.question else ""
+        out.append(
+            Evidence(
+                kind="transcript", text=f'{question}A: "{answer}"', start_s=pair.start_s, end_s=pair.end_s
+            )
+        )
+    return out
+
+
+def indicator_evidence(item_key: str, indicators: Mapping[str, float]) -> list[Evidence]:
+    window_s = indicators.get("window_s")
+    t_s = indicators.get("t_s")
+    start = t_s - window_s if t_s is not None and window_s is not None else None
+    span = f" ({window_s:.0f} s window)" if window_s is not None else ""
+    out = []
+    for name in ITEM_INDICATORS.get(item_key, ()):
+        value = indicators.get(name)
+        if value is None or not math.isfinite(value):
+            continue
+        out.append(
+            Evidence(
+                kind="indicator",
+                name=name,
+                value=float(value),
+                text=f"{name} = {value:.3g}{span}",
+                start_s=start,
+                end_s=t_s,
+            )
+        )
+    return out
+
+
+class Assessor:
+    """Runs the bundle's model on one window. ``backend`` defaults to the embedded transformers one."""
+
+    def __init__(
+        self,
+        bundle: LoadedBundle,
+        backend: LLMBackend | None = None,
+        *,
+        interview_script: Sequence[str] | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.model = bundle.model.eval()
+        self.backend: LLMBackend = backend or TransformersBackend(
+            bundle.model, bundle.config.llm.max_new_tokens
+        )
+        self.interview_script = interview_script
+        self.max_pairs = bundle.config.assess.max_qa_pairs_per_item
+
+    def new_session_state(self, session_id: str, transcriber: object | None = None) -> Any:
+        """A ``SessionState`` whose audio encoder is the bundle's HuBERT (same features as in training)."""
+        from mllmdr_core import session_state
+        from mllmdr_core.features.encoder import StreamingHubertEncoder
+
+        encoder = StreamingHubertEncoder(self.bundle.config.audio, model=self.bundle.audio_encoder)
+        state_cls = getattr(session_state, "SessionState")  # noqa: B009  (lands with the features work)
+        return state_cls(
+            self.bundle.config, session_id=session_id, audio_encoder=encoder, transcriber=transcriber
+        )
+
+    def _features(self, array: FloatArray | None, dim: int, name: str) -> torch.Tensor | None:
+        if array is None or array.size == 0 or array.shape[0] == 0:
+            return None
+        if array.ndim != 2 or array.shape[1] != dim:
+            raise FeatureSpecError(f"{name} features must be (T, {dim}) for this bundle, got {array.shape}")
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
+
+    def assess(
+        self,
+        *,
+        session_id: str,
+        kind: Literal["checkpoint", "final"],
+        audio: FloatArray | None,
+        visual: FloatArray | None,
+        transcript: Sequence[TranscriptLine],
+        indicators: Mapping[str, float],
+        window: tuple[float, float],
+    ) -> Assessment:
+        """Score the 8 PHQ-8 items for ``window`` (session seconds)."""
+        timings: dict[str, float] = {}
+        t_all = t0 = time.perf_counter()
+        lines = [ln for ln in transcript if _in_window(ln, window)]
+        pairs = pair_transcript(lines, self.interview_script)
+        audio_t = self._features(audio, self.model.audio_dim, "audio")
+        visual_t = self._features(visual, self.model.visual_dim, "visual")
+        item_pairs = {key: pairs_for_item(pairs, key, self.max_pairs) for key in ITEM_KEYS}
+        prompts = [
+            build_item_prompt(
+                key,
+                item_pairs[key],
+                has_audio=audio_t is not None,
+                has_video=visual_t is not None,
+                max_pairs=self.max_pairs,
+            )
+            for key in ITEM_KEYS
+        ]
+        timings["prompts_ms"] = _ms(t0)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            embeds = self.model.prompt_embeds(prompts, audio_t, None, visual_t, None)  # 8 × (L_i, d_llm)
+        timings["encode_ms"] = _ms(t0)
+        t0 = time.perf_counter()
+        outputs = self.backend.generate([ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)])
+        timings["generate_ms"] = _ms(t0)
+        t0 = time.perf_counter()
+        if any(o.maa_score is None for o in outputs):
+            outputs = self._with_local_maa(outputs, embeds)
+        items = [
+            self._item(key, out, item_pairs[key], indicators)
+            for key, out in zip(ITEM_KEYS, outputs, strict=True)
+        ]
+        total = sum(it.score for it in items)
+        maa_values = [it.maa_score for it in items]
+        maa_total = (
+            float(sum(min(ITEM_MAX, max(0.0, v)) for v in maa_values if v is not None))
+            if all(v is not None for v in maa_values)
+            else None
+        )
+        patient = [ln for ln in lines if ln.speaker != "clinician"] or lines
+        sources = Counter(ln.source for ln in patient)
+        low_accuracy = any(ln.source in LOW_ACCURACY_SOURCES for ln in lines)
+        labels = [SYNTHETIC_LABEL] if self.bundle.non_clinical else []
+        if low_accuracy:
+            labels.append(LOW_ACCURACY_LABEL)
+        timings["parse_ms"] = _ms(t0)
+        timings["total_ms"] = _ms(t_all)
+        return Assessment(
+            session_id=session_id,
+            kind=kind,
+            window_start_s=float(window[0]),
+            window_end_s=float(window[1]),
+            items=items,
+            total=total,
+            binary=is_positive_screen(total),
+            maa_total=maa_total,
+            model=ModelInfo(
+                bundle_id=self.bundle.bundle_id,
+                training_data=self.bundle.training_data,
+                non_clinical=self.bundle.non_clinical,
+                backend=self.backend.name,
+                transcript_source=sources.most_common(1)[0][0] if sources else "none",
+                low_accuracy_transcript=low_accuracy,
+            ),
+            labels=labels,
+            timings_ms=timings,
+        )
+
+    def _with_local_maa(self, outputs: list[ItemOutput], embeds: list[torch.Tensor]) -> list[ItemOutput]:
+        """Remote backends give no MAA score: compute it here for the items whose text is unparsed."""
+        need = [i for i, o in enumerate(outputs) if o.maa_score is None and parse_output(o.text).fallback]
+        if not need:
+            return outputs
+        from mllmdr_core.backends.transformers_backend import left_pad
+
+        padded, mask = left_pad([embeds[i] for i in need])  # (n, L, d), (n, L)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model.llm(
+                inputs_embeds=padded,
+                attention_mask=mask,
+                position_ids=position_ids,
+                output_hidden_states=True,
+                use_cache=False,
+                logits_to_keep=1,
+            )
+            scores = self.model.maa(out.hidden_states[-1], mask.bool()).tolist()  # (n,)
+        fixed = list(outputs)
+        for i, score in zip(need, scores, strict=True):
+            o = outputs[i]
+            fixed[i] = ItemOutput(o.item_key, o.text, float(score), o.prompt_tokens, o.generated_tokens)
+        return fixed
+
+    def _item(
+        self, key: str, out: ItemOutput, pairs: Sequence[QAPair], indicators: Mapping[str, float]
+    ) -> ItemAssessment:
+        parsed = parse_output(out.text)
+        maa_item = _maa_to_item(out.maa_score)
+        if parsed.score is not None:
+            score, fallback = parsed.score, False
+            rationale = parsed.reason or "(the model gave no reason)"
+        else:
+            score, fallback = (maa_item if maa_item is not None else 0), True
+            rationale = FALLBACK_NOTE + (f" Generated text: {parsed.reason}" if parsed.reason else "")
+        return ItemAssessment(
+            key=key,
+            score=score,
+            generated_score=parsed.score,
+            maa_score=out.maa_score,
+            rationale=rationale,
+            fallback=fallback,
+            raw_text=out.text,
+            evidence=transcript_evidence(pairs) + indicator_evidence(key, indicators),
+        )

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mllmdr_core.assess import FALLBACK_NOTE, LOW_ACCURACY_LABEL, Assessor
+from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
+from mllmdr_core.backends.base import ItemOutput, ItemRequest
+from mllmdr_core.bundle import LoadedBundle, load_bundle
+from mllmdr_core.errors import FeatureSpecError
+from mllmdr_core.features.interview import pair_transcript
+from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.model.tokenizer import VIDEO_TOKEN
+from mllmdr_core.phq8 import ITEM_KEYS
+from mllmdr_core.prompt import build_item_prompt
+from mllmdr_core.testing import build_tiny_bundle
+
+
+def _line(t: float, speaker: str, text: str, source: str = "captions") -> TranscriptLine:
+    return TranscriptLine(t, t + 2.0, speaker, text, source=source)  # type: ignore[arg-type]
+
+
+TRANSCRIPT = [
+    _line(1.0, "clinician", "How easy is it for you to get a good night's sleep?"),
+    _line(3.5, "patient", "Not easy, I wake up at three every night."),
+    _line(8.0, "clinician", "Have you noticed any changes in your appetite or eating?"),
+    _line(10.5, "patient", "I barely eat anything these days."),
+    _line(95.0, "clinician", "How has your mood been lately?"),  # outside the window below
+    _line(97.5, "patient", "Pretty low."),
+]
+INDICATORS = {
+    "speech_ratio": 0.41,
+    "head_motion": 0.02,
+    "pause_mean_s": 1.3,
+    "smile_ratio": float("nan"),
+    "t_s": 60.0,
+    "window_s": 30.0,
+}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> LoadedBundle:
+    return load_bundle(build_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle"))
+
+
+def _features(bundle: LoadedBundle) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal((300, bundle.model.audio_dim)).astype(np.float32)
+    visual = rng.standard_normal((300, bundle.model.visual_dim)).astype(np.float32)
+    return audio, visual
+
+
+def test_end_to_end_on_a_random_tiny_bundle(bundle: LoadedBundle) -> None:
+    audio, visual = _features(bundle)
+    t0 = time.perf_counter()
+    result = Assessor(bundle).assess(
+        session_id="s1",
+        kind="checkpoint",
+        audio=audio,
+        visual=visual,
+        transcript=TRANSCRIPT,
+        indicators=INDICATORS,
+        window=(0.0, 60.0),
+    )
+    assert time.perf_counter() - t0 < 60
+    assert [it.key for it in result.items] == list(ITEM_KEYS)
+    assert result.total == sum(it.score for it in result.items) and result.binary == (result.total >= 10)
+    for it in result.items:
+        assert it.maa_score is not None and np.isfinite(it.maa_score)
+        if it.generated_score is None:  # random weights → unparseable text → the MAA fallback, flagged
+            assert it.fallback and it.rationale.startswith(FALLBACK_NOTE)
+            assert it.score == min(3, max(0, int(np.floor(it.maa_score + 0.5))))
+        else:
+            assert not it.fallback and it.score == it.generated_score
+    assert any(it.fallback for it in result.items)
+    assert result.model.bundle_id == bundle.bundle_id and result.model.non_clinical
+    assert result.model.backend == "transformers" and result.model.transcript_source == "captions"
+    assert not result.model.low_accuracy_transcript
+    assert result.labels == [SYNTHETIC_LABEL]
+    assert set(result.timings_ms) == {"prompts_ms", "encode_ms", "generate_ms", "parse_ms", "total_ms"}
+    assert result.maa_total is not None and 0.0 <= result.maa_total <= 24.0
+    assert Assessment.model_validate_json(result.model_dump_json()) == result
+    # evidence: the item's own Q/A spans and indicators, with time ranges
+    by_key = {it.key: it for it in result.items}
+    sleep_text = [e for e in by_key["sleep"].evidence if e.kind == "transcript"]
+    assert len(sleep_text) == 1 and "wake up at three" in sleep_text[0].text
+    assert sleep_text[0].start_s == 1.0 and sleep_text[0].end_s == 5.5
+    assert "barely eat" in by_key["appetite"].evidence[0].text
+    assert all("Pretty low" not in e.text for it in result.items for e in it.evidence)  # outside window
+    psycho = {e.name: e for e in by_key["psychomotor"].evidence if e.kind == "indicator"}
+    assert psycho["head_motion"].value == pytest.approx(0.02) and psycho["head_motion"].start_s == 30.0
+    assert "smile_ratio" not in {e.name for e in by_key["mood"].evidence}  # NaN indicators are left out
+
+
+class ScriptedBackend:
+    """Stands in for a remote (vLLM) backend: fixed texts, no MAA score. Records the requests it got."""
+
+    name = "scripted"
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.requests: list[ItemRequest] = []
+
+    def generate(self, requests: list[ItemRequest]) -> list[ItemOutput]:
+        self.requests = requests
+        return [
+            ItemOutput(r.item_key, t, None, int(r.embeds.shape[0]), 5)
+            for r, t in zip(requests, self.texts, strict=True)
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def test_parsed_scores_total_and_local_maa_for_unparsed(bundle: LoadedBundle) -> None:
+    texts = ["Evaluation Result: 2. Evaluation Reason: little interest."] * 6 + [
+        "no number here",
+        "Result: 3",
+    ]
+    backend = ScriptedBackend(texts)
+    audio, _ = _features(bundle)
+    lines = [TranscriptLine(0.0, 2.0, "patient", "I sleep badly.", source="asr:pocketsphinx")]
+    result = Assessor(bundle, backend).assess(
+        session_id="s2",
+        kind="final",
+        audio=audio,
+        visual=None,
+        transcript=lines,
+        indicators={},
+        window=(0.0, 10.0),
+    )
+    assert [it.score for it in result.items][:6] == [2] * 6 and result.items[7].score == 3
+    assert (
+        result.items[0].rationale == "little interest."
+        and result.items[7].rationale == "(the model gave no reason)"
+    )
+    unparsed = result.items[6]
+    assert unparsed.fallback and unparsed.maa_score is not None  # computed locally
+    assert [it.maa_score for it in result.items if not it.fallback] == [None] * 7
+    assert result.total == 15 + unparsed.score and result.binary
+    assert result.model.backend == "scripted" and result.model.low_accuracy_transcript
+    assert result.model.transcript_source == "asr:pocketsphinx"
+    assert LOW_ACCURACY_LABEL in result.labels and SYNTHETIC_LABEL in result.labels
+    # no video → no video slot: prompt tokens − 1 placeholder + 32 audio soft tokens
+    pairs = pair_transcript(lines)
+    for key, req in zip(ITEM_KEYS, backend.requests, strict=True):
+        prompt = build_item_prompt(key, pairs, has_audio=True, has_video=False)
+        assert VIDEO_TOKEN not in prompt
+        assert req.embeds.shape == (len(bundle.tokenizer(prompt)["input_ids"]) - 1 + 32, bundle.model.d_llm)
+
+
+def test_rejects_features_of_the_wrong_width(bundle: LoadedBundle) -> None:
+    audio, visual = _features(bundle)
+    with pytest.raises(FeatureSpecError, match="audio features"):
+        Assessor(bundle, ScriptedBackend([""] * 8)).assess(
+            session_id="s3",
+            kind="checkpoint",
+            audio=audio[:, :-1],
+            visual=visual,
+            transcript=[],
+            indicators={},
+            window=(0.0, 1.0),
+        )
+
+
+def test_empty_window_still_gives_a_valid_assessment(bundle: LoadedBundle, tmp_path: Path) -> None:
+    backend = ScriptedBackend(["Evaluation Result: 0. Evaluation Reason: nothing said yet."] * 8)
+    result = Assessor(bundle, backend).assess(
+        session_id="s4",
+        kind="checkpoint",
+        audio=None,
+        visual=None,
+        transcript=[],
+        indicators={},
+        window=(0.0, 0.0),
+    )
+    assert result.total == 0 and not result.binary and result.model.transcript_source == "none"
+    assert all(it.evidence == [] for it in result.items)
