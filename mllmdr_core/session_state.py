@@ -16,6 +16,304 @@ Contract (implemented by the core features work, issue 3):
 - ``indicators(window_s)``: live indicators over the last ``window_s`` seconds.
 - ``features(start_s, end_s)``: (audio (Ta, D_audio), visual (Tv, D_visual)) float32 for a window.
 - ``close()``: idempotent; releases spill files.
+
+Details. The audio timeline starts at the first chunk's ``t_s`` (or 0); a later ``t_s`` more than two
+VAD frames past the end of the audio so far is a gap, filled with silence (zeros) so times stay right;
+an earlier one is ignored (counted in ``stats``). Video frames are analysed when they enter a new
+``1 / analysis_fps`` slot of the session clock (30 fps in → 5 fps analysed); frames whose time goes
+back are dropped. ``features()`` includes the not-yet-complete last encoder window as if the stream
+ended now (zero padded, exactly what :meth:`flush` will produce when no more audio comes), so a
+checkpoint sees all audio. ``flush()`` ends the audio stream (closes the open speech segment, encodes
+the last window). A transcriber, when given, gets each closed speech segment's audio (at most the
+last ``MAX_SEGMENT_AUDIO_S``); its ``MllmdrError`` is counted in ``stats`` and never kills the session.
 """
 
 from __future__ import annotations
+
+import math
+import time
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from mllmdr_core.config import MllmdrConfig
+from mllmdr_core.errors import MediaError, MllmdrError
+from mllmdr_core.features.audio import AudioNormalizer
+from mllmdr_core.features.buffer import FeatureBuffer
+from mllmdr_core.features.encoder import EncodedFrames, StreamingHubertEncoder
+from mllmdr_core.features.face import VISUAL_DIM, FaceTracker
+from mllmdr_core.features.indicators import IndicatorTracker
+from mllmdr_core.features.vad import VoiceActivityDetector
+from mllmdr_core.frames import AudioChunk, FloatArray, SpeechSegment, TranscriptLine
+
+SR = 16000
+MAX_SEGMENT_AUDIO_S = 60.0
+MAX_GAP_FILL_S = 3600.0
+
+
+class _Transcriber(Protocol):
+    def transcribe(self, samples: FloatArray, start_s: float) -> list[TranscriptLine]: ...
+
+
+class SessionState:
+    """Streaming features, indicators and transcript of one session (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: MllmdrConfig,
+        *,
+        session_id: str,
+        audio_encoder: StreamingHubertEncoder | None = None,
+        face_tracker: FaceTracker | None = None,
+        transcriber: object | None = None,
+    ) -> None:
+        self.config = config
+        self.session_id = session_id
+        if transcriber is not None and not callable(getattr(transcriber, "transcribe", None)):
+            raise MediaError("transcriber must have transcribe(samples, start_s) -> list[TranscriptLine]")
+        self._transcriber: _Transcriber | None = transcriber  # type: ignore[assignment]
+        self._encoder = audio_encoder
+        self._face = face_tracker
+        self._owns_face = face_tracker is None
+        self._normalizer = AudioNormalizer()
+        self._vad = VoiceActivityDetector(config.vad)
+        self._tracker = IndicatorTracker()
+        self._visual = FeatureBuffer(VISUAL_DIM, config.visual.analysis_fps, config.buffer)
+        self._audio: FeatureBuffer | None = None  # built with the encoder (its width)
+        self._lines: list[TranscriptLine] = []
+        self._t0: float | None = None  # session time of the first audio sample
+        self._in_end_s = 0.0  # session time just after the last input sample pushed
+        self._n16 = 0  # 16 kHz samples fed to VAD and encoder
+        self._recent = np.zeros(0, dtype=np.float32)  # last MAX_SEGMENT_AUDIO_S of 16 kHz audio
+        self._recent_start = 0  # sample index of _recent[0]
+        self._last_slot: int | None = None
+        self._last_video_t: float | None = None
+        self._video_end_s = 0.0
+        self._flushed = False
+        self._closed = False
+        self._stats: dict[str, float] = {
+            "audio_chunks_in": 0, "audio_seconds_in": 0.0, "audio_gap_fill_s": 0.0, "audio_time_ignored": 0,
+            "video_frames_in": 0, "video_frames_analysed": 0, "video_frames_dropped": 0, "faces_found": 0,
+            "speech_segments": 0, "transcript_lines": 0, "transcriber_errors": 0,
+            "normalize_s": 0.0, "vad_s": 0.0, "encoder_s": 0.0, "face_s": 0.0, "transcriber_s": 0.0,
+        }
+
+    # ---- audio ---------------------------------------------------------------------------------
+    @property
+    def audio_encoder(self) -> StreamingHubertEncoder:
+        if self._encoder is None:
+            self._encoder = StreamingHubertEncoder(self.config.audio)
+        return self._encoder
+
+    def _audio_buffer(self) -> FeatureBuffer:
+        if self._audio is None:
+            enc = self.audio_encoder
+            self._audio = FeatureBuffer(enc.feature_dim, self.config.audio.pool_hz, self.config.buffer)
+        return self._audio
+
+    def push_audio(
+        self, samples: np.ndarray, sample_rate: int, channels: int = 1, t_s: float | None = None
+    ) -> None:
+        """Any rate / layout / dtype; ``t_s`` = session time of the first sample (None: continue)."""
+        self._check_open()
+        if self._flushed:
+            raise MediaError("audio stream already flushed; create a new SessionState")
+        n_in = np.asarray(samples).size // max(channels, 1)
+        if self._t0 is None:
+            self._t0 = float(t_s) if t_s is not None else 0.0
+            self._in_end_s = self._t0
+        elif t_s is not None:
+            gap = float(t_s) - self._in_end_s
+            if gap > 2 * self._vad.frame_s:
+                self._fill_gap(min(gap, MAX_GAP_FILL_S), sample_rate)
+            elif gap < -2 * self._vad.frame_s:
+                self._stats["audio_time_ignored"] += 1
+        t = time.perf_counter()
+        x = self._normalizer.process(samples, sample_rate, channels)
+        self._stats["normalize_s"] += time.perf_counter() - t
+        self._stats["audio_chunks_in"] += 1
+        self._stats["audio_seconds_in"] += n_in / sample_rate
+        self._in_end_s += n_in / sample_rate
+        self._feed16(x)
+
+    def _fill_gap(self, gap_s: float, sample_rate: int) -> None:
+        self._stats["audio_gap_fill_s"] += gap_s
+        n = round(gap_s * sample_rate)
+        for i in range(0, n, sample_rate):  # one second at a time
+            part = np.zeros(min(sample_rate, n - i), dtype=np.float32)
+            self._feed16(self._normalizer.process(part, sample_rate, 1))
+        self._in_end_s += n / sample_rate
+
+    def _feed16(self, x: FloatArray, final: bool = False) -> None:
+        """16 kHz samples → VAD → encoder → buffers, indicators, transcriber."""
+        if len(x) == 0 and not final:
+            return
+        t0 = self._t0 or 0.0
+        start_s = t0 + self._n16 / SR
+        self._remember(x)
+        self._n16 += len(x)
+        t = time.perf_counter()
+        segs = self._vad.process(AudioChunk(x, start_s)) if len(x) else []
+        if final:
+            segs += self._vad.flush()
+        self._stats["vad_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        enc = self.audio_encoder
+        frames = enc.flush_frames(self._gate) if final else enc.push_frames(x, self._gate)
+        self._stats["encoder_s"] += time.perf_counter() - t
+        self._store(frames)
+        self._tracker.add_segments(segs, None if final else self._vad.open_segment)
+        self._tracker.advance(t0 + self._n16 / SR)
+        self._stats["speech_segments"] += len(segs)
+        for seg in segs:
+            self._transcribe(seg)
+
+    def _gate(self, a: float, b: float) -> bool:
+        t0 = self._t0 or 0.0
+        return self._vad.voiced_between(a + t0, b + t0)
+
+    def _frame_times(self, frames: EncodedFrames) -> npt.NDArray[np.float64]:
+        pool_s = 1.0 / self.config.audio.pool_hz
+        return np.asarray((self._t0 or 0.0) + (frames.index + np.arange(len(frames.speech))) * pool_s)
+
+    def _store(self, frames: EncodedFrames) -> None:
+        if len(frames.speech) == 0:
+            return
+        times = self._frame_times(frames)
+        self._audio_buffer().append(times, frames.features)
+        self._tracker.add_audio_frames(times, frames.prosody, frames.speech, 1.0 / self.config.audio.pool_hz)
+
+    def _remember(self, x: FloatArray) -> None:
+        keep = int(MAX_SEGMENT_AUDIO_S * SR)
+        self._recent = np.concatenate([self._recent, x])
+        if len(self._recent) > keep:
+            drop = len(self._recent) - keep
+            self._recent = self._recent[drop:]
+            self._recent_start += drop
+
+    def _transcribe(self, seg: SpeechSegment) -> None:
+        if self._transcriber is None:
+            return
+        t0 = self._t0 or 0.0
+        a = max(round((seg.start_s - t0) * SR), self._recent_start)
+        b = round((seg.end_s - t0) * SR)
+        audio = self._recent[a - self._recent_start : b - self._recent_start]
+        if len(audio) == 0:
+            return
+        t = time.perf_counter()
+        try:
+            lines = self._transcriber.transcribe(audio, t0 + a / SR)
+        except MllmdrError:
+            self._stats["transcriber_errors"] += 1
+            lines = []
+        self._stats["transcriber_s"] += time.perf_counter() - t
+        for line in lines:
+            self.add_transcript(line)
+
+    def flush(self) -> None:
+        """End of the audio stream: closes the open speech segment and encodes the last window."""
+        self._check_open()
+        if self._flushed or self._t0 is None:
+            self._flushed = True
+            return
+        t = time.perf_counter()
+        tail = self._normalizer.flush()
+        self._stats["normalize_s"] += time.perf_counter() - t
+        self._feed16(tail, final=True)
+        self._flushed = True
+
+    # ---- video ---------------------------------------------------------------------------------
+    def push_video(self, rgb: np.ndarray, t_s: float) -> None:
+        """(H, W, 3) uint8 RGB at session time ``t_s``; analysed at ``visual.analysis_fps``."""
+        self._check_open()
+        self._stats["video_frames_in"] += 1
+        if not math.isfinite(t_s) or (self._last_video_t is not None and t_s < self._last_video_t):
+            self._stats["video_frames_dropped"] += 1
+            return
+        self._last_video_t = t_s
+        self._video_end_s = max(self._video_end_s, t_s)
+        slot = math.floor(t_s * self.config.visual.analysis_fps + 1e-6)
+        if self._last_slot is not None and slot <= self._last_slot:
+            return
+        self._last_slot = slot
+        if self._face is None:
+            self._face = FaceTracker(self.config.visual)
+        t = time.perf_counter()
+        obs = self._face.process(rgb, t_s)
+        self._stats["face_s"] += time.perf_counter() - t
+        self._stats["video_frames_analysed"] += 1
+        self._stats["faces_found"] += int(obs.present)
+        self._visual.append(t_s, obs.vector)
+        self._tracker.add_visual(t_s, obs.vector)
+
+    # ---- transcript, read-outs -----------------------------------------------------------------
+    def add_transcript(self, line: TranscriptLine) -> None:
+        self._check_open()
+        self._lines.append(line)
+        self._stats["transcript_lines"] += 1
+
+    @property
+    def transcript(self) -> list[TranscriptLine]:
+        """Lines sorted by start time (captions and ASR may arrive out of order)."""
+        return sorted(self._lines, key=lambda line: (line.start_s, line.end_s))
+
+    @property
+    def media_time_s(self) -> float:
+        """Latest media time seen on either track."""
+        return max(self._in_end_s, self._video_end_s)
+
+    def indicators(self, window_s: float = 30.0) -> dict[str, float]:
+        self._check_open()
+        self._tracker.advance(self.media_time_s)
+        return self._tracker.snapshot(window_s)
+
+    def features(
+        self, start_s: float | None = None, end_s: float | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """(audio (Ta, D_audio), visual (Tv, D_visual)) float32 for frames with ``start_s <= t < end_s``."""
+        self._check_open()
+        dim = self.audio_encoder.feature_dim
+        audio = np.zeros((0, dim), dtype=np.float32)
+        if self._t0 is not None:
+            _, audio = self._audio_buffer().window(start_s, end_s)
+            if not self._flushed:
+                pending = self.audio_encoder.peek_frames(self._gate)
+                times = self._frame_times(pending)
+                keep = np.ones(len(times), dtype=bool)
+                if start_s is not None:
+                    keep &= times >= start_s
+                if end_s is not None:
+                    keep &= times < end_s
+                audio = np.concatenate([audio, pending.features[keep]])
+        _, visual = self._visual.window(start_s, end_s)
+        return audio, visual
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Counters (frames in, analysed, dropped …), cumulative stage times (s) and buffer sizes."""
+        out = {k: float(v) for k, v in self._stats.items()}
+        enc = self._encoder
+        out["windows_encoded"] = float(enc.windows_encoded) if enc else 0.0
+        out["windows_skipped"] = float(enc.windows_skipped) if enc else 0.0
+        out["media_time_s"] = self.media_time_s
+        buffers = [b for b in (self._audio, self._visual) if b is not None]
+        out["buffer_memory_bytes"] = float(sum(b.memory_bytes for b in buffers)) if not self._closed else 0.0
+        out["buffer_spilled_chunks"] = float(sum(b.spilled_chunks for b in buffers))
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MediaError(f"session {self.session_id} state is closed")
+
+    def close(self) -> None:
+        """Idempotent: deletes spill files, releases the face tracker this state created."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._audio is not None:
+            self._audio.close()
+        self._visual.close()
+        if self._face is not None and self._owns_face:
+            self._face.close()
+        self._recent = np.zeros(0, dtype=np.float32)

@@ -145,6 +145,17 @@ class StreamingHubertEncoder:
         windows = -(-n_pooled // self.pooled_per_window)
         return self._encode(windows, gate, n_pooled)
 
+    def peek_frames(self, gate: SpeechGate | None = None) -> EncodedFrames:
+        """What :meth:`flush_frames` would return now, without ending the stream (for checkpoints)."""
+        if self._flushed:
+            return self._encode(0, gate, 0)
+        saved = (self._buf, self._buf_start, self._next, self.windows_encoded, self.windows_skipped)
+        try:
+            return self.flush_frames(gate)
+        finally:
+            self._buf, self._buf_start, self._next, self.windows_encoded, self.windows_skipped = saved
+            self._flushed = False
+
     def _window_input(self, k: int) -> FloatArray:
         """Samples [k·W − C, (k+1)·W + lookahead), zeros outside the stream. → (C + W + lookahead,)"""
         a = k * self.window_len - self.ctx_len
