@@ -15,7 +15,8 @@ Target: ``Evaluation Result: N. Evaluation Reason: <reason>``.
 Parser rules (:func:`parse_output`), applied after normalising markdown (``**``, ``__``, backticks),
 full-width colons/digits and case:
 
-1. A score keyword — ``evaluation result``, ``result``, ``score``, ``rating`` — followed (after ``:``,
+1. A score keyword — ``evaluation result``, ``result``, ``score``, ``rating``, ``rate(d) [it|this item]
+   [as|at] [a]`` — followed (after ``:``,
    ``=``, ``is``, ``of``) by a number or the words zero/one/two/three; ``N/3`` and ``N out of 3`` are read
    as N. The first such match wins.
 2. Otherwise a bare number at the very start of the text (``"2. The patient…"``, ``"2"``).
@@ -102,7 +103,8 @@ _WORDS = {"zero": 0.0, "one": 1.0, "two": 2.0, "three": 3.0}
 _NUMBER = r"(-?\d+(?:\.\d+)?|zero|one|two|three)"
 _OUT_OF = r"(?:\s*(?:/|out\s+of)\s*(\d+))?"
 _KEYWORD_RE = re.compile(
-    r"(?:evaluation\s+result|result|score|rating)s?\b[^0-9a-z\-]{0,4}(?:(?:is|of|=|would\s+be)\s*)?[:=]?\s*"
+    r"(?:evaluation\s+result|result|score|rating|rated?(?:\s+(?:it|this(?:\s+item)?|the\s+item))?"
+    r"(?:\s+(?:as|at))?(?:\s+an?)?)s?\b[^0-9a-z\-]{0,4}(?:(?:is|of|=|would\s+be)\s*)?[:=]?\s*"
     + _NUMBER
     + r"\b"
     + _OUT_OF,

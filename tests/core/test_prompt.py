@@ -88,6 +88,8 @@ DRIFT = [
     ("Evaluation Result: [1]. Evaluation Reason: bracketed", 1, "bracketed"),
     ("She sleeps 3 hours a night.", None, "She sleeps 3 hours a night."),
     ("Evaluation Result: ２. Evaluation Reason: full-width digit", 2, "full-width digit"),
+    ("I would rate this item a 2 given the early waking.", 2, "given the early waking."),
+    ("Rated at 1; some days only.", 1, "some days only."),
     ("", None, ""),
 ]
 
