@@ -1,0 +1,211 @@
+"""Write a synthetic corpus in the DAIC-WOZ layout (readable by ``training.data.DaicWozReader``).
+
+Per session ``{id}_P/``: ``{id}_TRANSCRIPT.csv`` (tab-separated, Ellie/Participant), ``{id}_AUDIO.wav``
+(16 kHz mono; patient only by default, or both speakers), ``{id}_VIDEO.mp4`` (H.264, ``fps``,
+``width``×``height``) and ``synth_meta.json`` (planted items, mode, media parameters, per-item
+evidence). At the root: the three DAIC-WOZ split CSVs with item columns and ``corpus.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from mllmdr_core.errors import ConfigError
+from mllmdr_core.phq8 import PHQ8_ITEMS
+from training.data.wav import write_wav
+from training.synth.face import FaceRig, make_timeline, write_video
+from training.synth.plan import SessionPlan, plan_session
+from training.synth.speech import RATE, TimedTurn, render_speech, speech_envelope
+
+SPLIT_FILES = {
+    "train": "train_split_Depression_AVEC2017.csv",
+    "dev": "dev_split_Depression_AVEC2017.csv",
+    "test": "test_split_Depression_AVEC2017.csv",
+}
+SPEAKER_NAMES = {"clinician": "Ellie", "patient": "Participant"}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate; every session depends only on (seed, index) and these settings."""
+
+    n: int = 8
+    seed: int = 0
+    fps: float = 5.0
+    width: int = 320
+    height: int = 240
+    audio_speakers: Literal["patient", "both"] = "patient"
+    words_neutral_share: float = 0.2  # words neutral: only voice and face carry the signal
+    media_neutral_share: float = 0.1  # voice and face neutral: only the words carry it
+    rapport_questions: int = 1
+    video: bool = True
+    split_shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, dev, test
+    first_id: int = 1000
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"synthetic corpus size must be ≥ 1, got {self.n}")
+        if self.fps <= 0 or self.width % 2 or self.height % 2 or self.width < 64:
+            raise ConfigError(
+                f"bad video settings: {self.fps} fps, {self.width}x{self.height} (even sizes ≥ 64)"
+            )
+        if self.audio_speakers not in ("patient", "both"):
+            raise ConfigError(f"audio_speakers must be 'patient' or 'both', got {self.audio_speakers!r}")
+        if self.words_neutral_share + self.media_neutral_share > 1 or min(self.split_shares) < 0:
+            raise ConfigError("masked shares must sum to ≤ 1 and split shares be ≥ 0")
+
+
+def split_of(cfg: SynthConfig, index: int) -> str:
+    """Deterministic split of session ``index`` (independent of the corpus size)."""
+    u = np.random.default_rng([cfg.seed, index, 99]).random() * sum(cfg.split_shares)
+    train, dev, _ = cfg.split_shares
+    return "train" if u < train else ("dev" if u < train + dev else "test")
+
+
+@lru_cache(maxsize=4)
+def _rig(width: int, height: int) -> FaceRig:
+    return FaceRig(width, height)
+
+
+def _evidence(plan: SessionPlan, turns: list[TimedTurn], speech: dict[str, float]) -> dict[str, Any]:
+    """What the template teacher may cite per item: the answer quote and the planted media cues."""
+    out: dict[str, Any] = {}
+    for key in plan.items:
+        q = next(t for t in turns if t.speaker == "clinician" and t.item == key)
+        a = next(t for t in turns if t.speaker == "patient" and t.item == key)
+        out[key] = {
+            "score": plan.items[key],
+            "question": q.text,
+            "answer": a.text,
+            "answer_start_s": round(a.start_s, 3),
+            "answer_end_s": round(a.end_s, 3),
+            "words_carry_signal": plan.mode != "words_neutral",
+            "media_carry_signal": plan.mode != "media_neutral",
+        }
+    return out
+
+
+def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, Any]:
+    """Render one session into ``out_dir/{id}_P`` and return its metadata."""
+    plan = plan_session(
+        cfg.seed,
+        index,
+        words_neutral_share=cfg.words_neutral_share,
+        media_neutral_share=cfg.media_neutral_share,
+        rapport_questions=cfg.rapport_questions,
+        first_id=cfg.first_id,
+    )
+    rng = np.random.default_rng([cfg.seed, index, 1])
+    sid = plan.session_id
+    folder = out_dir / f"{sid}_P"
+    folder.mkdir(parents=True, exist_ok=True)
+    audio, patient, turns = render_speech(plan, clinician_audio=cfg.audio_speakers == "both", rng=rng)
+    write_wav(folder / f"{sid}_AUDIO.wav", audio, RATE)
+    with (folder / f"{sid}_TRANSCRIPT.csv").open("w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n")
+        w.writerow(["start_time", "stop_time", "speaker", "value"])
+        for t in turns:
+            w.writerow([f"{t.start_s:.3f}", f"{t.end_s:.3f}", SPEAKER_NAMES[t.speaker], t.text])
+    answers = [t for t in turns if t.speaker == "patient"]
+    spoken_s = sum(t.end_s - t.start_s for t in answers)
+    words = sum(len(t.text.split()) for t in answers)
+    speech = {
+        "answer_words_per_min": round(60.0 * words / max(spoken_s, 1e-6), 1),
+        "mean_answer_latency_s": round(
+            float(np.mean([a.start_s - q.end_s for q, a in zip(turns[::2], turns[1::2], strict=True)])), 3
+        ),
+        "duration_s": round(len(audio) / RATE, 3),
+    }
+    face_stats: dict[str, float] = {}
+    if cfg.video:
+        times = np.arange(0.0, len(audio) / RATE, 1.0 / cfg.fps)
+        env = speech_envelope(patient, times.astype(np.float32))
+        timeline = make_timeline(plan.face, times, env, rng)
+        rig = _rig(cfg.width, cfg.height)
+        write_video(folder / f"{sid}_VIDEO.mp4", rig.frames(timeline), cfg.fps, cfg.width, cfg.height)
+        face_stats = {k: round(v, 4) for k, v in timeline.channel_means().items()}
+    meta = plan.to_json()
+    meta.update(
+        split=split_of(cfg, index),
+        audio_speakers=cfg.audio_speakers,
+        video={"fps": cfg.fps, "width": cfg.width, "height": cfg.height} if cfg.video else None,
+        speech_stats=speech,
+        face_stats=face_stats,
+        evidence=_evidence(plan, turns, speech),
+        label="synthetic (non-clinical)",
+    )
+    (folder / "synth_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return meta
+
+
+def _work(args: tuple[SynthConfig, int, Path]) -> dict[str, Any]:
+    return generate_session(*args)
+
+
+def iter_generate(cfg: SynthConfig, out_dir: Path, workers: int = 1) -> Iterator[dict[str, Any]]:
+    """Generate sessions 0 … n-1 in order (``workers`` processes) yielding each one's metadata."""
+    jobs = [(cfg, i, out_dir) for i in range(cfg.n)]
+    if workers <= 1:
+        yield from map(_work, jobs)
+        return
+    # spawn, not fork: the parent may hold mediapipe/torch threads that a forked child would inherit locked
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_work, jobs, chunksize=1)
+
+
+def write_splits(out_dir: Path, metas: list[dict[str, Any]]) -> None:
+    """DAIC-WOZ split CSVs with item columns (the synthetic test split keeps its labels)."""
+    header = [
+        "Participant_ID",
+        "PHQ8_Binary",
+        "PHQ8_Score",
+        "Gender",
+        *(i.dataset_column for i in PHQ8_ITEMS),
+    ]
+    for split, name in SPLIT_FILES.items():
+        with (out_dir / name).open("w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(header)
+            for m in metas:
+                if m["split"] == split:
+                    items = [m["items"][i.key] for i in PHQ8_ITEMS]
+                    w.writerow([m["session_id"], m["binary"], m["total"], m["gender"], *items])
+
+
+def generate_corpus(
+    cfg: SynthConfig, out_dir: Path | str, *, workers: int = 1, progress: bool = True
+) -> dict[str, Any]:
+    """Generate the whole corpus; returns (and writes as ``corpus.json``) a summary."""
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    metas = list(
+        tqdm(iter_generate(cfg, out, workers), total=cfg.n, desc="synth sessions", disable=not progress)
+    )
+    write_splits(out, metas)
+    elapsed = time.perf_counter() - t0
+    summary = {
+        "config": asdict(cfg),
+        "sessions": len(metas),
+        "splits": {s: sum(m["split"] == s for m in metas) for s in SPLIT_FILES},
+        "positive": sum(m["binary"] for m in metas),
+        "modes": {k: sum(m["mode"] == k for m in metas) for k in ("full", "words_neutral", "media_neutral")},
+        "audio_seconds": round(sum(m["speech_stats"]["duration_s"] for m in metas), 1),
+        "wall_seconds": round(elapsed, 2),
+        "label": "synthetic (non-clinical)",
+    }
+    (out / "corpus.json").write_text(json.dumps(summary, indent=1))
+    return summary
