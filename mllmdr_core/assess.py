@@ -18,7 +18,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,10 +28,12 @@ from mllmdr_core.backends.base import ItemOutput, ItemRequest, LLMBackend
 from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
+from mllmdr_core.features.encoder import StreamingHubertEncoder
 from mllmdr_core.features.interview import pair_transcript, pairs_for_item
 from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
 from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, is_positive_screen
 from mllmdr_core.prompt import build_item_prompt, parse_output
+from mllmdr_core.session_state import SessionState
 
 LOW_ACCURACY_SOURCES = frozenset({"asr:pocketsphinx"})
 LOW_ACCURACY_LABEL = "LOW-ACCURACY TRANSCRIPT: part of the transcript came from offline speech recognition."
@@ -121,14 +123,10 @@ class Assessor:
         self.interview_script = interview_script
         self.max_pairs = bundle.config.assess.max_qa_pairs_per_item
 
-    def new_session_state(self, session_id: str, transcriber: object | None = None) -> Any:
+    def new_session_state(self, session_id: str, transcriber: object | None = None) -> SessionState:
         """A ``SessionState`` whose audio encoder is the bundle's HuBERT (same features as in training)."""
-        from mllmdr_core import session_state
-        from mllmdr_core.features.encoder import StreamingHubertEncoder
-
         encoder = StreamingHubertEncoder(self.bundle.config.audio, model=self.bundle.audio_encoder)
-        state_cls = getattr(session_state, "SessionState")  # noqa: B009  (lands with the features work)
-        return state_cls(
+        return SessionState(
             self.bundle.config, session_id=session_id, audio_encoder=encoder, transcriber=transcriber
         )
 
@@ -157,17 +155,13 @@ class Assessor:
         pairs = pair_transcript(lines, self.interview_script)
         audio_t = self._features(audio, self.model.audio_dim, "audio")
         visual_t = self._features(visual, self.model.visual_dim, "visual")
-        item_pairs = {key: pairs_for_item(pairs, key, self.max_pairs) for key in ITEM_KEYS}
-        prompts = [
-            build_item_prompt(
-                key,
-                item_pairs[key],
-                has_audio=audio_t is not None,
-                has_video=visual_t is not None,
-                max_pairs=self.max_pairs,
+        item_pairs: dict[str, list[QAPair]] = {}
+        prompts = []
+        for key in ITEM_KEYS:
+            prompt, item_pairs[key] = self._fit_prompt(
+                key, pairs_for_item(pairs, key, self.max_pairs), audio_t is not None, visual_t is not None
             )
-            for key in ITEM_KEYS
-        ]
+            prompts.append(prompt)
         timings["prompts_ms"] = _ms(t0)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -218,6 +212,19 @@ class Assessor:
             labels=labels,
             timings_ms=timings,
         )
+
+    def _fit_prompt(
+        self, key: str, chosen: list[QAPair], has_audio: bool, has_video: bool
+    ) -> tuple[str, list[QAPair]]:
+        """The item prompt with as many of ``chosen`` (most relevant first) as fit ``max_prompt_tokens``."""
+        limit = self.bundle.config.llm.max_prompt_tokens
+        slots = int(has_audio) + int(has_video)
+        soft = slots * (self.bundle.config.lqformer.num_queries - 1)  # each slot token becomes Q tokens
+        for n in range(len(chosen), -1, -1):
+            prompt = build_item_prompt(key, chosen[:n], has_audio=has_audio, has_video=has_video, max_pairs=n)
+            if n == 0 or len(self.model.tokenizer(prompt)["input_ids"]) + soft <= limit:
+                return prompt, chosen[:n]
+        raise AssertionError("unreachable")
 
     def _with_local_maa(self, outputs: list[ItemOutput], embeds: list[torch.Tensor]) -> list[ItemOutput]:
         """Remote backends give no MAA score: compute it here for the items whose text is unparsed."""

@@ -179,3 +179,63 @@ def test_empty_window_still_gives_a_valid_assessment(bundle: LoadedBundle, tmp_p
     )
     assert result.total == 0 and not result.binary and result.model.transcript_source == "none"
     assert all(it.evidence == [] for it in result.items)
+
+
+def test_new_session_state_feeds_the_assessor(bundle: LoadedBundle) -> None:
+    backend = ScriptedBackend(["Evaluation Result: 1. Evaluation Reason: ok."] * 8)
+    assessor = Assessor(bundle, backend)
+    state = assessor.new_session_state("s5")
+    try:
+        assert state.audio_encoder.model is bundle.audio_encoder
+        t = np.arange(4 * 16000) / 16000.0
+        voice = (0.3 * np.sin(2 * np.pi * 180.0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3.0 * t))).astype(
+            np.float32
+        )
+        for k in range(0, len(voice), 320):  # 20 ms frames, as a WebRTC track delivers them
+            state.push_audio(voice[k : k + 320], 16000)
+        audio, visual = state.features(0.0, 4.0)
+        assert audio.shape[1] == bundle.model.audio_dim and visual.shape[1] == bundle.model.visual_dim
+        result = assessor.assess(
+            session_id="s5",
+            kind="checkpoint",
+            audio=audio,
+            visual=visual,
+            transcript=state.transcript,
+            indicators=state.indicators(30.0),
+            window=(0.0, 4.0),
+        )
+        assert result.total == 8
+        has_audio = audio.shape[0] > 0
+        prompt_len = len(
+            bundle.tokenizer(build_item_prompt("mood", [], has_audio=has_audio, has_video=False))["input_ids"]
+        )
+        assert backend.requests[1].embeds.shape[0] == prompt_len + (31 if has_audio else 0)
+    finally:
+        state.close()
+        state.close()
+
+
+def test_prompts_are_trimmed_to_max_prompt_tokens(
+    bundle: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = []
+    for k in range(12):
+        lines.append(_line(10.0 * k, "clinician", f"How have you been sleeping this week, part {k}?"))
+        lines.append(
+            _line(10.0 * k + 3, "patient", "I wake up at night and lie awake for hours thinking. " * 3)
+        )
+    backend = ScriptedBackend(["Evaluation Result: 1. Evaluation Reason: x."] * 8)
+    audio, visual = _features(bundle)
+    kwargs = dict(
+        session_id="s6", kind="checkpoint", audio=audio, visual=visual, transcript=lines, indicators={}
+    )
+    full = Assessor(bundle, backend).assess(**kwargs, window=(0.0, 200.0))  # type: ignore[arg-type]
+    full_len = backend.requests[2].embeds.shape[0]
+    sleep_full = [e for e in full.items[2].evidence if e.kind == "transcript"]
+    assert len(sleep_full) == bundle.config.assess.max_qa_pairs_per_item
+    monkeypatch.setattr(bundle.config.llm, "max_prompt_tokens", full_len - 40)
+    trimmed = Assessor(bundle, backend).assess(**kwargs, window=(0.0, 200.0))  # type: ignore[arg-type]
+    assert all(r.embeds.shape[0] <= full_len - 40 for r in backend.requests)
+    sleep = [e for e in trimmed.items[2].evidence if e.kind == "transcript"]
+    assert 0 < len(sleep) < len(sleep_full)
+    assert {e.text for e in sleep} <= {e.text for e in sleep_full}  # the most relevant pairs are kept
