@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,14 +19,29 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> SyntheticRecording:
 @pytest.fixture(scope="session")
 def wav_y4m(tmp_path_factory: pytest.TempPathFactory) -> SyntheticRecording:
     """The same kind of interview as a wav + y4m pair."""
-    return make_recording(tmp_path_factory.mktemp("pair"), duration_s=4.0, name="pair", wav_y4m=True)
+    return make_recording(tmp_path_factory.mktemp("pair"), duration_s=6.0, name="pair", wav_y4m=True)
 
 
 @pytest.fixture(scope="session")
 def recordings_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of three short recordings (two mp4, one webm) for batch replay."""
+    """A folder of two short recordings (mp4 and webm) for batch replay."""
     root = tmp_path_factory.mktemp("batch")
     make_recording(root, duration_s=3.0, name="s1", container="mp4", seed=1)
     make_recording(root, duration_s=3.0, name="s2", container="webm", seed=2)
-    make_recording(root, duration_s=3.0, name="s3", container="mp4", seed=3)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init tiny model bundle (HuBERT + Llama + tokenizer), as the server's demo fallback."""
+    from mllmdr_core.testing import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_bundle: Path) -> Any:
+    """The server's real core engine over the tiny bundle."""
+    from stream_server.engine import CoreEngine
+
+    return CoreEngine(tiny_bundle)

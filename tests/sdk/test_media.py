@@ -56,7 +56,7 @@ def test_merged_stream_is_time_ordered(wav_y4m: SyntheticRecording) -> None:
     times = [f.t_s for f in frames]
     assert times == sorted(times) and max(times) < 2.0
     assert {type(f) for f in frames} == {AudioFrame, VideoFrame}
-    assert probe_duration(src) == pytest.approx(4.0, abs=0.05)
+    assert probe_duration(src) == pytest.approx(6.0, abs=0.05)
 
 
 def test_resolve_sources(tmp_path: Path, recording: SyntheticRecording) -> None:

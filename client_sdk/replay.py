@@ -1,0 +1,264 @@
+"""Offline scoring: a recorded session through the same ``SessionState`` the live server uses.
+
+Frames are pushed exactly as the server pushes them (20 ms interleaved s16 audio at the source rate,
+RGB video frames stamped by pts; ``SessionState`` samples video down to the analysis rate itself), so
+windowing and pooling match the live path. The transcript comes from a file or, when there is none,
+from a speech-to-text ``Transcriber`` that ``SessionState`` calls for each closed speech segment.
+Then ``Assessor.assess(kind="final")`` scores the whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from client_sdk.media import AudioFrame, MediaSource, iter_frames, resolve_source
+from client_sdk.transcripts import dump_json, read_transcript
+from mllmdr_core.assessment import Assessment
+from mllmdr_core.errors import MediaError
+from mllmdr_core.frames import FloatArray, TranscriptLine
+
+if TYPE_CHECKING:
+    from mllmdr_core.assess import Assessor
+    from mllmdr_core.bundle import LoadedBundle
+
+DONE_FILE = "assessment.json"
+
+
+@dataclass
+class ReplayOptions:
+    """How to replay one recording."""
+
+    transcript: Path | None = None  # overrides the transcript found beside the media
+    asr: str | None = None  # make_transcriber source when there is no transcript (default "pocketsphinx")
+    use_asr: bool = True  # False: no speech-to-text even without a transcript (audio/visual only)
+    max_s: float | None = None  # replay only the first ``max_s`` seconds
+    indicator_interval_s: float = 2.0  # media-time spacing of the recorded indicator series
+    indicator_window_s: float = 30.0
+
+
+@dataclass
+class IndicatorSample:
+    media_time_s: float
+    values: dict[str, float]
+
+
+@dataclass
+class ReplayResult:
+    """Everything one replay produced."""
+
+    source: MediaSource
+    assessment: Assessment
+    transcript: list[TranscriptLine]
+    indicators: list[IndicatorSample]
+    session_indicators: dict[str, float]  # over the whole session (for the report)
+    assessed_indicators: dict[str, float]  # what the assessment saw (last window, as live)
+    media_s: float
+    wall_s: float
+    stats: dict[str, float] = field(default_factory=dict)
+    audio_features: FloatArray | None = None  # (Ta, Da)
+    visual_features: FloatArray | None = None  # (Tv, Dv)
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: media seconds per wall-clock second (> 1: faster than real time)."""
+        return self.media_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+    def summary(self) -> dict[str, Any]:
+        a = self.assessment
+        row: dict[str, Any] = {
+            "session_id": a.session_id,
+            "total": a.total,
+            "binary": int(a.binary),
+            "maa_total": a.maa_total,
+        }
+        row.update({f"item_{item.key}": item.score for item in a.items})
+        row.update(
+            {
+                "media_s": round(self.media_s, 3),
+                "wall_s": round(self.wall_s, 3),
+                "rtf": round(self.rtf, 3),
+                "transcript_lines": len(self.transcript),
+                "transcript_source": a.model.transcript_source,
+            }
+        )
+        return row
+
+
+class Replayer:
+    """Replays recordings with one loaded bundle (load it once, replay many)."""
+
+    def __init__(self, bundle: LoadedBundle | str | Path, *, assessor: Assessor | None = None) -> None:
+        from mllmdr_core.assess import Assessor
+        from mllmdr_core.bundle import load_bundle
+
+        self.bundle = load_bundle(bundle) if isinstance(bundle, str | Path) else bundle
+        self.assessor = assessor or Assessor(self.bundle)
+        self._transcribers: dict[str, Any] = {}
+
+    def _transcriber(self, source: str) -> Any:
+        """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber."""
+        if source not in self._transcribers:
+            from mllmdr_core.features.transcribe import make_transcriber
+
+            if source.startswith("whisper:"):
+                made = make_transcriber("whisper", model_path=source.split(":", 1)[1])
+            elif Path(source).exists():
+                made = make_transcriber("whisper", model_path=source)
+            else:
+                made = make_transcriber(source)
+            self._transcribers[source] = made
+        return self._transcribers[source]
+
+    def replay(
+        self,
+        source: MediaSource | str | Path,
+        options: ReplayOptions | None = None,
+        *,
+        keep_features: bool = False,
+    ) -> ReplayResult:
+        """Replay one recording and return its final assessment, indicator series and transcript."""
+        opts = options or ReplayOptions()
+        src = (
+            source if isinstance(source, MediaSource) else resolve_source(source, transcript=opts.transcript)
+        )
+        transcript_path = opts.transcript or src.transcript
+        lines = read_transcript(transcript_path) if transcript_path is not None else []
+        transcriber = None
+        if not lines and opts.use_asr and src.audio is not None:
+            transcriber = self._transcriber(opts.asr or "pocketsphinx")
+        started = time.perf_counter()
+        state = self.assessor.new_session_state(src.session_id, transcriber=transcriber)
+        try:
+            series = _push_all(state, src, lines, opts, float(self.bundle.config.visual.analysis_fps))
+            # End of the recording = end of the audio stream: close the open speech segment (and let
+            # speech-to-text hear it) and encode the last window.
+            flush = getattr(state, "flush", None)
+            if callable(flush):
+                flush()
+            media_s = float(state.media_time_s)
+            if media_s <= 0.0:
+                raise MediaError(f"{src.session_id}: no media decoded")
+            audio, visual = state.features()
+            # As the server's final snapshot: indicators over the last ``indicator_window_s``, finite only.
+            assessed = _finite(state.indicators(window_s=opts.indicator_window_s))
+            session_indicators = _finite(state.indicators(window_s=max(media_s, 1e-3)))
+            transcript = list(state.transcript)
+            assessment = self.assessor.assess(
+                session_id=src.session_id,
+                kind="final",
+                audio=audio,
+                visual=visual,
+                transcript=transcript,
+                indicators=assessed,
+                window=(0.0, media_s),
+            )
+            stats = {k: float(v) for k, v in state.stats.items()}
+        finally:
+            state.close()
+        wall = time.perf_counter() - started
+        return ReplayResult(
+            source=src,
+            assessment=assessment,
+            transcript=transcript,
+            indicators=series,
+            session_indicators=session_indicators,
+            assessed_indicators=assessed,
+            media_s=media_s,
+            wall_s=wall,
+            stats=stats,
+            audio_features=audio if keep_features else None,
+            visual_features=visual if keep_features else None,
+        )
+
+
+def _push_all(
+    state: Any, src: MediaSource, lines: Sequence[TranscriptLine], opts: ReplayOptions, analysis_fps: float
+) -> list[IndicatorSample]:
+    """Feed every frame (and transcript lines once media time passes their end) into ``state``."""
+    pending = sorted(lines, key=lambda ln: ln.end_s)
+    k = 0
+    series: list[IndicatorSample] = []
+    next_sample = opts.indicator_interval_s
+    media_t = 0.0
+    first_audio = True
+    for frame in iter_frames(src, max_s=opts.max_s, analysis_fps=analysis_fps):
+        if isinstance(frame, AudioFrame):
+            # As the server: interleaved (N*C,) samples; continuous audio after the first frame.
+            t_s = frame.t_s if first_audio else None
+            first_audio = False
+            state.push_audio(frame.samples.reshape(-1), frame.sample_rate, channels=frame.channels, t_s=t_s)
+            media_t = max(media_t, frame.t_s + len(frame.samples) / frame.sample_rate)
+        else:
+            state.push_video(frame.rgb, frame.t_s)
+            media_t = max(media_t, frame.t_s)
+        while k < len(pending) and pending[k].end_s <= media_t:
+            state.add_transcript(pending[k])
+            k += 1
+        while media_t >= next_sample:
+            series.append(
+                IndicatorSample(next_sample, dict(state.indicators(window_s=opts.indicator_window_s)))
+            )
+            next_sample += opts.indicator_interval_s
+    for line in pending[k:]:
+        state.add_transcript(line)
+    return series
+
+
+def write_outputs(result: ReplayResult, out_dir: str | Path, *, report: bool = True) -> Path:
+    """Write ``assessment.json`` (last, as the done-marker), ``transcript.json``, ``indicators.csv``,
+    ``replay.json`` and the markdown/HTML report into ``out_dir``; returns ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transcript.json").write_text(dump_json(result.transcript))
+    names = sorted({k for s in result.indicators for k in s.values})
+    rows = ["media_time_s," + ",".join(names)]
+    rows += [
+        f"{s.media_time_s:.3f}," + ",".join(_num(s.values.get(n)) for n in names) for s in result.indicators
+    ]
+    (out / "indicators.csv").write_text("\n".join(rows) + "\n")
+    meta = {
+        "session_id": result.source.session_id,
+        "source": {
+            k: str(v) if v is not None else None
+            for k, v in (
+                ("audio", result.source.audio),
+                ("video", result.source.video),
+                ("transcript", result.source.transcript),
+            )
+        },
+        "kind": result.source.kind,
+        "media_s": result.media_s,
+        "wall_s": result.wall_s,
+        "rtf": result.rtf,
+        "stats": result.stats,
+        "session_indicators": result.session_indicators,
+        "assessed_indicators": result.assessed_indicators,
+    }
+    (out / "replay.json").write_text(json.dumps(meta, indent=1, default=float))
+    if report:
+        from client_sdk.report import write_report
+
+        write_report(result, out)
+    tmp = out / (DONE_FILE + ".tmp")
+    tmp.write_text(result.assessment.model_dump_json(indent=1))
+    tmp.replace(out / DONE_FILE)
+    return out
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    """Drop NaN/inf, as the server does before assessing and sending (JSON has no such numbers)."""
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+def _num(value: float | None) -> str:
+    if value is None or not np.isfinite(value):
+        return ""
+    return f"{value:.6g}"

@@ -1,0 +1,110 @@
+"""Offline replay through the real core (tiny random-init bundle): one recording, ASR, CLI batch + resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from client_sdk.cli import main
+from client_sdk.media import resolve_source
+from client_sdk.replay import DONE_FILE, Replayer, ReplayOptions, write_outputs
+from client_sdk.synth import SyntheticRecording
+from mllmdr_core.assessment import Assessment
+from mllmdr_core.errors import MediaError
+from mllmdr_core.phq8 import ITEM_KEYS
+
+
+@pytest.fixture(scope="module")
+def replayer(tiny_bundle: Path) -> Replayer:
+    return Replayer(tiny_bundle)
+
+
+def test_replay_recording_with_transcript(
+    replayer: Replayer, recording: SyntheticRecording, tmp_path: Path
+) -> None:
+    assert recording.video is not None
+    result = replayer.replay(recording.video, ReplayOptions(indicator_interval_s=1.0), keep_features=True)
+    a = result.assessment
+    assert a.kind == "final" and a.session_id == "rec" and [i.key for i in a.items] == list(ITEM_KEYS)
+    assert a.window_end_s == pytest.approx(6.0, abs=0.1) and result.media_s == pytest.approx(6.0, abs=0.1)
+    assert [ln.text for ln in result.transcript] == [ln.text for ln in recording.lines]
+    assert [s.media_time_s for s in result.indicators] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    # the espeak-ng answer (1.4–4.8 s) is speech; the face is present in the frames
+    assert 0.2 < result.session_indicators["speech_ratio"] < 0.9
+    assert result.audio_features is not None and result.audio_features.shape[0] > 0
+    assert result.visual_features is not None and result.visual_features.shape[0] >= 25  # 5 fps × 6 s
+    assert result.rtf > 0
+    out = write_outputs(result, tmp_path / "rec")
+    again = Assessment.model_validate_json((out / DONE_FILE).read_text())
+    assert again == a
+    assert f"PHQ-8 total: {a.total} / 24" in (out / "report.md").read_text()
+    assert (out / "indicators.png").stat().st_size > 1000 and "<img" in (out / "report.html").read_text()
+    rows = list(csv.DictReader((out / "indicators.csv").read_text().splitlines()))
+    assert len(rows) == 6 and "speech_ratio" in rows[0]
+    meta = json.loads((out / "replay.json").read_text())
+    assert meta["rtf"] == pytest.approx(result.rtf)
+
+
+def test_replay_without_transcript_uses_asr(
+    replayer: Replayer, wav_y4m: SyntheticRecording, tmp_path: Path
+) -> None:
+    assert wav_y4m.wav is not None and wav_y4m.y4m is not None
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    shutil.copy(wav_y4m.wav, folder / "call.wav")
+    shutil.copy(wav_y4m.y4m, folder / "call.y4m")  # no transcript beside them
+    src = resolve_source(folder / "call.wav")
+    assert src.transcript is None and src.video == folder / "call.y4m"
+    result = replayer.replay(src)
+    assert result.transcript, "pocketsphinx should transcribe the espeak-ng answer"
+    assert all(ln.source.startswith("asr:") for ln in result.transcript)
+    assert result.assessment.model.transcript_source.startswith("asr")
+    silent = replayer.replay(src, ReplayOptions(use_asr=False))
+    assert silent.transcript == []
+
+
+def test_replay_bad_input(replayer: Replayer, tmp_path: Path) -> None:
+    bad = tmp_path / "x.mkv"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(MediaError):
+        replayer.replay(bad)
+
+
+def test_cli_batch_parallel_resume_and_evaluation(
+    tiny_bundle: Path, recordings_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Participant_ID,PHQ8_Binary,PHQ8_Score\ns1,0,3\ns2,1,12\nmissing,1,20\n")
+    args = [
+        "replay",
+        str(recordings_dir),
+        "--bundle",
+        str(tiny_bundle),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+        "--labels",
+        str(labels),
+    ]
+    assert main([*args, "--workers", "2"]) == 0
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
+    assert sorted(r["session_id"] for r in rows) == ["s1", "s2"]
+    assert all(float(r["media_s"]) == pytest.approx(3.0, abs=0.1) for r in rows)
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["n"] == 2 and ev["missing_predictions"] == ["missing"] and "f1" in ev["binary"]
+    stamps = {sid: (out / sid / DONE_FILE).stat().st_mtime_ns for sid in ("s1", "s2")}
+    shutil.rmtree(out / "s2")  # as if the run had died before s2 finished
+    capsys.readouterr()
+    assert main([*args, "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 finished session(s)" in printed
+    assert (out / "s1" / DONE_FILE).stat().st_mtime_ns == stamps["s1"]  # not redone
+    assert (out / "s2" / DONE_FILE).is_file()
+    assert len(list(csv.DictReader((out / "summary.csv").read_text().splitlines()))) == 2
+    assert (out / "confusion.png").is_file()  # drawn by training.eval
