@@ -12,6 +12,7 @@ demo: setup
 	$(VENV)/bin/mllmdr-server --demo
 
 test: setup
+	bash scripts/setup_vllm.sh  # separate venv for the real vLLM server test (~3 min once)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -W error -q -ra
