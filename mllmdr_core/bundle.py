@@ -212,6 +212,11 @@ def save_bundle(
     return dest
 
 
+def is_bundle(path: str | Path) -> bool:
+    """True when ``path`` holds a bundle manifest (cheap; :func:`load_bundle` does the real checks)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Parse ``bundle.json`` (no hash checks)."""
     file = Path(path) / MANIFEST

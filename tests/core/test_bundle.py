@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mllmdr_core.features.spec import FeatureSpec, extractor_spec
 
 from mllmdr_core.backends.base import ItemRequest
 from mllmdr_core.backends.transformers_backend import TransformersBackend
-from mllmdr_core.bundle import LoadedBundle, load_bundle, read_manifest, save_bundle
+from mllmdr_core.bundle import LoadedBundle, is_bundle, load_bundle, read_manifest, save_bundle
 from mllmdr_core.errors import BundleError, FeatureSpecError
 from mllmdr_core.features.encoder import build_hubert
+from mllmdr_core.features.spec import FeatureSpec, extractor_spec
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
 from mllmdr_core.testing import build_tiny_bundle, tiny_config, tiny_corpus
@@ -101,6 +101,7 @@ def test_manifest_lists_every_file_and_versions(saved: tuple[MLlmDR, Path]) -> N
     assert all(len(h) == 64 for h in manifest["files"].values())
     assert manifest["versions"]["torch"] == torch.__version__
     assert len(manifest["bundle_id"]) == 12 and manifest["format_version"] == 1
+    assert is_bundle(path) and not is_bundle(path / "lora")
 
 
 def test_same_contents_same_id(saved: tuple[MLlmDR, Path], tmp_path: Path) -> None:
