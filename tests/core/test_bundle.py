@@ -183,3 +183,43 @@ def test_refuses_to_overwrite_a_non_bundle(tmp_path: Path) -> None:
     assert build_tiny_bundle(tmp_path / "b") == first  # replacing a bundle is fine
     assert load_bundle(first).model.audio_dim == extractor_spec(tiny_config()).audio_dim
     assert np.isfinite(read_manifest(first)["d_llm"])
+
+
+def test_referenced_llm_and_encoder_are_not_copied(tmp_path: Path) -> None:
+    """A pretrained base (local path here; an HF id works the same) is referenced, not stored."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = tiny_config()
+    tokenizer = train_tokenizer(tiny_corpus(), vocab_size=600)
+    torch.manual_seed(5)
+    base_cfg = LlamaConfig(vocab_size=len(tokenizer) - 7, **cfg.llm.llama)  # fewer rows than the tokenizer
+    LlamaForCausalLM(base_cfg).save_pretrained(tmp_path / "base-llm")
+    build_hubert(cfg.audio, seed=2).save_pretrained(tmp_path / "base-hubert")
+    cfg.llm.model = str(tmp_path / "base-llm")
+    cfg.audio.model = str(tmp_path / "base-hubert")
+    spec = extractor_spec(cfg)
+    torch.manual_seed(6)
+    model = MLlmDR(cfg, spec.audio_dim, spec.visual_dim, tokenizer).eval()
+    emb = model.llm.get_input_embeddings().weight
+    assert emb.shape[0] == len(tokenizer) and torch.equal(emb[-1], emb[: len(tokenizer) - 7].mean(0))
+    path = save_bundle(
+        tmp_path / "bundle",
+        model=model,
+        tokenizer=tokenizer,
+        config=cfg,
+        audio_encoder=build_hubert(cfg.audio),
+        feature_spec=spec,
+        training_data="synthetic",
+        non_clinical=True,
+    )
+    manifest = read_manifest(path)
+    assert manifest["llm_source"] == "reference" and manifest["audio_encoder_source"] == "reference"
+    assert not (path / "llm").exists() and not (path / "audio_encoder").exists()
+    loaded = load_bundle(path)
+    assert _same(loaded.model, model)
+
+
+def _same(a: MLlmDR, b: MLlmDR) -> bool:
+    ea, oa = _outputs(a)
+    eb, ob = _outputs(b)
+    return all(torch.equal(x, y) for x, y in zip(ea, eb, strict=True)) and oa == ob
