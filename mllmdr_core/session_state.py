@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Protocol
 
 import numpy as np
@@ -85,8 +86,9 @@ class SessionState:
         self._t0: float | None = None  # session time of the first audio sample
         self._in_end_s = 0.0  # session time just after the last input sample pushed
         self._n16 = 0  # 16 kHz samples fed to VAD and encoder
-        self._recent = np.zeros(0, dtype=np.float32)  # last MAX_SEGMENT_AUDIO_S of 16 kHz audio
-        self._recent_start = 0  # sample index of _recent[0]
+        self._recent: deque[FloatArray] = deque()  # chunks covering the last MAX_SEGMENT_AUDIO_S of audio
+        self._recent_start = 0  # 16 kHz sample index of the first sample of _recent[0]
+        self._recent_len = 0
         self._last_slot: int | None = None
         self._last_video_t: float | None = None
         self._video_end_s = 0.0
@@ -185,12 +187,15 @@ class SessionState:
         self._tracker.add_audio_frames(times, frames.prosody, frames.speech, 1.0 / self.config.audio.pool_hz)
 
     def _remember(self, x: FloatArray) -> None:
+        if len(x) == 0:
+            return
+        self._recent.append(x)
+        self._recent_len += len(x)
         keep = int(MAX_SEGMENT_AUDIO_S * SR)
-        self._recent = np.concatenate([self._recent, x])
-        if len(self._recent) > keep:
-            drop = len(self._recent) - keep
-            self._recent = self._recent[drop:]
-            self._recent_start += drop
+        while self._recent_len - len(self._recent[0]) >= keep:
+            old = self._recent.popleft()
+            self._recent_len -= len(old)
+            self._recent_start += len(old)
 
     def _transcribe(self, seg: SpeechSegment) -> None:
         if self._transcriber is None:
@@ -198,7 +203,8 @@ class SessionState:
         t0 = self._t0 or 0.0
         a = max(round((seg.start_s - t0) * SR), self._recent_start)
         b = round((seg.end_s - t0) * SR)
-        audio = self._recent[a - self._recent_start : b - self._recent_start]
+        recent = np.concatenate(list(self._recent)) if self._recent else np.zeros(0, dtype=np.float32)
+        audio = recent[a - self._recent_start : b - self._recent_start]
         if len(audio) == 0:
             return
         t = time.perf_counter()
@@ -316,4 +322,4 @@ class SessionState:
         self._visual.close()
         if self._face is not None and self._owns_face:
             self._face.close()
-        self._recent = np.zeros(0, dtype=np.float32)
+        self._recent.clear()

@@ -48,7 +48,7 @@ VISUAL_FEATURE_NAMES: tuple[str, ...] = (
     "expr_brow_furrow",  # inner-brow distance / D (lower = furrowed)
     "expr_jaw_drop",  # nose-tip to chin / D
     "expr_mouth_asymmetry",  # right minus left lip-corner height / D
-    "landmark_motion",  # mean landmark displacement vs the previous analysed frame / D (pose-normalised)
+    "landmark_motion",  # mean landmark displacement vs the previous analysed frame, in the face frame / D
     "face_scale",  # D / image width
 )
 VISUAL_DIM = len(VISUAL_FEATURE_NAMES)

@@ -50,7 +50,7 @@ INDICATOR_INFO: dict[str, IndicatorInfo] = {
     "energy_sd_db": IndicatorInfo("dB", _W, "standard deviation of frame energy (dBFS) over speech frames"),
     "expressivity": IndicatorInfo(
         "inter-ocular distances / s", _W,
-        "mean pose-normalised landmark speed (landmark_motion / frame interval) over face-present frames",
+        "mean landmark speed in the face frame (landmark_motion / frame interval) over face-present frames",
     ),
     "smile_ratio": IndicatorInfo(
         "fraction 0–1", _W, f"face-present frames with smile (lip-corner raise / D) > {SMILE_THRESHOLD}"
