@@ -26,8 +26,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from mllmdr_core.errors import AuthError, MllmdrError
 from stream_server.auth import Claims, TokenIssuer
-from stream_server.bus import InProcessEventBus, Subscription
+from stream_server.bus import Subscription
 from stream_server.engine import Engine
+from stream_server.fanout import make_event_bus, start_bus, stop_bus
 from stream_server.metrics import ServerMetrics
 from stream_server.protocol import (
     MAX_HTTP_BODY_BYTES,
@@ -165,7 +166,8 @@ class Server:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.store = Store(settings.database_url)
-        self.bus = InProcessEventBus(self.store, self.metrics, settings.ws_queue_events)
+        # Postgres: LISTEN/NOTIFY fan-out across instances (stream_server/fanout.py); SQLite: in-process.
+        self.bus = make_event_bus(settings.database_url, self.store, self.metrics, settings.ws_queue_events)
         self.services = Services(settings, engine, self.store, self.bus, self.metrics)
         self.manager = SessionManager(self.services)
         self.issuer = TokenIssuer(settings.jwt_secret, settings.api_key)
@@ -217,6 +219,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await srv.store.init()
+        await start_bus(srv.bus)
         srv.ready = True
         try:
             yield
@@ -224,6 +227,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             srv.ready = False
             await srv.manager.close()
             srv.services.close()
+            await stop_bus(srv.bus)
             await srv.store.close()
 
     app = FastAPI(title="mllmdr-server", version="1", lifespan=lifespan)
