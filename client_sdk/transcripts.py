@@ -11,7 +11,9 @@ Formats (picked by :func:`detect_format` from the name and the first bytes, or n
 - ``vtt``    — WebVTT captions; the speaker from a ``<v Name>`` voice tag or a ``Name:`` prefix.
 - ``srt``    — SubRip captions; the speaker from a ``Name:`` prefix.
 
-Malformed input raises :class:`~mllmdr_core.errors.DatasetError` naming ``file:line``.
+Malformed input raises :class:`~mllmdr_core.errors.DatasetError` naming ``file:line``. Files of the
+two dataset formats are read by ``training.data``'s readers when that package is installed (one home
+for dataset formats); :func:`parse_transcript` keeps its own parsers for text and for SDK-only installs.
 """
 
 from __future__ import annotations
@@ -82,7 +84,27 @@ def read_transcript(path: str | Path, fmt: TranscriptFormat | None = None) -> li
         raise DatasetError(f"{p}: transcript file not found") from exc
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{p}: transcript is not UTF-8 text ({exc.reason})") from exc
-    return parse_transcript(text, fmt or detect_format(p, text[:4096]), name=str(p))
+    kind = fmt or detect_format(p, text[:4096])
+    dataset_reader = _dataset_reader(kind)
+    if dataset_reader is not None:  # one home for dataset formats: the training readers
+        return sorted(dataset_reader(p), key=lambda line: (line.start_s, line.end_s))
+    return parse_transcript(text, kind, name=str(p))
+
+
+def _dataset_reader(fmt: str) -> Callable[[Path], list[TranscriptLine]] | None:
+    """``training.data``'s DAIC-WOZ / E-DAIC transcript reader when installed (else ours is used)."""
+    try:
+        if fmt == "daic":
+            from training.data.daic import read_daic_transcript
+
+            return read_daic_transcript
+        if fmt == "edaic":
+            from training.data.edaic import read_edaic_transcript
+
+            return read_edaic_transcript
+    except ImportError:
+        return None
+    return None
 
 
 def parse_transcript(text: str, fmt: TranscriptFormat, *, name: str = "<transcript>") -> list[TranscriptLine]:

@@ -152,3 +152,13 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     odd.write_text("just some words\n")
     with pytest.raises(DatasetError, match="cannot tell the transcript format"):
         read_transcript(odd)
+
+
+def test_files_and_text_agree_for_dataset_formats(tmp_path: Path) -> None:
+    """read_transcript (training.data readers when installed) and parse_transcript give the same lines."""
+    for fname, text, fmt in (("300_TRANSCRIPT.csv", DAIC, "daic"), ("600_Transcript.csv", EDAIC, "edaic")):
+        path = tmp_path / fname
+        path.write_text(text)
+        from_file = [(ln.start_s, ln.end_s, ln.speaker, ln.text) for ln in read_transcript(path)]
+        from_text = [(ln.start_s, ln.end_s, ln.speaker, ln.text) for ln in parse_transcript(text, fmt)]
+        assert from_file == from_text
