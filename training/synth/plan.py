@@ -110,7 +110,7 @@ def voice_params(s: float, gender: int, rng: np.random.Generator) -> VoiceParams
     j = lambda scale: float(rng.normal(0.0, scale))  # noqa: E731 - small per-session jitter
     return VoiceParams(
         voice="en-us" if gender else "en-us+f2",
-        rate_wpm=int(np.rint(np.clip(190 - 85 * s + j(6), 90, 220))),
+        rate_wpm=int(np.rint(np.clip(145 - 65 * s + j(4), 80, 170))),  # espeak speaks ~1.3x its nominal -s
         pitch=int(np.rint(np.clip(62 - 30 * s + j(3), 20, 80))),
         pitch_range=PITCH_RANGES[int(np.clip(round((1 - s) * 4 + j(0.3)), 0, 4))],
         amplitude=int(np.rint(np.clip(130 - 60 * s + j(5), 50, 160))),

@@ -54,7 +54,7 @@ def espeak(text: str, voice: VoiceParams) -> FloatArray:
         np.frombuffer(raw[i + 8 : len(raw) - (len(raw) - i - 8) % 2], dtype="<i2").astype(np.float32)
         / 32768.0
     )
-    x = resample_poly(pcm, 160, 441).astype(np.float32)  # 22050 Hz → 16 kHz, (N,)
+    x = resample_poly(pcm, 320, 441).astype(np.float32)  # 22050 Hz → 16 kHz, (N,)
     return _trim(x)
 
 
