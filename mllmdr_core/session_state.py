@@ -45,6 +45,7 @@ from mllmdr_core.features.buffer import FeatureBuffer
 from mllmdr_core.features.encoder import EncodedFrames, StreamingHubertEncoder
 from mllmdr_core.features.face import VISUAL_DIM, FaceTracker
 from mllmdr_core.features.indicators import IndicatorTracker
+from mllmdr_core.features.spec import audio_feature_dim
 from mllmdr_core.features.vad import VoiceActivityDetector
 from mllmdr_core.frames import AudioChunk, FloatArray, SpeechSegment, TranscriptLine
 
@@ -279,7 +280,7 @@ class SessionState:
     ) -> tuple[FloatArray, FloatArray]:
         """(audio (Ta, D_audio), visual (Tv, D_visual)) float32 for frames with ``start_s <= t < end_s``."""
         self._check_open()
-        dim = self.audio_encoder.feature_dim
+        dim = self._encoder.feature_dim if self._encoder is not None else audio_feature_dim(self.config)
         audio = np.zeros((0, dim), dtype=np.float32)
         if self._t0 is not None:
             _, audio = self._audio_buffer().window(start_s, end_s)

@@ -55,10 +55,14 @@ def _hubert_hidden(cfg: MllmdrConfig) -> int:
         raise ConfigError(f"cannot read the HuBERT config at {cfg.audio.model!r}: {exc}") from exc
 
 
+def audio_feature_dim(cfg: MllmdrConfig) -> int:
+    """Width of the live audio vector for ``cfg`` (without building the encoder)."""
+    return _hubert_hidden(cfg) + (AUDIO_EXTRA_DIMS if cfg.audio.prosody else 0)
+
+
 def extractor_spec(cfg: MllmdrConfig) -> FeatureSpec:
     """What the live extractors (StreamingHubertEncoder, FaceTracker) produce for ``cfg``."""
-    hidden = _hubert_hidden(cfg)
-    audio = (AUDIO_SPEC, hidden + AUDIO_EXTRA_DIMS) if cfg.audio.prosody else (AUDIO_SPEC_NO_PROSODY, hidden)
+    audio = (AUDIO_SPEC if cfg.audio.prosody else AUDIO_SPEC_NO_PROSODY, audio_feature_dim(cfg))
     if cfg.visual.spec != VISUAL_SPEC:
         raise FeatureSpecError(
             f"visual spec {cfg.visual.spec!r} is not producible live; the face tracker makes {VISUAL_SPEC!r}"

@@ -80,13 +80,14 @@ def test_live_20ms_frames_equal_one_shot(cfg: MllmdrConfig, hubert) -> None:  # 
     whole.close()
 
 
-def test_video_sampled_by_timestamp_30fps_to_5fps(cfg: MllmdrConfig, hubert) -> None:  # type: ignore[no-untyped-def]
-    state = _state(cfg, hubert)
+def test_video_sampled_by_timestamp_30fps_to_5fps(cfg: MllmdrConfig) -> None:
+    state = SessionState(cfg, session_id="video-only")  # no audio: the encoder is never built
     img = np.ascontiguousarray(data.astronaut())
     for k in range(60):  # 2 s at 30 fps
         state.push_video(img, k / 30.0)
     state.push_video(img, 0.5)  # time goes back: dropped
-    _, visual = state.features()
+    audio, visual = state.features()
+    assert audio.shape == (0, 36) and state._encoder is None
     st = state.stats
     assert st["video_frames_in"] == 61 and st["video_frames_analysed"] == 10
     assert st["video_frames_dropped"] == 1 and st["faces_found"] == 10
