@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from mllmdr_core.errors import StorageError
 from stream_server.metrics import ServerMetrics
 from stream_server.protocol import ServerEvent
 from stream_server.store import Store
@@ -87,7 +88,13 @@ class InProcessEventBus:
             seq = await self._take_seq(sid)
             event = event.model_copy(update={"seq": seq})
             if persist:
-                await self._store.add_event(sid, seq, event.type, event.ts, event.model_dump_json())
+                try:
+                    await self._store.add_event(sid, seq, event.type, event.ts, event.model_dump_json())
+                except StorageError:
+                    # seq taken by another writer (another process on the same store): renumber once
+                    self._next.pop(sid, None)
+                    event = event.model_copy(update={"seq": await self._take_seq(sid)})
+                    await self._store.add_event(sid, event.seq, event.type, event.ts, event.model_dump_json())
             for sub in list(self._subs.get(sid, ())):
                 sub.offer(event)
         self._metrics.events.inc(1.0, event.type)
