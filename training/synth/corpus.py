@@ -49,7 +49,8 @@ class SynthConfig:
     audio_speakers: Literal["patient", "both"] = "patient"
     words_neutral_share: float = 0.2  # words neutral: only voice and face carry the signal
     media_neutral_share: float = 0.1  # voice and face neutral: only the words carry it
-    rapport_questions: int = 1
+    rapport_questions: int = 1  # content-free opening questions before the eight item questions
+    closing_question: bool = False  # "Is there anything else you would like to tell me?"
     video: bool = True
     split_shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, dev, test
     first_id: int = 1000
@@ -105,6 +106,7 @@ def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, A
         words_neutral_share=cfg.words_neutral_share,
         media_neutral_share=cfg.media_neutral_share,
         rapport_questions=cfg.rapport_questions,
+        closing_question=cfg.closing_question,
         first_id=cfg.first_id,
     )
     rng = np.random.default_rng([cfg.seed, index, 1])

@@ -135,7 +135,7 @@ def face_params(s: float, rng: np.random.Generator) -> FaceParams:
 
 
 def _turns(
-    items: dict[str, int], neutral_words: bool, rapport: int, rng: np.random.Generator
+    items: dict[str, int], neutral_words: bool, rapport: int, closing: bool, rng: np.random.Generator
 ) -> tuple[Turn, ...]:
     turns: list[Turn] = []
     for q in rng.choice(len(_RAPPORT_QUESTIONS), size=rapport, replace=False):
@@ -146,8 +146,10 @@ def _turns(
         turns.append(Turn("clinician", pool[int(rng.integers(len(pool)))], item=key))
         text, k = answer_for(key, items[key], rng, neutral=neutral_words)
         turns.append(Turn("patient", text, item=key, template=k))
-    turns.append(Turn("clinician", _CLOSING_QUESTION))
-    turns.append(Turn("patient", fill(str(rng.choice(CLOSING_ANSWERS)), rng)))
+    closing_answer = fill(str(rng.choice(CLOSING_ANSWERS)), rng)  # drawn either way: same rng stream
+    if closing:
+        turns.append(Turn("clinician", _CLOSING_QUESTION))
+        turns.append(Turn("patient", closing_answer))
     return tuple(turns)
 
 
@@ -158,6 +160,7 @@ def plan_session(
     words_neutral_share: float = 0.2,
     media_neutral_share: float = 0.1,
     rapport_questions: int = 1,
+    closing_question: bool = False,
     first_id: int = 1000,
     items: dict[str, int] | None = None,
     mode: Mode | None = None,
@@ -194,5 +197,5 @@ def plan_session(
         face_severity=sf,
         voice=voice_params(sv, gender, rng),
         face=face_params(sf, rng),
-        turns=_turns(items, mode == "words_neutral", rapport_questions, rng),
+        turns=_turns(items, mode == "words_neutral", rapport_questions, closing_question, rng),
     )

@@ -18,7 +18,7 @@ from training.synth import SynthConfig, generate_corpus, plan_session
 from training.synth.__main__ import main
 from training.synth.templates import ANSWERS, NEUTRAL_ANSWERS, fill
 
-CFG = SynthConfig(n=2, seed=7, fps=5.0, width=320, height=240, rapport_questions=0)
+CFG = SynthConfig(n=2, seed=7, fps=5.0, width=320, height=240, rapport_questions=1, closing_question=True)
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -57,9 +57,9 @@ def test_layout_is_read_by_the_daic_reader(corpus: Path) -> None:
         )
         assert rec.labels.binary == int(meta["total"] >= 10)
         speakers = [ln.speaker for ln in rec.transcript]
-        assert speakers == ["clinician", "patient"] * 9  # 8 item questions + the closing question
+        assert speakers == ["clinician", "patient"] * 10  # rapport + 8 item questions + closing question
         pairs = pair_qa(rec.transcript)
-        assert len(pairs) == 9
+        assert len(pairs) == 10
         for key, ev in meta["evidence"].items():  # the interview pairing maps each planted answer to its item
             pair = next(
                 p for p in pairs if p.answers[0].start_s == pytest.approx(ev["answer_start_s"], abs=1e-3)
