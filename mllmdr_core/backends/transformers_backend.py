@@ -24,7 +24,7 @@ def left_pad(embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """List of (L_i, d) → left-padded (B, L, d) zeros-padded and the (B, L) attention mask."""
     length = max(e.shape[0] for e in embeds)
     out = embeds[0].new_zeros(len(embeds), length, embeds[0].shape[-1])  # (B, L, d)
-    mask = torch.zeros(len(embeds), length, dtype=torch.long)  # (B, L)
+    mask = torch.zeros(len(embeds), length, dtype=torch.long, device=out.device)  # (B, L)
     for i, e in enumerate(embeds):
         out[i, length - e.shape[0] :] = e
         mask[i, length - e.shape[0] :] = 1
