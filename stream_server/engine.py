@@ -109,11 +109,10 @@ class CoreEngine:
         self._bundle: Any = load_bundle(Path(bundle_path))
         self._assessor: Any = Assessor(self._bundle)
         self.config: Any = self._bundle.config
-        manifest: dict[str, Any] = dict(getattr(self._bundle, "manifest", {}) or {})
-        non_clinical = bool(manifest.get("non_clinical", True))
+        non_clinical = bool(self._bundle.non_clinical)
         self.info = BundleInfo(
             bundle_id=str(self._bundle.bundle_id),
-            training_data=str(manifest.get("training_data", "unknown")),
+            training_data=str(self._bundle.training_data),
             non_clinical=non_clinical,
             labels=[SYNTHETIC_LABEL] if non_clinical else [],
             path=str(bundle_path),

@@ -322,7 +322,7 @@ class LiveSession:
             return values
 
     async def _indicator_loop(self) -> None:
-        last_media = -1.0
+        last_media = 0.0  # nothing before the first processed media
         while True:
             await asyncio.sleep(self.svc.settings.indicator_interval_s)
             if self.pc is None:
@@ -434,6 +434,7 @@ class LiveSession:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._process_pending()
+            await self.svc.run(self._flush_state)
             try:
                 self.final = await self._assess("final")
                 await self.publish(AssessmentResultEvent(session_id=self.id, assessment=self.final))
@@ -472,6 +473,13 @@ class LiveSession:
         with contextlib.suppress(Exception):
             await self.svc.run(self._close_state)
         self.closed.set()
+
+    def _flush_state(self) -> None:
+        """End of media: close the open speech segment and encode the last window."""
+        flush = getattr(self.state, "flush", None)
+        if flush is not None:
+            with self._state_lock:
+                flush()
 
     def _close_state(self) -> None:
         with self._state_lock:

@@ -102,6 +102,9 @@ class Store:
     async def init(self) -> None:
         try:
             async with self._engine.begin() as conn:
+                if self._engine.dialect.name == "postgresql":
+                    # Several instances start at once: serialise schema creation (lock ends with the tx).
+                    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(726351)"))
                 await conn.run_sync(metadata.create_all)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open database {self._safe_url}: {exc}") from exc

@@ -17,7 +17,7 @@ import uvicorn
 import websockets
 
 from stream_server.app import create_app
-from stream_server.engine import Engine
+from stream_server.engine import CoreEngine, Engine
 from stream_server.settings import Settings
 
 API_KEY = "test-api-key-0123456789"
@@ -30,10 +30,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def engine() -> Engine:
-    from .standin import StandInEngine
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The core's tiny random-init bundle (real HuBERT/Llama classes, tiny configs), built once."""
+    from mllmdr_core.testing import build_tiny_bundle
 
-    return StandInEngine()
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_bundle: Path) -> Engine:
+    return CoreEngine(tiny_bundle)
 
 
 @pytest.fixture(scope="session")
@@ -176,6 +182,6 @@ async def server(tmp_path: Path, engine: Engine) -> AsyncIterator[RunningServer]
 
 
 @pytest.fixture(scope="session")
-def bundle_arg() -> str:
-    """Bundle path for subprocess servers ("" = the plumbing engine)."""
-    return ""
+def bundle_arg(tiny_bundle: Path) -> str:
+    """Bundle path for subprocess servers."""
+    return str(tiny_bundle)

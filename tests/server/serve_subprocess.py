@@ -1,4 +1,4 @@
-"""A test server in its own process (kill -9 tests): ``python serve_subprocess.py PORT DB_URL [BUNDLE]``."""
+"""A test server in its own process (kill -9 tests): ``python serve_subprocess.py PORT DB_URL BUNDLE``."""
 
 from __future__ import annotations
 
@@ -11,21 +11,13 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from stream_server.app import create_app
-from stream_server.engine import CoreEngine, Engine
+from stream_server.engine import CoreEngine
 from stream_server.settings import Settings
 
 
 def main() -> None:
     port, db = int(sys.argv[1]), sys.argv[2]
-    bundle = sys.argv[3] if len(sys.argv) > 3 else ""
-    engine: Engine
-    if bundle:
-        engine = CoreEngine(bundle)
-    else:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from standin import StandInEngine  # type: ignore[import-not-found]
-
-        engine = StandInEngine()
+    engine = CoreEngine(sys.argv[3])
     settings = Settings(
         api_key="test-api-key-0123456789",
         jwt_secret="s" * 32,
