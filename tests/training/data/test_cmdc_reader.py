@@ -63,3 +63,20 @@ def test_cmdc_errors(tmp_path: Path) -> None:
     (root / "labels.csv").unlink()
     with pytest.raises(DatasetError, match="no subject table"):
         list(CmdcReader(root))
+
+
+def test_cmdc_per_question_openface_is_stacked_on_the_session_clock(tmp_path: Path) -> None:
+    root = make_cmdc(tmp_path / "c")
+    head = ", ".join(["frame", "timestamp", "confidence", "success", "pose_Rx", "AU12_r"])
+    for k in (1, 2, 3):
+        rows = "\n".join(f"{i + 1}, {i * 0.5:g}, 0.9, 1, {0.1 * k:g}, {k:g}" for i in range(2))
+        (root / "HC" / "HC01" / f"Q{k}.csv").write_text(head + "\n" + rows + "\n")
+    hc = next(r for r in CmdcReader(root) if r.session_id == "HC01")
+    vis = hc.load_visual()
+    assert vis is not None and vis.values.shape == (6, 23)
+    np.testing.assert_allclose(vis.times, [0.0, 0.5, 1.0, 1.5, 3.0, 3.5])  # answers start at 0, 1 and 3 s
+    np.testing.assert_allclose(vis.values[:, vis.names.index("AU12_r")], [1, 1, 2, 2, 3, 3])
+    assert "gaze_angle_x" in vis.missing and "pose_Rx" not in vis.missing
+    (root / "HC" / "HC01" / "Q3.csv").unlink()
+    with pytest.raises(DatasetError, match="OpenFace CSVs for 2 of 3 answers"):
+        list(CmdcReader(root))
