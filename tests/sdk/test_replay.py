@@ -63,8 +63,6 @@ def test_replay_without_transcript_uses_asr(
     assert result.transcript, "pocketsphinx should transcribe the espeak-ng answer"
     assert all(ln.source.startswith("asr:") for ln in result.transcript)
     assert result.assessment.model.transcript_source.startswith("asr")
-    silent = replayer.replay(src, ReplayOptions(use_asr=False))
-    assert silent.transcript == []
 
 
 def test_replay_bad_input(replayer: Replayer, tmp_path: Path) -> None:
