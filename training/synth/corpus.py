@@ -141,6 +141,7 @@ def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, A
     meta = plan.to_json()
     meta.update(
         split=split_of(cfg, index),
+        masked=plan.mode == "words_neutral",  # words neutral: only voice and face carry the signal
         audio_speakers=cfg.audio_speakers,
         video={"fps": cfg.fps, "width": cfg.width, "height": cfg.height} if cfg.video else None,
         speech_stats=speech,

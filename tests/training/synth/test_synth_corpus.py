@@ -52,6 +52,10 @@ def test_layout_is_read_by_the_daic_reader(corpus: Path) -> None:
     for rec in records:
         meta = json.loads((corpus / f"{rec.session_id}_P" / "synth_meta.json").read_text())
         assert rec.dataset == "synthetic" and rec.split == meta["split"]
+        assert (
+            meta["masked"] == (meta["mode"] == "words_neutral")
+            and meta["label"] == "synthetic (non-clinical)"
+        )
         assert rec.labels.items == meta["items"] and rec.labels.total == meta["total"] == sum(
             meta["items"].values()
         )
