@@ -30,6 +30,8 @@ class CorpusConfig:
     n: int = 300  # synth: number of sessions
     seed: int = 0
     fps: float = 5.0  # synth: video frame rate
+    workers: int = 2  # synth: parallel processes
+    synth: dict[str, Any] = field(default_factory=dict)  # more training.synth.SynthConfig fields
     teacher: str = "template"  # rationale teacher: "template" | "openai"
     teacher_url: str | None = None
     teacher_model: str | None = None

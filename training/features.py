@@ -1,0 +1,217 @@
+"""Feature extraction for a corpus through :class:`~mllmdr_core.session_state.SessionState`.
+
+The same code path as the live server and offline replay: media files are decoded by
+``client_sdk.media.iter_frames`` (``av``; 20 ms s16 audio frames at the source rate, RGB video thinned
+to the analysis rate like the server's ingest) and pushed, with their timestamps, into a
+``SessionState`` built from the bundle config, so training features equal what the server computes for
+the same recording. One ``.npz`` per session in the cache directory:
+
+- ``audio`` (Ta, Da) float32, ``visual`` (Tv, Dv) float32 — ``SessionState.features()`` of the whole session
+- ``indicators`` — JSON of ``SessionState.indicators(window_s=duration)``
+- ``audio_spec``, ``visual_spec``, ``duration_s``
+
+Files are written atomically, so an interrupted run resumes by skipping finished sessions. Sessions
+run in parallel worker processes (one torch thread each); the audio encoder is built once, saved to
+``encoder_dir`` and loaded by every worker, so all sessions (and the exported bundle) share weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from client_sdk.media import AudioFrame, MediaSource, iter_frames
+from mllmdr_core.config import MllmdrConfig
+from mllmdr_core.errors import MllmdrError
+from mllmdr_core.frames import FloatArray
+
+
+@dataclass(frozen=True)
+class MediaJob:
+    """One session to extract: its ``training.data`` ``SessionRecord`` (audio files, video file or
+    dataset visual feature files) and where the ``.npz`` goes."""
+
+    session_id: str
+    out_path: str
+    record: Any
+
+
+def pool_visual_table(times: FloatArray, values: FloatArray, rate_hz: float) -> FloatArray:
+    """Mean-pool a dataset's per-frame visual table (e.g. OpenFace, 30 fps) into ``rate_hz`` bins (T', D)."""
+    if len(times) == 0:
+        return np.zeros((0, values.shape[-1]), dtype=np.float32)
+    bins = np.floor(np.asarray(times) * rate_hz).astype(np.int64)
+    bins -= bins.min()
+    n = int(bins.max()) + 1
+    sums = np.zeros((n, values.shape[-1]), dtype=np.float64)
+    counts = np.zeros(n, dtype=np.float64)
+    np.add.at(sums, bins, values)
+    np.add.at(counts, bins, 1.0)
+    keep = counts > 0
+    return (sums[keep] / counts[keep, None]).astype(np.float32)
+
+
+@dataclass
+class SessionFeatures:
+    audio: FloatArray  # (Ta, Da)
+    visual: FloatArray  # (Tv, Dv)
+    indicators: dict[str, float]
+    audio_spec: str
+    visual_spec: str
+    duration_s: float
+
+
+def save_features(path: Path, feats: SessionFeatures) -> None:
+    """Atomic ``.npz`` write (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(
+        tmp,
+        audio=feats.audio.astype(np.float32),
+        visual=feats.visual.astype(np.float32),
+        indicators=np.array(json.dumps(feats.indicators)),
+        audio_spec=np.array(feats.audio_spec),
+        visual_spec=np.array(feats.visual_spec),
+        duration_s=np.array(feats.duration_s),
+    )
+    os.replace(tmp, path)
+
+
+def load_features(path: Path) -> SessionFeatures:
+    if not path.exists():
+        raise MllmdrError(f"feature cache {path} is missing: run `mllmdr-train features` first")
+    with np.load(path) as z:
+        return SessionFeatures(
+            audio=z["audio"].astype(np.float32),
+            visual=z["visual"].astype(np.float32),
+            indicators={k: float(v) for k, v in json.loads(str(z["indicators"])).items()},
+            audio_spec=str(z["audio_spec"]),
+            visual_spec=str(z["visual_spec"]),
+            duration_s=float(z["duration_s"]),
+        )
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config_dict: dict[str, Any], encoder_dir: str | None) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER["config"] = MllmdrConfig.from_dict(config_dict)
+    _WORKER["encoder_dir"] = encoder_dir
+
+
+def _make_state(cfg: MllmdrConfig, session_id: str, encoder_dir: str | None) -> Any:
+    from mllmdr_core.features.encoder import StreamingHubertEncoder
+    from mllmdr_core.session_state import SessionState
+
+    encoder = None
+    if encoder_dir is not None:
+        from transformers import HubertModel
+
+        model = _WORKER.get("hubert")
+        if model is None:
+            model = HubertModel.from_pretrained(encoder_dir).eval()
+            _WORKER["hubert"] = model
+        encoder = StreamingHubertEncoder(cfg.audio, model=model)
+    return SessionState(cfg, session_id=session_id, audio_encoder=encoder)
+
+
+def extract_one(job: MediaJob, cfg: MllmdrConfig, encoder_dir: str | None) -> SessionFeatures:
+    """Decode one session's media into a fresh SessionState and read back its whole-session features."""
+    state = _make_state(cfg, job.session_id, encoder_dir)
+    try:
+        duration = 0.0
+        rec = job.record
+        if len(rec.audio) > 1 or (rec.audio and rec.audio[0].start_s):
+            samples = rec.load_audio()  # several files on one session clock (CMDC): one 16 kHz stream
+            step = 320
+            for start in range(0, len(samples), step):
+                state.push_audio(samples[start : start + step], 16000, 1, t_s=start / 16000)
+            duration = len(samples) / 16000
+            audio_file = None
+        else:
+            audio_file = rec.audio_path
+        source = MediaSource(job.session_id, audio=audio_file, video=rec.video_path)
+        frames = (
+            iter_frames(source, analysis_fps=cfg.visual.analysis_fps) if audio_file or rec.video_path else []
+        )
+        for frame in frames:
+            if isinstance(frame, AudioFrame):
+                state.push_audio(frame.samples, frame.sample_rate, frame.channels, t_s=frame.t_s)
+                duration = max(duration, frame.t_s + len(frame.samples) / frame.sample_rate)
+            else:
+                state.push_video(frame.rgb, frame.t_s)
+                duration = max(duration, frame.t_s)
+        audio, visual = state.features()
+        indicators = state.indicators(window_s=max(duration, 1.0))
+        from mllmdr_core.features.spec import extractor_spec
+
+        spec = extractor_spec(cfg)
+        visual_spec = spec.visual_spec
+        table = rec.load_visual() if rec.video_path is None else None
+        if table is not None:  # dataset features (OpenFace/CLNF): their own spec, not producible live
+            visual = pool_visual_table(table.times, table.values, cfg.visual.analysis_fps)
+            visual_spec = table.spec
+        return SessionFeatures(
+            audio=np.asarray(audio, dtype=np.float32),
+            visual=np.asarray(visual, dtype=np.float32),
+            indicators={k: float(v) for k, v in indicators.items()},
+            audio_spec=spec.audio_spec,
+            visual_spec=visual_spec,
+            duration_s=duration,
+        )
+    finally:
+        state.close()
+
+
+def _run_job(job: MediaJob) -> tuple[str, float]:
+    t0 = time.monotonic()
+    feats = extract_one(job, _WORKER["config"], _WORKER["encoder_dir"])
+    save_features(Path(job.out_path), feats)
+    return job.session_id, time.monotonic() - t0
+
+
+def extract_corpus(
+    jobs: Sequence[MediaJob],
+    cfg: MllmdrConfig,
+    *,
+    encoder_dir: Path | None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Extract every job whose ``out_path`` does not exist yet. Returns {session_id: seconds}."""
+    todo = [j for j in jobs if not Path(j.out_path).exists()]
+    timings: dict[str, float] = {}
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="features", disable=not progress)
+    enc = str(encoder_dir) if encoder_dir is not None else None
+    if workers <= 1:
+        _init_worker(cfg.to_dict(), enc)
+        for job in todo:
+            sid, secs = _run_job(job)
+            timings[sid] = secs
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # fork after torch init can deadlock OpenMP
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg.to_dict(), enc)
+        ) as pool:
+            futures = [pool.submit(_run_job, job) for job in todo]
+            for fut in as_completed(futures):
+                sid, secs = fut.result()
+                timings[sid] = secs
+                bar.update(1)
+    bar.close()
+    return timings

@@ -1,0 +1,421 @@
+"""The training pipeline, step by step, each step resumable from files under ``RunConfig.workdir``.
+
+``synth`` → ``features`` → (demo: ``lm_pretrain``) → ``stage1`` → ``stage2`` → ``export`` → ``eval``.
+Layout of the work directory::
+
+    corpus/               synthetic corpus (DAIC-WOZ layout) when corpus.kind == "synth"
+    audio_encoder/        the HuBERT used for every feature (saved once; exported into the bundle)
+    features/<id>.npz     per-session features (training.features)
+    lm/                   demo LM + tokenizer (training.lm_pretrain)
+    stage1/ stage2/       curve.jsonl, checkpoint.pt, final.pt
+    bundle/               the exported model bundle
+    eval/                 report.md, report.json, confusion.png
+    curves.png            loss curves of every stage
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from mllmdr_core.config import MllmdrConfig
+from mllmdr_core.errors import ConfigError
+from mllmdr_core.model.mllm import MLlmDR
+from training.dataset import FeatureCache, ItemDataset, SessionLabels, build_examples, item_prompts
+from training.features import MediaJob, extract_corpus, load_features
+from training.run_config import RunConfig
+from training.trainlog import plot_curves, seed_everything
+
+
+@dataclass
+class Corpus:
+    sessions: list[SessionLabels]
+    jobs: list[MediaJob]
+
+    def split(self, name: str) -> list[SessionLabels]:
+        return [s for s in self.sessions if s.split == name]
+
+
+def corpus_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.corpus.path) if cfg.corpus.path else cfg.work / "corpus"
+
+
+def step_synth(cfg: RunConfig, progress: bool = True) -> Path:
+    """Generate the synthetic corpus (skipped when its train split file exists)."""
+    from training.data.daic import SPLIT_FILES
+
+    out = corpus_dir(cfg)
+    if (out / SPLIT_FILES["train"]).exists():
+        return out
+    from training.synth import SynthConfig, generate_corpus
+
+    synth = SynthConfig(n=cfg.corpus.n, seed=cfg.corpus.seed, fps=cfg.corpus.fps, **cfg.corpus.synth)
+    generate_corpus(synth, out, workers=cfg.corpus.workers, progress=progress)
+    return out
+
+
+def read_records(kind: str, root: Path) -> list[Any]:
+    """``SessionRecord``s of a dataset (the synthetic corpus is in DAIC-WOZ layout)."""
+    from training.data.cmdc import CmdcReader
+    from training.data.daic import DaicWozReader
+    from training.data.edaic import EDaicReader
+
+    readers: dict[str, Any] = {
+        "synth": DaicWozReader,
+        "daic-woz": DaicWozReader,
+        "e-daic": EDaicReader,
+        "cmdc": CmdcReader,
+    }
+    if kind not in readers:
+        raise ConfigError(f"corpus.kind must be one of {sorted(readers)}, got {kind!r}")
+    return list(readers[kind](root))
+
+
+def make_teacher(cfg: RunConfig) -> Any:
+    from training.teacher import OpenAICompatibleTeacher, TemplateTeacher
+
+    if cfg.corpus.teacher == "template":
+        return TemplateTeacher()
+    if cfg.corpus.teacher == "openai":
+        if not (cfg.corpus.teacher_url and cfg.corpus.teacher_model):
+            raise ConfigError("corpus.teacher 'openai' needs corpus.teacher_url and corpus.teacher_model")
+        return OpenAICompatibleTeacher(cfg.corpus.teacher_url, cfg.corpus.teacher_model)
+    raise ConfigError(f"corpus.teacher must be 'template' or 'openai', got {cfg.corpus.teacher!r}")
+
+
+def load_rationales(cfg: RunConfig, records: Sequence[Any]) -> dict[tuple[str, str], str]:
+    """Teacher rationales per (session, item), written once to ``<workdir>/rationales.jsonl``."""
+    from training.teacher import write_rationales
+
+    path = cfg.work / "rationales.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".jsonl.tmp")
+        write_rationales(
+            records, make_teacher(cfg), tmp, max_pairs=cfg.model_config().assess.max_qa_pairs_per_item
+        )
+        tmp.replace(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(str(r["session_id"]), str(r["item_key"])): str(r["reason"]) for r in rows}
+
+
+def session_labels(rec: Any, all_rationales: dict[tuple[str, str], str]) -> SessionLabels | None:
+    """A record's labels for item training, ``None`` without per-item PHQ-8 labels."""
+    items = rec.labels.items
+    if items is None or rec.labels.scale != "PHQ-8":
+        return None
+    meta = rec.meta or {}
+    rationales = {
+        k: all_rationales[(rec.session_id, k)] for k in items if (rec.session_id, k) in all_rationales
+    }
+    tags = set()
+    if meta.get("mode") == "words_neutral":
+        tags.add("masked")  # neutral words: only voice and face carry the signal
+    elif meta.get("mode") == "media_neutral":
+        tags.add("media_neutral")
+    return SessionLabels(
+        session_id=rec.session_id,
+        split=rec.split,
+        transcript=tuple(rec.transcript),
+        item_scores=dict(items),
+        rationales={k: str(v) for k, v in rationales.items()},
+        tags=frozenset(str(t) for t in tags),
+    )
+
+
+def load_corpus(cfg: RunConfig) -> Corpus:
+    """Session records of the configured dataset → labels + media jobs."""
+    root = corpus_dir(cfg)
+    feats = cfg.work / "features"
+    sessions: list[SessionLabels] = []
+    jobs: list[MediaJob] = []
+    records = read_records(cfg.corpus.kind, root)
+    rationales = load_rationales(cfg, records)
+    for rec in records:
+        labels = session_labels(rec, rationales)
+        if labels is None:
+            continue  # no per-item labels (some E-DAIC sessions, CMDC's PHQ-9): cannot train item prompts
+        sessions.append(labels)
+        jobs.append(MediaJob(rec.session_id, str(feats / f"{rec.session_id}.npz"), rec))
+    if not sessions:
+        raise ConfigError(f"no sessions with PHQ-8 item labels found under {root}")
+    return Corpus(sessions, jobs)
+
+
+def encoder_dir(cfg: RunConfig) -> Path:
+    return cfg.work / "audio_encoder"
+
+
+def step_features(cfg: RunConfig, corpus: Corpus, progress: bool = True) -> dict[str, float]:
+    """Save the audio encoder once, then extract features of every session (resumable)."""
+    from mllmdr_core.features.encoder import build_hubert
+
+    mcfg = cfg.model_config()
+    enc = encoder_dir(cfg)
+    if not (enc / "config.json").exists():
+        build_hubert(mcfg.audio, seed=cfg.seed).save_pretrained(enc)
+    jobs = corpus.jobs[: cfg.features.limit] if cfg.features.limit else corpus.jobs
+    return extract_corpus(jobs, mcfg, encoder_dir=enc, workers=cfg.features.workers, progress=progress)
+
+
+def lm_texts(cfg: MllmdrConfig, sessions: Sequence[SessionLabels], features_dir: Path) -> list[str]:
+    """Pre-training text for the demo LM: every train item prompt followed by its target, in all three
+    modality variants (so the LM sees the placeholders and prompts with and without text). Prompt and
+    target are joined without a separator: the byte-level pre-tokenizer splits at the boundary anyway,
+    so the ids equal those ``collate`` builds for training."""
+    texts: list[str] = []
+    for modality in ("all", "text", "av"):
+        texts.extend(
+            ex.prompt + ex.target for ex in build_examples(sessions, features_dir, cfg, modality=modality)
+        )
+    return texts
+
+
+def build_backbone(
+    cfg: RunConfig, corpus: Corpus, progress: bool = True
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel | None]:
+    """Tokenizer and LLM: the demo LM trained here, or a pretrained model by path/HF id."""
+    mcfg = cfg.model_config()
+    if cfg.lm_pretrain.enabled:
+        from training.lm_pretrain import pretrain_lm
+
+        texts = lm_texts(mcfg, corpus.split("train"), cfg.work / "features")
+        llm, demo_tok = pretrain_lm(
+            texts, mcfg.llm.llama, cfg.lm_pretrain, cfg.work / "lm", seed=cfg.seed, progress=progress
+        )
+        return demo_tok, llm
+    if mcfg.llm.model is None:
+        raise ConfigError("llm.model is None and lm_pretrain is disabled: nothing to train on")
+    tok: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(mcfg.llm.model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok, None  # MLlmDR loads the pretrained LLM from config.llm.model
+
+
+def feature_dims(cfg: RunConfig, corpus: Corpus) -> tuple[int, int]:
+    feats = load_features(Path(corpus.jobs[0].out_path))
+    return int(feats.audio.shape[-1]), int(feats.visual.shape[-1])
+
+
+def build_model(cfg: RunConfig, corpus: Corpus, progress: bool = True) -> MLlmDR:
+    tok, llm = build_backbone(cfg, corpus, progress)
+    mcfg = cfg.model_config()
+    if cfg.lm_pretrain.enabled:
+        mcfg.llm.llama = {**mcfg.llm.llama, "tie_word_embeddings": False}
+    audio_dim, visual_dim = feature_dims(cfg, corpus)
+    torch.manual_seed(cfg.seed)
+    return MLlmDR(mcfg, audio_dim, visual_dim, tok, llm=llm)
+
+
+def datasets(cfg: RunConfig, model: MLlmDR, corpus: Corpus) -> tuple[ItemDataset, ItemDataset | None]:
+    feats = cfg.work / "features"
+    cache = FeatureCache()
+    train = ItemDataset(build_examples(corpus.split("train"), feats, model.config, cache=cache), cache)
+    dev_sessions = corpus.split("dev")
+    dev = None
+    if dev_sessions:
+        dev = ItemDataset(build_examples(dev_sessions, feats, model.config, cache=cache), cache)
+    return train, dev
+
+
+def run_training(
+    cfg: RunConfig, corpus: Corpus, progress: bool = True, stop_after: str = "stage2"
+) -> tuple[MLlmDR, dict[str, Any]]:
+    """Backbone → stage 1 → stage 2; returns the trained model and a timing/loss summary."""
+    from training.stage1 import train_stage1
+    from training.stage2 import train_stage2
+
+    seed_everything(cfg.seed)
+    t0 = time.monotonic()
+    model = build_model(cfg, corpus, progress)
+    summary: dict[str, Any] = {"backbone_s": round(time.monotonic() - t0, 1)}
+    train, dev = datasets(cfg, model, corpus)
+    summary["train_examples"] = len(train)
+    r1 = train_stage1(
+        model, train, cfg.stage1, cfg.work / "stage1", seed=cfg.seed, progress=progress, dev=dev
+    )
+    summary["stage1"] = vars(r1)
+    if stop_after != "stage1":
+        r2 = train_stage2(
+            model, train, cfg.stage2, cfg.work / "stage2", seed=cfg.seed, progress=progress, dev=dev
+        )
+        summary["stage2"] = vars(r2)
+    model.eval()
+    logs = [cfg.work / name / "curve.jsonl" for name in ("lm", "stage1", "stage2")]
+    plot_curves([p for p in logs if p.exists()], cfg.work / "curves.png")
+    (cfg.work / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return model, summary
+
+
+def corpus_feature_spec(cfg: RunConfig, corpus: Corpus) -> Any:
+    """The feature spec the model was trained on (from the cache: dataset visual specs differ)."""
+    from mllmdr_core.features.spec import FeatureSpec
+
+    feats = load_features(Path(corpus.jobs[0].out_path))
+    return FeatureSpec(
+        feats.audio_spec, int(feats.audio.shape[-1]), feats.visual_spec, int(feats.visual.shape[-1])
+    )
+
+
+def export_bundle(
+    cfg: RunConfig, model: MLlmDR, corpus: Corpus, metrics: dict[str, Any] | None = None
+) -> Path:
+    from transformers import HubertModel
+
+    from mllmdr_core.bundle import save_bundle
+
+    mcfg = model.config
+    out = Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle"
+    encoder = HubertModel.from_pretrained(encoder_dir(cfg)) if mcfg.audio.model is None else None
+    return save_bundle(
+        out,
+        model=model,
+        tokenizer=model.tokenizer,
+        config=mcfg,
+        audio_encoder=encoder,
+        feature_spec=corpus_feature_spec(cfg, corpus),
+        training_data=cfg.export.training_data,
+        non_clinical=cfg.export.non_clinical,
+        metrics=metrics,
+        overwrite=True,
+    )
+
+
+def indicator_names(corpus: Corpus, cfg: RunConfig) -> list[str]:
+    try:
+        from mllmdr_core.features.indicators import INDICATOR_INFO
+
+        return list(INDICATOR_INFO)
+    except ImportError:
+        feats = load_features(Path(corpus.jobs[0].out_path))
+        return [k for k in feats.indicators if k not in ("t_s", "window_s")]
+
+
+def assessor_check(bundle_dir: Path, sessions: Sequence[SessionLabels], features_dir: Path) -> dict[str, Any]:
+    """Run the server's ``Assessor`` on a few sessions: it must load the bundle and give valid results."""
+    import numpy as np
+
+    from mllmdr_core.assess import Assessor
+    from mllmdr_core.bundle import load_bundle
+
+    assessor = Assessor(load_bundle(bundle_dir))
+    totals = []
+    for s in sessions:
+        feats = load_features(features_dir / f"{s.session_id}.npz")
+        result = assessor.assess(
+            session_id=s.session_id,
+            kind="final",
+            audio=np.asarray(feats.audio),
+            visual=np.asarray(feats.visual),
+            transcript=list(s.transcript),
+            indicators=feats.indicators,
+            window=(0.0, max([feats.duration_s, *(ln.end_s for ln in s.transcript)])),
+        )
+        totals.append(
+            {
+                "session_id": s.session_id,
+                "true": s.total,
+                "assessor_total": result.total,
+                "labels": result.labels,
+                "non_clinical": result.model.non_clinical,
+            }
+        )
+    return {"sessions": totals}
+
+
+def evaluate_bundle(
+    cfg: RunConfig, corpus: Corpus, bundle_dir: Path | None, out_dir: Path, progress: bool = True
+) -> dict[str, Any]:
+    """Evaluate the exported bundle on ``cfg.eval.split`` and write the report."""
+    from mllmdr_core.backends.transformers_backend import TransformersBackend
+    from mllmdr_core.bundle import load_bundle
+    from training.eval import evaluate, write_report
+
+    bundle_dir = bundle_dir or (Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle")
+    live = corpus_feature_spec(cfg, corpus).visual_spec == cfg.model_config().visual.spec
+    loaded = load_bundle(bundle_dir, check_features=live)
+    sessions = corpus.split(cfg.eval.split)
+    if cfg.eval.max_sessions:
+        sessions = sessions[: cfg.eval.max_sessions]
+    if not sessions:
+        raise ConfigError(f"no sessions in split {cfg.eval.split!r}")
+    backend = TransformersBackend(loaded.model, max_new_tokens=loaded.config.llm.max_new_tokens)
+    t0 = time.monotonic()
+    results = evaluate(
+        loaded.model,
+        backend,
+        sessions,
+        cfg.work / "features",
+        ablations=cfg.eval.ablations,
+        indicator_names=indicator_names(corpus, cfg),
+        progress=progress,
+    )
+    if live:  # the server's Assessor only runs bundles whose features it can produce
+        results["assessor_check"] = assessor_check(bundle_dir, sessions[:2], cfg.work / "features")
+    results["meta"] = {
+        "bundle": str(bundle_dir),
+        "bundle_id": loaded.bundle_id,
+        "split": cfg.eval.split,
+        "n_sessions": len(sessions),
+        "masked_sessions": sum("masked" in s.tags for s in sessions),
+        "eval_seconds": round(time.monotonic() - t0, 1),
+        "config": cfg.name,
+    }
+    write_report(results, out_dir, header=f"# Evaluation: {cfg.name} ({cfg.eval.split} split)")
+    return results
+
+
+def run_all(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """synth (if synthetic) → features → training → export → eval, timing every step."""
+    timings: dict[str, float] = {}
+    t_all = time.monotonic()
+
+    def lap(name: str, t0: float) -> None:
+        timings[name] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    if cfg.corpus.kind == "synth":
+        step_synth(cfg, progress)
+    lap("synth", t0)
+    corpus = load_corpus(cfg)
+    t0 = time.monotonic()
+    step_features(cfg, corpus, progress)
+    lap("features", t0)
+    t0 = time.monotonic()
+    model, summary = run_training(cfg, corpus, progress)
+    lap("training", t0)
+    t0 = time.monotonic()
+    bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
+    lap("export", t0)
+    t0 = time.monotonic()
+    report = evaluate_bundle(cfg, corpus, bundle, cfg.work / "eval", progress)
+    lap("eval", t0)
+    timings["total"] = round(time.monotonic() - t_all, 1)
+    (cfg.work / "timings.json").write_text(json.dumps(timings, indent=2))
+    size = sum(p.stat().st_size for p in Path(bundle).rglob("*") if p.is_file())
+    return {
+        "bundle": str(bundle),
+        "bundle_bytes": size,
+        "timings_s": timings,
+        "targets": report["targets"],
+        "report": str(cfg.work / "eval" / "report.md"),
+    }
+
+
+__all__ = [
+    "Corpus",
+    "export_bundle",
+    "item_prompts",
+    "load_corpus",
+    "run_training",
+    "step_features",
+    "step_synth",
+]
