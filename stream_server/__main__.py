@@ -74,7 +74,9 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
     print(f"API key (this run):  {settings.api_key}")
     print(f"Patient page:        {s['patient_url']}")
     print(f"Clinician panel:     {s['panel_url']}")
-    print("Open the patient page in one tab (allow camera+mic) and the panel in another.\n", flush=True)
+    print("Open the patient page in one tab (allow camera+mic) and the panel in another.")
+    print(f"New session: curl -s -X POST -H 'Authorization: Bearer {settings.api_key}' "
+          f"http://{settings.host}:{settings.port}/v1/sessions\n", flush=True)
 
 
 async def serve(settings: Settings) -> None:
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides: dict[str, object] = {
         "host": args.host,
         "port": args.port,

@@ -102,12 +102,14 @@ class CoreEngine:
         *,
         transcript_source: str = "captions",
         whisper_model: str | None = None,
+        backend: Any = None,
     ) -> None:
+        """``backend``: an ``LLMBackend`` (e.g. the vLLM client); default the embedded transformers one."""
         from mllmdr_core.assess import Assessor
         from mllmdr_core.bundle import load_bundle
 
         self._bundle: Any = load_bundle(Path(bundle_path))
-        self._assessor: Any = Assessor(self._bundle)
+        self._assessor: Any = Assessor(self._bundle, backend)
         self.config: Any = self._bundle.config
         non_clinical = bool(self._bundle.non_clinical)
         self.info = BundleInfo(

@@ -22,7 +22,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from mllmdr_core.assessment import DISCLAIMER, Assessment
-from mllmdr_core.errors import MllmdrError
+from mllmdr_core.errors import BackendError, MllmdrError, StorageError
 from stream_server.bus import EventBus
 from stream_server.engine import AnalysisState, Engine, Snapshot, finite
 from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
@@ -50,6 +50,7 @@ from stream_server.store import Store
 
 log = logging.getLogger("stream_server.session")
 T = TypeVar("T")
+ASSESS_ATTEMPTS = 3  # final/checkpoint assessment tries when the LLM backend fails
 CloseReason = Literal["ended", "publisher_gone", "error", "server_shutdown"]
 
 
@@ -154,15 +155,20 @@ class LiveSession:
     async def _error(self, exc: BaseException, *, fatal: bool = False) -> None:
         code = error_code_of(exc)
         log.warning("session %s: %s: %s", self.id, code, exc, exc_info=code == "internal")
-        with contextlib.suppress(Exception):
-            await self.publish(
-                ErrorEvent(
-                    session_id=self.id,
-                    code=code,  # type: ignore[arg-type]
-                    message=str(exc)[:500] or type(exc).__name__,
-                    fatal=fatal,
-                )
-            )
+        event = ErrorEvent(
+            session_id=self.id,
+            code=code,  # type: ignore[arg-type]
+            message=str(exc)[:500] or type(exc).__name__,
+            fatal=fatal,
+        )
+        try:
+            await self.publish(event)
+        except StorageError:
+            # the store itself is failing (disk full, read-only): still tell the live subscribers
+            with contextlib.suppress(Exception):
+                await self.publish(event, persist=False)
+        except Exception:
+            log.exception("session %s: could not publish an error event", self.id)
 
     # ------------------------------------------------------------------ WebRTC
     async def accept_offer(self, offer: Offer) -> Answer:
@@ -370,7 +376,22 @@ class LiveSession:
         async with self.svc.assess_slots:
             t0 = time.perf_counter()
             snap = await self.svc.run(self._snapshot)
-            result = await self.svc.run(lambda: self.svc.engine.assess(snap, session_id=self.id, kind=kind))
+            for attempt in range(ASSESS_ATTEMPTS):
+                try:
+                    result = await self.svc.run(
+                        lambda: self.svc.engine.assess(snap, session_id=self.id, kind=kind)
+                    )
+                    break
+                except BackendError as exc:  # LLM backend down or timed out: retry with back-off
+                    if attempt + 1 == ASSESS_ATTEMPTS:
+                        raise
+                    await self._warn(
+                        "assessment_retry",
+                        f"{kind} assessment failed ({exc}); retrying",
+                        once=False,
+                        attempt=attempt + 1,
+                    )
+                    await asyncio.sleep(self.svc.settings.assess_retry_base_s * 2**attempt)
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, f"assess_{kind}")
         self.svc.metrics.assessments.inc(1.0, kind)
         await self.svc.store.add_assessment(result)
@@ -421,6 +442,7 @@ class LiveSession:
             await self.closed.wait()
             return self.final
         self._ending = True
+        t_end = time.perf_counter()
         try:
             await self._status("ending", reason)
             if self._grace is not None:
@@ -435,8 +457,10 @@ class LiveSession:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._process_pending()
             await self.svc.run(self._flush_state)
+            self.svc.metrics.stage_seconds.observe(time.perf_counter() - t_end, "end_drain")
             try:
                 self.final = await self._assess("final")
+                self.svc.metrics.stage_seconds.observe(time.perf_counter() - t_end, "end_to_final")
                 await self.publish(AssessmentResultEvent(session_id=self.id, assessment=self.final))
             except Exception as exc:
                 await self._error(exc)

@@ -136,7 +136,7 @@ class RunningServer:
         return ev
 
 
-def test_settings(tmp_path: Path, **overrides: Any) -> Settings:
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
         api_key=API_KEY,
         jwt_secret="s" * 32,
@@ -177,7 +177,7 @@ async def run_server(settings: Settings, engine: Engine) -> AsyncIterator[Runnin
 
 @pytest.fixture
 async def server(tmp_path: Path, engine: Engine) -> AsyncIterator[RunningServer]:
-    async with run_server(test_settings(tmp_path), engine) as srv:
+    async with run_server(make_settings(tmp_path), engine) as srv:
         yield srv
 
 
