@@ -7,12 +7,14 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 import httpx
 import uvicorn
 
+from mllmdr_core.backends.vllm_backend import backend_from_env
 from mllmdr_core.errors import MllmdrError
 from stream_server.engine import CoreEngine
 from stream_server.settings import Settings
@@ -84,7 +86,11 @@ async def serve(settings: Settings) -> None:
 
     bundle = resolve_bundle(settings)
     engine = await asyncio.to_thread(
-        CoreEngine, bundle, transcript_source=settings.transcript_source, whisper_model=settings.whisper_model
+        CoreEngine,
+        bundle,
+        transcript_source=settings.transcript_source,
+        whisper_model=settings.whisper_model,
+        backend=backend_from_env(os.environ),  # MLLMDR_LLM_BACKEND=vllm: remote vLLM (docs/deploy.md)
     )
     log.info("loaded bundle %s from %s", engine.info.bundle_id, bundle)
     app = create_app(settings, engine)

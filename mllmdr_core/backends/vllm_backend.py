@@ -21,6 +21,7 @@ import base64
 import io
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,34 @@ def _error_message(resp: httpx.Response) -> str:
         if "detail" in body:
             return str(body["detail"])[:500]
     return resp.text[:300]
+
+
+def backend_from_env(environ: Mapping[str, str]) -> VLLMBackend | None:
+    """The LLM backend a deployment asks for, from ``MLLMDR_*`` variables (see deploy/, docs/deploy.md).
+
+    ``MLLMDR_LLM_BACKEND``: "transformers" (default, embedded → ``None``) or "vllm", which needs
+    ``MLLMDR_VLLM_URL`` and ``MLLMDR_VLLM_MODEL`` (the ``--served-model-name``); optional
+    ``MLLMDR_VLLM_EXPORT`` (merged export dir: hidden size checked locally), ``MLLMDR_VLLM_API_KEY``,
+    ``MLLMDR_VLLM_TIMEOUT_S``, ``MLLMDR_VLLM_RETRIES``, ``MLLMDR_VLLM_MAX_TOKENS``.
+    """
+    kind = environ.get("MLLMDR_LLM_BACKEND", "transformers").strip().lower()
+    if kind in ("", "transformers", "embedded"):
+        return None
+    if kind != "vllm":
+        raise ConfigError(f"MLLMDR_LLM_BACKEND={kind!r}: use 'transformers' or 'vllm'")
+    url, model = environ.get("MLLMDR_VLLM_URL"), environ.get("MLLMDR_VLLM_MODEL")
+    if not url or not model:
+        raise ConfigError("MLLMDR_LLM_BACKEND=vllm needs MLLMDR_VLLM_URL and MLLMDR_VLLM_MODEL")
+    try:
+        kwargs: dict[str, Any] = {
+            "timeout_s": float(environ.get("MLLMDR_VLLM_TIMEOUT_S", "120")),
+            "retries": int(environ.get("MLLMDR_VLLM_RETRIES", "2")),
+            "max_tokens": int(environ.get("MLLMDR_VLLM_MAX_TOKENS", "96")),
+            "api_key": environ.get("MLLMDR_VLLM_API_KEY") or None,
+        }
+    except ValueError as exc:
+        raise ConfigError(f"bad MLLMDR_VLLM_* number: {exc}") from exc
+    export = environ.get("MLLMDR_VLLM_EXPORT")
+    if export:
+        return VLLMBackend.from_export(url, export, model, **kwargs)
+    return VLLMBackend(url, model, **kwargs)

@@ -39,8 +39,8 @@ from mllmdr_core.backends.merge import (
     load_serving_manifest,
 )
 from mllmdr_core.backends.transformers_backend import TransformersBackend
-from mllmdr_core.backends.vllm_backend import VLLMBackend, encode_prompt_embeds
-from mllmdr_core.errors import BackendError, BundleError
+from mllmdr_core.backends.vllm_backend import VLLMBackend, backend_from_env, encode_prompt_embeds
+from mllmdr_core.errors import BackendError, BundleError, ConfigError
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
 from mllmdr_core.phq8 import PHQ8_ITEMS
@@ -506,3 +506,27 @@ def test_bf16_export_for_gpu_serving(model: MLlmDR, tmp_path: Path) -> None:
     assert manifest.dtype == "bfloat16"
     assert load_embed_table(out).weight.dtype == torch.bfloat16
     assert next(model.llm.parameters()).dtype == torch.float32  # the source model is untouched
+
+
+def test_backend_from_env(export_dir: Path) -> None:
+    assert backend_from_env({}) is None and backend_from_env({"MLLMDR_LLM_BACKEND": "transformers"}) is None
+    with pytest.raises(ConfigError, match="needs MLLMDR_VLLM_URL"):
+        backend_from_env({"MLLMDR_LLM_BACKEND": "vllm"})
+    with pytest.raises(ConfigError, match="'transformers' or 'vllm'"):
+        backend_from_env({"MLLMDR_LLM_BACKEND": "tgi"})
+    env = {
+        "MLLMDR_LLM_BACKEND": "vllm",
+        "MLLMDR_VLLM_URL": "http://vllm:8000/",
+        "MLLMDR_VLLM_MODEL": "mllmdr",
+        "MLLMDR_VLLM_EXPORT": str(export_dir),
+        "MLLMDR_VLLM_MAX_TOKENS": "64",
+    }
+    backend = backend_from_env(env)
+    assert backend is not None
+    with backend:
+        assert (backend.base_url, backend.model_name, backend.hidden_size, backend.max_tokens) == (
+            "http://vllm:8000",
+            "mllmdr",
+            64,
+            64,
+        )
