@@ -212,3 +212,38 @@ def test_whisper_unloadable_checkpoint_is_a_config_error(tmp_path: Path) -> None
 )
 def test_word_error_rate(reference: str, hypothesis: str, wer: float) -> None:
     assert word_error_rate(reference, hypothesis) == pytest.approx(wer)
+
+
+@needs_espeak
+def test_session_without_captions_yields_transcript_pairs_and_prompts(tmp_path: Path) -> None:
+    """Patient-only audio → SessionState (VAD segments) → pocketsphinx lines → script pairs → item prompt."""
+    from mllmdr_core.features.interview import DEFAULT_INTERVIEW_SCRIPT, pair_transcript
+    from mllmdr_core.prompt import build_item_prompt
+    from mllmdr_core.session_state import SessionState
+    from mllmdr_core.testing import tiny_config
+
+    answers = ("I am doing okay.", "I am from Ohio.", "I have been sleeping badly.")
+    silence = np.zeros(int(3.0 * 16000), dtype=np.float32)
+    pieces, spans, t = [silence], [], 3.0
+    for k, text in enumerate(answers):
+        audio = speak(text, tmp_path / f"a{k}.wav")
+        pieces += [audio, silence]
+        spans.append((t, t + len(audio) / 16000))
+        t = spans[-1][1] + 3.0
+    track = np.concatenate(pieces)
+    state = SessionState(tiny_config(), session_id="asr", transcriber=PocketsphinxTranscriber())
+    try:
+        for i in range(0, len(track), 8000):  # 0.5 s chunks, as a live track delivers them
+            state.push_audio(track[i : i + 8000], 16000, t_s=i / 16000)
+        state.flush()
+        lines = state.transcript
+    finally:
+        state.close()
+    assert lines and all(ln.source == "asr:pocketsphinx" and ln.speaker == "patient" for ln in lines)
+    for line in lines:  # every line lies inside one spoken answer (VAD hangover allowed)
+        assert any(a - 0.3 <= line.start_s and line.end_s <= b + 0.5 for a, b in spans), line
+    pairs = pair_transcript(lines, DEFAULT_INTERVIEW_SCRIPT)
+    assert pairs and all(p.question is not None and p.question.source == "script" for p in pairs)
+    prompt = build_item_prompt("sleep", pairs, has_audio=True, has_video=False)
+    answer_lines = [ln for ln in prompt.splitlines() if ln.startswith("A: ")]
+    assert answer_lines and all(ln[3:] in {p.answer_text for p in pairs} for ln in answer_lines)
