@@ -235,3 +235,28 @@ def test_pair_transcript_prefers_interviewer_lines() -> None:
     with_clinician = [C(0, 1, "How do you sleep?"), *patient_only]
     assert shape(pair_transcript(with_clinician, DEFAULT_INTERVIEW_SCRIPT)) == [
         ("How do you sleep?", "fine badly")]
+
+
+def test_daic_style_interview() -> None:
+    """Unpunctuated DAIC-WOZ-like interviewer lines: intro statements and backchannels drop out."""
+    turns = [
+        ("c", "hi i'm ellie thanks for coming in today"),
+        ("c", "and please feel free to tell me anything your answers are totally confidential"),
+        ("c", "are you okay with this"), ("p", "yes"),
+        ("c", "where are you from originally"), ("p", "atlanta"),
+        ("c", "really"), ("p", "yeah born and raised"),
+        ("c", "how easy is it for you to get a good night's sleep"), ("p", "not easy"),
+        ("c", "can you give me an example of that"), ("p", "i snap at my kids"),
+        ("c", "how would your best friend describe you"), ("p", "loyal"),
+        ("c", "okay i think i've asked everything i need to"), ("c", "goodbye"),
+    ]
+    lines = [C(2 * k, 2 * k + 1.5, text) if who == "c" else P(2 * k, 2 * k + 1.5, text)
+             for k, (who, text) in enumerate(turns)]
+    pairs = pair_qa(lines)
+    assert [(q, a, sorted(p.items)) for (q, a), p in zip(shape(pairs), pairs, strict=True)] == [
+        ("are you okay with this", "yes", []),
+        ("where are you from originally", "atlanta yeah born and raised", []),
+        ("how easy is it for you to get a good night's sleep", "not easy", ["sleep"]),
+        ("can you give me an example of that", "i snap at my kids", ["sleep"]),
+        ("how would your best friend describe you", "loyal", ["failure"]),
+    ]
