@@ -23,6 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from mllmdr_core.assessment import DISCLAIMER, Assessment
 from mllmdr_core.errors import BackendError, MllmdrError, StorageError
+from mllmdr_core.frames import TranscriptLine
 from stream_server.bus import EventBus
 from stream_server.engine import AnalysisState, Engine, Snapshot, finite
 from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
@@ -96,6 +97,7 @@ class LiveSession:
         self._tasks: list[asyncio.Task[Any]] = []
         self._grace: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
+        self._asr_seen = 0  # ASR transcript lines already stored and published
         self._background: set[asyncio.Task[Any]] = set()
         self._analysis_fps = float(
             getattr(getattr(getattr(services.engine, "config", None), "visual", None), "analysis_fps", 5.0)
@@ -320,12 +322,15 @@ class LiveSession:
             self.last_lag_s = now - newest
             m.lag_seconds.observe(self.last_lag_s, "media")
 
-    def _snapshot_indicators(self) -> dict[str, float]:
+    def _snapshot_indicators(self) -> tuple[dict[str, float], list[TranscriptLine]]:
+        """Indicator values, plus transcript lines the ASR (if any) produced since the last call."""
         with self._state_lock:
             t0 = time.perf_counter()
             values = finite(self.state.indicators(self.svc.settings.indicator_window_s))
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, "indicators")
-            return values
+            asr = [line for line in self.state.transcript if line.source.startswith("asr")]
+        new, self._asr_seen = asr[self._asr_seen :], len(asr)
+        return values, new
 
     async def _indicator_loop(self) -> None:
         last_media = 0.0  # nothing before the first processed media
@@ -350,7 +355,12 @@ class LiveSession:
                 await self._error(exc)
 
     async def emit_indicators(self) -> None:
-        values = await self.svc.run(self._snapshot_indicators)
+        values, asr_lines = await self.svc.run(self._snapshot_indicators)
+        for line in asr_lines:  # speech-to-text output: stored and shown like captions
+            model = TranscriptLineModel.from_line(line)
+            async with self._caption_lock:
+                await self.svc.store.add_transcript(self.id, model)
+            await self.publish(TranscriptEvent(session_id=self.id, line=model))
         event = IndicatorsEvent(
             session_id=self.id,
             media_time_s=self.media_time_s,

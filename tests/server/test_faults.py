@@ -9,7 +9,7 @@ from mllmdr_core.backends.base import ItemOutput, ItemRequest
 from mllmdr_core.errors import BackendError
 from stream_server.engine import CoreEngine
 
-from .conftest import run_server, make_settings
+from .conftest import make_settings, run_server
 
 
 class FlakyBackend:

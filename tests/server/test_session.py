@@ -108,3 +108,27 @@ async def test_media_with_only_audio_or_only_video(server: RunningServer, record
         r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
         assert r.json()["assessment"]["kind"] == "final"
         await pub.close()
+
+
+async def test_asr_transcript_source_streams_lines(
+    tmp_path: Path, tiny_bundle: Path, recording: Path
+) -> None:
+    from stream_server.engine import CoreEngine
+
+    from .conftest import make_settings, run_server
+
+    engine = CoreEngine(tiny_bundle, transcript_source="pocketsphinx")
+    async with run_server(make_settings(tmp_path, transcript_source="pocketsphinx"), engine) as server:
+        s = await server.create_session()
+        sid = s["session_id"]
+        clin = await server.events(sid, s["clinician_token"])
+        created = (await clin.wait("session.created"))[0]
+        assert created["transcript_source"] == "pocketsphinx"
+        pub = await publish(server.http, sid, s["publisher_token"], recording)
+        line = (await clin.wait("transcript", timeout=120))[0]["line"]
+        assert line["source"] == "asr:pocketsphinx" and line["speaker"] == "patient" and line["text"]
+        r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
+        assert r.json()["assessment"]["model"]["low_accuracy_transcript"] is True
+        export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+        assert any(t["source"] == "asr:pocketsphinx" for t in export["transcript"])
+        await pub.close()
