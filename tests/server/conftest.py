@@ -81,7 +81,7 @@ class Events:
         self,
         kind: str,
         count: int = 1,
-        timeout: float = 20.0,
+        timeout: float = 60.0,
         pred: Callable[[dict[str, Any]], bool] = lambda e: True,
     ) -> list[dict[str, Any]]:
         async def poll() -> list[dict[str, Any]]:
