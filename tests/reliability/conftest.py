@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server.conftest import RunningServer, run_server, test_settings
+from server.conftest import RunningServer, run_server
+
+try:  # tests/server renamed its settings helper (pytest collected ``test_settings`` as a test)
+    from server.conftest import make_settings
+except ImportError:  # pragma: no cover - older checkout
+    from server.conftest import test_settings as make_settings
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +47,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def server(tmp_path: Path, engine: Any) -> AsyncIterator[RunningServer]:
-    async with run_server(test_settings(tmp_path), engine) as srv:
+    async with run_server(make_settings(tmp_path), engine) as srv:
         yield srv
 
 
