@@ -15,13 +15,13 @@ Layout under ``root``::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from mllmdr_core.errors import DatasetError
 from mllmdr_core.frames import Speaker, TranscriptLine
 from mllmdr_core.phq8 import TOTAL_MAX
 from training.data.records import AudioRef, PHQLabels, SessionRecord
+from training.data.split_reader import SplitFileReader
 from training.data.tables import (
     BINARY_KEYS,
     TOTAL_KEYS,
@@ -73,17 +73,12 @@ def read_daic_transcript(path: Path) -> list[TranscriptLine]:
     return lines
 
 
-class DaicWozReader:
+class DaicWozReader(SplitFileReader):
     """Iterate DAIC-WOZ (or synthetic-corpus) sessions of the chosen splits."""
 
     dataset = "daic-woz"
-
-    def __init__(self, root: Path | str, splits: tuple[str, ...] = ("train", "dev", "test")) -> None:
-        self.root = Path(root)
-        unknown = set(splits) - set(SPLIT_FILES)
-        if unknown:
-            raise DatasetError(f"unknown DAIC-WOZ split(s) {sorted(unknown)}; known: {sorted(SPLIT_FILES)}")
-        self.splits = splits
+    title = "DAIC-WOZ"
+    split_files = SPLIT_FILES
 
     def split_ids(self) -> list[tuple[str, str, PHQLabels]]:
         """(split, session id, labels) for every listed participant, in file order."""
@@ -95,30 +90,16 @@ class DaicWozReader:
                     labels_from_row(row, full_path)
                 )
         out: list[tuple[str, str, PHQLabels]] = []
-        for split in self.splits:
-            path = find_file(self.root, (SPLIT_FILES[split],))
-            if path is None:
-                raise DatasetError(f"{self.root / SPLIT_FILES[split]}: split file missing")
-            for row in read_rows(path, required=("participantid",)):
-                sid = normalize_id(row.cells["participantid"], f"{path}:{row.line}")
-                labels = labels_from_row(row, path)
-                if labels.total is None and sid in full_test:
-                    labels = full_test[sid]
-                out.append((split, sid, labels))
+        for split, sid, row, path in self.split_rows():
+            labels = labels_from_row(row, path)
+            if labels.total is None and sid in full_test:
+                labels = full_test[sid]
+            out.append((split, sid, labels))
         return out
 
-    def __iter__(self) -> Iterator[SessionRecord]:
-        for split, sid, labels in self.split_ids():
-            yield self.read_session(sid, split, labels)
-
     def read_session(self, sid: str, split: str, labels: PHQLabels) -> SessionRecord:
-        folder = self.root / f"{sid}_P"
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: session folder missing (listed in the {split} split)")
+        folder, audio = self.session_paths(sid, split)
         transcript = read_daic_transcript(folder / f"{sid}_TRANSCRIPT.csv")
-        audio = folder / f"{sid}_AUDIO.wav"
-        if not audio.is_file():
-            raise DatasetError(f"{audio}: audio file missing")
         clnf = tuple(folder / f"{sid}_CLNF_{kind}.txt" for kind in ("pose", "gaze", "AUs"))
         present = [p.is_file() for p in clnf]
         if any(present) and not all(present):

@@ -11,7 +11,6 @@ Layout under ``root`` (label files may also sit in ``root/labels/``)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 from mllmdr_core.errors import DatasetError
@@ -19,6 +18,7 @@ from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.phq8 import TOTAL_MAX
 from training.data.daic import labels_from_row
 from training.data.records import AudioRef, PHQLabels, SessionRecord
+from training.data.split_reader import SplitFileReader
 from training.data.tables import find_file, int_cell, item_cells, normalize_id, read_rows
 
 SPLIT_FILES = {"train": "train_split.csv", "dev": "dev_split.csv", "test": "test_split.csv"}
@@ -43,17 +43,12 @@ def read_edaic_transcript(path: Path) -> list[TranscriptLine]:
     return lines
 
 
-class EDaicReader:
+class EDaicReader(SplitFileReader):
     """Iterate E-DAIC sessions; per-item labels come from Detailed_PHQ8_Labels.csv where listed."""
 
     dataset = "e-daic"
-
-    def __init__(self, root: Path | str, splits: tuple[str, ...] = ("train", "dev", "test")) -> None:
-        self.root = Path(root)
-        unknown = set(splits) - set(SPLIT_FILES)
-        if unknown:
-            raise DatasetError(f"unknown E-DAIC split(s) {sorted(unknown)}; known: {sorted(SPLIT_FILES)}")
-        self.splits = splits
+    title = "E-DAIC"
+    split_files = SPLIT_FILES
 
     def detailed_items(self) -> dict[str, dict[str, int]]:
         """Session id → item scores from Detailed_PHQ8_Labels.csv ({} when the file is absent)."""
@@ -75,33 +70,18 @@ class EDaicReader:
         return out
 
     def split_ids(self) -> list[tuple[str, str, PHQLabels]]:
+        """(split, session id, labels); Detailed_PHQ8_Labels.csv item scores win over the split file's."""
         items = self.detailed_items()
         out: list[tuple[str, str, PHQLabels]] = []
-        for split in self.splits:
-            path = find_file(self.root, (SPLIT_FILES[split],))
-            if path is None:
-                raise DatasetError(f"{self.root / SPLIT_FILES[split]}: split file missing")
-            for row in read_rows(path, required=("participantid",)):
-                sid = normalize_id(row.cells["participantid"], f"{path}:{row.line}")
-                base = labels_from_row(row, path)
-                labels = PHQLabels.build(
-                    total=base.total, binary=base.binary, items=items.get(sid, base.items)
-                )
-                out.append((split, sid, labels))
+        for split, sid, row, path in self.split_rows():
+            base = labels_from_row(row, path)
+            labels = PHQLabels.build(total=base.total, binary=base.binary, items=items.get(sid, base.items))
+            out.append((split, sid, labels))
         return out
 
-    def __iter__(self) -> Iterator[SessionRecord]:
-        for split, sid, labels in self.split_ids():
-            yield self.read_session(sid, split, labels)
-
     def read_session(self, sid: str, split: str, labels: PHQLabels) -> SessionRecord:
-        folder = self.root / f"{sid}_P"
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: session folder missing (listed in the {split} split)")
+        folder, audio = self.session_paths(sid, split)
         transcript = read_edaic_transcript(folder / f"{sid}_Transcript.csv")
-        audio = folder / f"{sid}_AUDIO.wav"
-        if not audio.is_file():
-            raise DatasetError(f"{audio}: audio file missing")
         openface = folder / "features" / f"{sid}_OpenFace2.1.0_Pose_gaze_AUs.csv"
         return SessionRecord(
             session_id=sid,

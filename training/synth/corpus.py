@@ -24,16 +24,12 @@ from tqdm import tqdm
 
 from mllmdr_core.errors import ConfigError
 from mllmdr_core.phq8 import PHQ8_ITEMS
+from training.data.daic import SPLIT_FILES
 from training.data.wav import write_wav
 from training.synth.face import FaceRig, make_timeline, write_video
 from training.synth.plan import SessionPlan, plan_session
 from training.synth.speech import RATE, TimedTurn, render_speech, speech_envelope
 
-SPLIT_FILES = {
-    "train": "train_split_Depression_AVEC2017.csv",
-    "dev": "dev_split_Depression_AVEC2017.csv",
-    "test": "test_split_Depression_AVEC2017.csv",
-}
 SPEAKER_NAMES = {"clinician": "Ellie", "patient": "Participant"}
 
 
