@@ -148,6 +148,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         ice_host_addresses=["127.0.0.1"],
         workers=2,
         end_timeout_s=60.0,
+        media_timeout_s=30.0,  # the 6 s test recordings end; sessions outlive them
     )
     values.update(overrides)
     return Settings(**values)

@@ -79,7 +79,7 @@ async def test_publisher_that_vanishes_ends_cleanly_with_data_kept(
 
 
 async def test_reconnect_within_grace_continues_the_session(server: RunningServer, recording: Path) -> None:
-    s = await server.create_session()
+    s = await server.create_session(checkpoint_interval_s=2.0)
     sid = s["session_id"]
     clin = await server.events(sid, s["clinician_token"])
     pub = await publish(server.http, sid, s["publisher_token"], recording)
@@ -91,6 +91,11 @@ async def test_reconnect_within_grace_continues_the_session(server: RunningServe
     before = len(clin.of("indicators"))
     await clin.wait("indicators", before + 2, timeout=30)
     assert not clin.of("session.closed")
+    # checkpoints: on the schedule, and on a clinician's request over the WebSocket
+    await clin.wait("checkpoint.result", pred=lambda e: e["trigger"] == "schedule", timeout=60)
+    await clin.send({"type": "checkpoint.request", "id": "k1"})
+    asked = (await clin.wait("checkpoint.result", pred=lambda e: e["ref"] == "k1", timeout=60))[0]
+    assert asked["trigger"] == "request" and asked["assessment"]["kind"] == "checkpoint"
     r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
     assert r.json()["state"] == "closed"
     await pub2.close()
@@ -132,3 +137,26 @@ async def test_asr_transcript_source_streams_lines(
         export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
         assert any(t["source"] == "asr:pocketsphinx" for t in export["transcript"])
         await pub.close()
+
+
+async def test_publisher_that_goes_silent_is_detected(
+    tmp_path: Path, engine: object, recording: Path
+) -> None:
+    """No DTLS close, no ICE failure yet: frames just stop (a crashed or frozen publisher)."""
+    from .conftest import make_settings, run_server
+
+    settings = make_settings(tmp_path, media_timeout_s=1.5, reconnect_grace_s=1.0)
+    async with run_server(settings, engine) as server:  # type: ignore[arg-type]
+        s = await server.create_session()
+        sid = s["session_id"]
+        clin = await server.events(sid, s["clinician_token"])
+        pub = await publish(server.http, sid, s["publisher_token"], recording)
+        await clin.wait("indicators", 1)
+        assert pub.player is not None
+        for track in (pub.player.audio, pub.player.video):
+            track.stop()  # the peer connection stays open
+        lost = (await clin.wait("session.status", pred=lambda e: e["state"] == "reconnecting"))[0]
+        assert "no media" in lost["detail"]
+        closed = (await clin.wait("session.closed"))[0]
+        assert closed["reason"] == "publisher_gone" and closed["final_assessment"] is True
+        await pub.pc.close()
