@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +32,8 @@ class FakeLLM:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.replies: list[tuple[int, str, float]] = []  # (status, body, delay_s)
+        self.replies: list[tuple[int, str, float]] = []  # (status, body, hold_s)
+        self.release = threading.Event()  # set at close: a held reply stops waiting
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,7 +47,7 @@ class FakeLLM:
                     }
                 )
                 status, body, delay = owner.replies.pop(0) if owner.replies else (200, "{}", 0.0)
-                time.sleep(delay)
+                owner.release.wait(delay)  # hold the reply (timeout test) until close at the latest
                 data = body.encode()
                 try:
                     self.send_response(status)
@@ -62,7 +62,7 @@ class FakeLLM:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
@@ -70,6 +70,7 @@ class FakeLLM:
         return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
@@ -139,7 +140,7 @@ def test_openai_teacher_errors_are_clear(llm: FakeLLM) -> None:
         pytest.raises(BackendError, match="no choices"),
     ):
         teacher.explain(_request())
-    llm.replies.append((200, llm.chat("late"), 1.0))
+    llm.replies.append((200, llm.chat("late"), 30.0))  # held until the client gives up (0.2 s)
     with (
         OpenAICompatibleTeacher(llm.base_url, "m", timeout_s=0.2, retries=0) as teacher,
         pytest.raises(BackendError, match="timed out"),
