@@ -11,7 +11,7 @@ from mllmdr_core.config import VisualConfig
 from mllmdr_core.features.face import IDX, FaceTracker
 from mllmdr_core.phq8 import ITEM_KEYS
 from training.synth.face import CROP, LANDMARKS, FaceRig, make_timeline
-from training.synth.plan import SessionPlan, plan_session
+from training.synth.plan import PITCH_RANGES, SessionPlan, plan_session
 from training.synth.speech import RATE, render_speech
 
 
@@ -101,3 +101,19 @@ def test_blink_is_seen_and_landmarks_match_the_photo(tracker: FaceTracker) -> No
     ):
         x, y = obs.landmarks[idx, 0] * 512, obs.landmarks[idx, 1] * 512
         assert (x, y) == pytest.approx(LANDMARKS[key], abs=3.0)
+
+
+def test_planted_blinks_and_pitch_range_follow_severity() -> None:
+    """Fewer, longer blinks and a narrower pitch range at high severity (the timeline, not a tracker)."""
+    times = np.arange(0.0, 600.0, 1.0 / 30.0)  # 10 min at 30 fps
+    stats = {}
+    for level in (0, 3):
+        plan = _plan(level)
+        tl = make_timeline(plan.face, times, np.zeros(len(times), np.float32), np.random.default_rng(0))
+        closed = tl.blink > 0.5
+        onsets = int(np.count_nonzero(closed[1:] & ~closed[:-1]))
+        stats[level] = (onsets / 10.0, closed.sum() / 30.0 / max(onsets, 1), plan.voice.pitch_range)
+    (low_rate, low_len, low_range), (high_rate, high_len, high_range) = stats[0], stats[3]
+    assert low_rate > high_rate * 1.4, stats  # blinks per minute
+    assert high_len > low_len * 1.5, stats  # seconds closed per blink
+    assert PITCH_RANGES.index(low_range) > PITCH_RANGES.index(high_range), stats
