@@ -68,6 +68,7 @@ def _maa_to_item(value: float | None) -> int | None:
 
 
 def transcript_evidence(pairs: Sequence[QAPair]) -> list[Evidence]:
+    """One evidence entry per Q/A pair: the quoted answer (clipped) with its time range."""
     out = []
     for pair in pairs:
         answer = " ".join(pair.answer_text.split())
@@ -83,6 +84,7 @@ def transcript_evidence(pairs: Sequence[QAPair]) -> list[Evidence]:
 
 
 def indicator_evidence(item_key: str, indicators: Mapping[str, float]) -> list[Evidence]:
+    """The item's indicators (:data:`ITEM_INDICATORS`) with their values and window as evidence."""
     window_s = indicators.get("window_s")
     t_s = indicators.get("t_s")
     start = t_s - window_s if t_s is not None and window_s is not None else None

@@ -256,6 +256,7 @@ class SessionState:
 
     # ---- transcript, read-outs -----------------------------------------------------------------
     def add_transcript(self, line: TranscriptLine) -> None:
+        """A caption or ASR line (session media time)."""
         self._check_open()
         self._lines.append(line)
         self._stats["transcript_lines"] += 1
@@ -271,6 +272,7 @@ class SessionState:
         return max(self._in_end_s, self._video_end_s)
 
     def indicators(self, window_s: float = 30.0) -> dict[str, float]:
+        """Live indicators over the last ``window_s`` seconds (keys: ``features/indicators.py``)."""
         self._check_open()
         self._tracker.advance(self.media_time_s)
         return self._tracker.snapshot(window_s)

@@ -84,6 +84,7 @@ def requests_for_record(record: SessionRecord, max_pairs: int = 4) -> list[Ratio
 
 
 def dialogue_text(pairs: Sequence[QAPair]) -> str:
+    """The pairs as "Interviewer: …" / "Participant: …" lines for the teacher prompt."""
     lines = []
     for p in pairs:
         if p.question is not None:

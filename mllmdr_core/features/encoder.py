@@ -125,6 +125,7 @@ class StreamingHubertEncoder:
         return self.flush_frames(gate).features
 
     def push_frames(self, samples16k: FloatArray, gate: SpeechGate | None = None) -> EncodedFrames:
+        """Like :meth:`push`, with the prosody and speech flags kept apart."""
         if self._flushed:
             raise MediaError("StreamingHubertEncoder is flushed; create a new one")
         x = np.asarray(samples16k, dtype=np.float32).reshape(-1)

@@ -75,6 +75,7 @@ POSE_MODEL = np.array(
 
 
 def absent_vector() -> FloatArray:
+    """The all-zero ``(VISUAL_DIM,)`` vector of a frame without one usable face (face_present = 0)."""
     return np.zeros(VISUAL_DIM, dtype=np.float32)
 
 
@@ -163,6 +164,7 @@ class FaceTracker:
         self.faces = 0
 
     def process(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
+        """One frame ``(H, W, 3)`` (uint8 or float 0–255) → observation; unusable frames give "absent"."""
         self.frames += 1
         lm = self._landmarks(rgb)
         if lm is None:

@@ -179,10 +179,12 @@ class IndicatorTracker:
     def add_segments(
         self, segments: Iterable[SpeechSegment], open_segment: SpeechSegment | None = None
     ) -> None:
+        """Closed VAD segments, and the segment still open now (``None`` when not in speech)."""
         self._segments.extend(segments)
         self._open = open_segment
 
     def add_visual(self, t_s: float, vector: FloatArray) -> None:
+        """One visual vector ``(VISUAL_DIM,)`` at media time ``t_s``."""
         self._visual.append((t_s, vector))
         self._advance(t_s)
 
@@ -201,6 +203,7 @@ class IndicatorTracker:
             self._segments.popleft()
 
     def snapshot(self, window_s: float = 30.0) -> dict[str, float]:
+        """Every indicator over the last ``window_s`` of media time, plus ``t_s`` and ``window_s``."""
         end = self.now_s
         window = min(max(window_s, 0.0), self.max_window_s, end)
         start = end - window

@@ -48,6 +48,7 @@ class CmdcReader:
         self.splits = splits  # None → every subject
 
     def questions(self) -> list[str]:
+        """The 12 question texts from ``questions.txt``, else "Q1" … "Q12"."""
         path = self.root / "questions.txt"
         if not path.is_file():
             return [f"Q{k}" for k in range(1, NUM_QUESTIONS + 1)]
@@ -57,6 +58,7 @@ class CmdcReader:
         return lines
 
     def subjects(self) -> list[tuple[str, str, PHQLabels]]:
+        """(split, subject id, PHQ-9 labels) of the chosen splits, in table order."""
         path = find_file(self.root, LABEL_FILES)
         if path is None:
             raise DatasetError(f"{self.root}: no subject table (looked for {', '.join(LABEL_FILES)})")
@@ -87,6 +89,7 @@ class CmdcReader:
             yield self.read_subject(sid, split, labels, questions)
 
     def read_subject(self, sid: str, split: str, labels: PHQLabels, questions: list[str]) -> SessionRecord:
+        """One subject's answers placed one after another on a session clock."""
         folder = self._folder(sid)
         lines: list[TranscriptLine] = []
         audio: list[AudioRef] = []
