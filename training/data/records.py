@@ -56,8 +56,9 @@ class VisualTable:
 
     def __post_init__(self) -> None:
         if self.values.shape != (len(self.times), len(self.names)):
-            raise ValueError(
-                f"visual table shape {self.values.shape} != ({len(self.times)}, {len(self.names)})"
+            raise DatasetError(
+                f"{', '.join(map(str, self.sources)) or 'visual table'}: values {self.values.shape} "
+                f"!= ({len(self.times)} times, {len(self.names)} names)"
             )
 
 
