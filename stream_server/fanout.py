@@ -69,6 +69,7 @@ class PostgresEventBus(InProcessEventBus):
         self._notify_lock = asyncio.Lock()
         self._cursor: dict[str, int] = {}  # session → last seq offered to local subscribers (remote events)
         self._fetch_locks: dict[str, asyncio.Lock] = {}
+        self._order_locks: dict[str, asyncio.Lock] = {}  # publish: commit + NOTIFY in seq order
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
@@ -135,10 +136,16 @@ class PostgresEventBus(InProcessEventBus):
     # -- publishing (owner instance) -------------------------------------------------------------
 
     async def publish(self, event: ServerEvent, *, persist: bool = True) -> ServerEvent:
-        """As ``InProcessEventBus.publish`` (commit, deliver locally), then NOTIFY the other instances."""
-        event = await super().publish(event, persist=persist)
-        if persist:
-            await self._send_notify(event.session_id, event.seq)
+        """As ``InProcessEventBus.publish`` (commit, deliver locally), then NOTIFY the other instances.
+
+        Commit and NOTIFY happen under one per-session lock, so a session's notifications leave in
+        ``seq`` order (a reader anchors its cursor on the first one it sees after subscribing).
+        """
+        lock = self._order_locks.setdefault(event.session_id, asyncio.Lock())
+        async with lock:
+            event = await super().publish(event, persist=persist)
+            if persist:
+                await self._send_notify(event.session_id, event.seq)
         return event
 
     async def _send_notify(self, session_id: str, seq: int) -> None:
@@ -208,6 +215,7 @@ class PostgresEventBus(InProcessEventBus):
         super().close_session(session_id)
         self._cursor.pop(session_id, None)
         self._fetch_locks.pop(session_id, None)
+        self._order_locks.pop(session_id, None)
 
 
 def make_event_bus(

@@ -118,3 +118,28 @@ async def test_events_on_instance_a_reach_subscribers_on_b_in_order(pg: PgCluste
         await bus_b.stop()  # idempotent
         for s in stores:
             await s.close()
+
+
+async def test_concurrent_publishes_arrive_in_seq_order_on_another_instance(pg: PgCluster) -> None:
+    url = await pg.create_db("fanout_concurrent")
+    store_a, store_b = Store(url), Store(url)
+    await store_a.init()
+    await store_b.init()
+    bus_a = PostgresEventBus(store_a, ServerMetrics(), url)
+    bus_b = PostgresEventBus(store_b, ServerMetrics(), url)
+    await bus_a.start()
+    await bus_b.start()
+    try:
+        await store_a.create_session("s", "b", {})
+        remote = bus_b.subscribe("s")
+        # Many writers at once (workers, captions, pings): seqs are unique and B sees them in order.
+        events = await asyncio.gather(
+            *(bus_a.publish(WarningEvent(session_id="s", code="c", message=str(i))) for i in range(40))
+        )
+        assert sorted(e.seq for e in events) == list(range(1, 41))
+        assert await _drain(remote, 40) == list(range(1, 41))
+    finally:
+        await bus_a.stop()
+        await bus_b.stop()
+        await store_a.close()
+        await store_b.close()
