@@ -81,8 +81,19 @@ def tiny_corpus() -> list[str]:
     return texts * 3
 
 
-def build_tiny_bundle(path: str | Path, *, non_clinical: bool = True, seed: int = 0) -> Path:
-    """A random-init tiny bundle (HuBERT + Llama + tokenizer + heads): untrained, for tests and demos."""
+def build_tiny_bundle(
+    path: str | Path,
+    *,
+    non_clinical: bool = True,
+    seed: int = 0,
+    config: MllmdrConfig | None = None,
+    training_data: str = "none (random init, untrained)",
+) -> Path:
+    """A random-init bundle (HuBERT + Llama + tokenizer + heads): untrained, for tests, benches and demos.
+
+    ``config`` defaults to :func:`tiny_config`; benches pass a variant (e.g. ``audio.hubert = {}`` for a
+    HuBERT-base-sized encoder) and say so in ``training_data``.
+    """
     import torch
 
     from mllmdr_core.bundle import save_bundle
@@ -91,7 +102,7 @@ def build_tiny_bundle(path: str | Path, *, non_clinical: bool = True, seed: int 
     from mllmdr_core.model.mllm import MLlmDR
     from mllmdr_core.model.tokenizer import train_tokenizer
 
-    cfg = tiny_config()
+    cfg = tiny_config() if config is None else config
     tokenizer = train_tokenizer(tiny_corpus(), vocab_size=1000)
     spec = extractor_spec(cfg)
     hubert = build_hubert(cfg.audio, seed=seed)
@@ -105,7 +116,7 @@ def build_tiny_bundle(path: str | Path, *, non_clinical: bool = True, seed: int 
         config=cfg,
         audio_encoder=hubert,
         feature_spec=spec,
-        training_data="none (random init, untrained)",
+        training_data=training_data,
         non_clinical=non_clinical,
         overwrite=True,
     )

@@ -185,6 +185,14 @@ def test_refuses_to_overwrite_a_non_bundle(tmp_path: Path) -> None:
     assert np.isfinite(read_manifest(first)["d_llm"])
 
 
+def test_tiny_bundle_takes_a_config_variant_and_label(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    cfg.llm.max_new_tokens = 7
+    path = build_tiny_bundle(tmp_path / "v", config=cfg, training_data="none (bench)")
+    loaded = load_bundle(path)
+    assert loaded.config.llm.max_new_tokens == 7 and loaded.training_data == "none (bench)"
+
+
 def test_referenced_llm_and_encoder_are_not_copied(tmp_path: Path) -> None:
     """A pretrained base (local path here; an HF id works the same) is referenced, not stored."""
     from transformers import LlamaConfig, LlamaForCausalLM
