@@ -1,0 +1,64 @@
+"""Ingest helpers on real PyAV frames: layouts, scaling, bounded queues with drop counters."""
+
+from __future__ import annotations
+
+import time
+
+import av
+import numpy as np
+
+from stream_server.ingest import (
+    MediaQueues,
+    QueuedAudio,
+    QueuedVideo,
+    audio_frame_to_array,
+    video_frame_to_rgb,
+)
+
+
+def _audio_frame(fmt: str, layout: str, samples: np.ndarray, rate: int = 48000) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(samples, format=fmt, layout=layout)
+    frame.sample_rate = rate
+    return frame
+
+
+def test_audio_frames_become_interleaved_arrays() -> None:
+    left = np.arange(960, dtype=np.int16)
+    right = -left
+    packed = np.stack([left, right], axis=1).reshape(1, -1)  # s16 packed: (1, N*C) interleaved
+    q = audio_frame_to_array(_audio_frame("s16", "stereo", packed))
+    assert (q.sample_rate, q.channels, q.samples.shape) == (48000, 2, (1920,))
+    assert np.array_equal(q.samples[:4], [0, 0, 1, -1])
+    planar = np.stack([left, right]).astype(np.float32) / 32768  # fltp: (C, N)
+    q = audio_frame_to_array(_audio_frame("fltp", "stereo", planar, rate=44100))
+    assert (q.sample_rate, q.channels) == (44100, 2)
+    assert np.allclose(q.samples[:4] * 32768, [0, 0, 1, -1])
+    mono = audio_frame_to_array(_audio_frame("s16", "mono", left.reshape(1, -1), rate=8000))
+    assert (mono.channels, mono.samples.shape) == (1, (960,))
+
+
+def test_video_frames_are_scaled_to_analysis_width() -> None:
+    big = av.VideoFrame.from_ndarray(np.full((720, 1280, 3), 200, np.uint8), format="rgb24").reformat(
+        format="yuv420p"
+    )
+    rgb = video_frame_to_rgb(big)
+    assert rgb.shape == (360, 640, 3) and rgb.dtype == np.uint8 and abs(int(rgb.mean()) - 200) <= 2
+    tiny = av.VideoFrame.from_ndarray(np.zeros((2, 2, 3), np.uint8), format="rgb24").reformat(
+        format="yuv420p"
+    )
+    assert video_frame_to_rgb(tiny).shape == (2, 2, 3)
+
+
+async def test_queues_are_bounded_and_count_drops() -> None:
+    q = MediaQueues(audio_max=5, video_max=2)
+    audio = [QueuedAudio(np.zeros(10, np.int16), 48000, 1, time.monotonic()) for _ in range(8)]
+    dropped = [q.put_audio(a) for a in audio]
+    assert dropped == [False] * 5 + [True] * 3 and q.audio_dropped == 3 and len(q.audio) == 5
+    assert list(q.audio) == audio[3:]  # the oldest went first
+    frame = av.VideoFrame(width=16, height=16, format="yuv420p")
+    for i in range(5):
+        q.put_video(QueuedVideo(frame, float(i), time.monotonic()))
+    assert q.video_dropped == 3 and [v.t_s for v in q.video] == [3.0, 4.0]
+    assert q.wake.is_set()
+    a, v = q.take(max_audio=4)
+    assert len(a) == 4 and len(v) == 2 and len(q.audio) == 1 and not q.video
