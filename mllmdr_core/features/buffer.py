@@ -33,10 +33,10 @@ class FeatureBuffer:
         self.chunk_rows = max(1, min(int(rate_hz * 60), self.max_bytes // 4 // row_bytes))
         if self.chunk_rows * row_bytes * 2 > self.max_bytes:
             raise ConfigError(f"buffer.max_memory_mb={cfg.max_memory_mb} is too small for {dim}-d frames")
-        self._times = np.zeros(1024, dtype=np.float64)
+        self._times = np.zeros(1024, dtype=np.float64)  # (capacity,) frame times, first _n valid
         self._n = 0
-        self._chunks: list[FloatArray | Path] = []  # sealed chunks, each chunk_rows rows
-        self._cur = np.zeros((self.chunk_rows, dim), dtype=np.float32)
+        self._chunks: list[FloatArray | Path] = []  # sealed (chunk_rows, D) chunks, in memory or spilled
+        self._cur = np.zeros((self.chunk_rows, dim), dtype=np.float32)  # (chunk_rows, D) open chunk
         self._cur_n = 0
         self._dir: Path | None = None
         self._closed = False
@@ -60,8 +60,8 @@ class FeatureBuffer:
         if self._closed:
             raise MediaError("FeatureBuffer is closed")
         rows = np.asarray(vec, dtype=np.float32)
-        rows = rows.reshape(1, -1) if rows.ndim == 1 else rows
-        times = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+        rows = rows.reshape(1, -1) if rows.ndim == 1 else rows  # (N, D)
+        times = np.atleast_1d(np.asarray(t_s, dtype=np.float64))  # (N,)
         if rows.ndim != 2 or rows.shape[1] != self.dim or len(times) != len(rows):
             raise MediaError(f"FeatureBuffer({self.dim}) got frames {rows.shape} at {len(times)} times")
         prev = self.last_time_s
@@ -109,7 +109,7 @@ class FeatureBuffer:
         a = 0 if start_s is None else int(np.searchsorted(times, start_s, side="left"))
         b = self._n if end_s is None else int(np.searchsorted(times, end_s, side="left"))
         b = max(a, b)
-        out = np.zeros((b - a, self.dim), dtype=np.float32)
+        out = np.zeros((b - a, self.dim), dtype=np.float32)  # (T, D)
         r = self.chunk_rows
         for k in range(a // r, -(-b // r)):
             lo, hi = max(a, k * r), min(b, (k + 1) * r)
