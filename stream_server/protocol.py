@@ -9,6 +9,13 @@ Server → client events (``ServerEvent``) all carry ``v`` (protocol version, 1)
 answering one bad message also take a number, so other subscribers may see gaps) and ``ts`` (server
 wall clock, Unix seconds). Client → server messages (``ClientMessage``) are parsed with
 ``parse_client_message``, which raises ``ProtocolError`` whose ``code`` is one of ``ERROR_CODES``.
+
+WebSocket ``/v1/sessions/{id}/events?token=…&after_seq=N``: the stored events with ``seq > N`` first
+(history), then live ones. A bad client message gets an ``error`` event (``ref`` = its ``id``) and the
+socket stays open. Close codes: 1000 after ``session.closed`` (or on joining an ended session, after
+its history); 4401 bad or expired token, 4403 token for another session or role, 4404 unknown session
+(each after a fatal ``error`` event naming the code); 1013 the client read too slowly and its bounded
+queue overflowed (reconnect with ``after_seq`` = the last ``seq`` seen); 1009 a frame over 1 MiB.
 """
 
 from __future__ import annotations
