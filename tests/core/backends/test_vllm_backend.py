@@ -368,6 +368,7 @@ class VLLMServer:
             "VLLM_CPU_KVCACHE_SPACE": "1",
             "VLLM_CACHE_ROOT": str(cache),
             "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine in-process: ~1 min less start-up on 2 cores
         }
         cmd = [
