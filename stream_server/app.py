@@ -85,6 +85,7 @@ STATUS_OF_CODE = {
     "storage_error": 503,
     "backend_unavailable": 503,
 }
+WS_SEND_TIMEOUT_S = 10.0  # a subscriber that does not take an event for this long is disconnected
 WS_CLOSE_OF_CODE = {"auth_failed": 4401, "token_expired": 4401, "forbidden": 4403, "not_found": 4404}
 
 
@@ -442,7 +443,13 @@ async def _serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Cla
                 return
             if event.seq and event.seq <= last and event.type not in ("error", "pong"):
                 continue
-            await ws.send_text(event.model_dump_json())
+            try:
+                await asyncio.wait_for(ws.send_text(event.model_dump_json()), WS_SEND_TIMEOUT_S)
+            except TimeoutError:  # the client stopped reading: free the slot, it can resume later
+                srv.bus.unsubscribe(sub)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(code=1013, reason="client too slow"), 1.0)
+                return
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
