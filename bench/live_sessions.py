@@ -1,0 +1,280 @@
+"""How many live sessions one machine carries in real time.
+
+Run: ``.venv/bin/python bench/live_sessions.py [--bundle tiny|hubert-base|both] [--max-n 12] [--duration 20]``
+
+For each N (1, 2, 4, ... up to ``--max-n``) a fresh ``python -m stream_server`` process (the real CLI, with
+the random-init bundle) serves N sessions; N loopback aiortc publishers in this process each play a
+synthetic 640x480 15 fps interview mp4 (h264 + aac; aiortc re-encodes to VP8 + Opus, so the server
+receives 48 kHz stereo audio) for ``--duration`` seconds while a clinician WebSocket per session records
+the ``indicators`` events. Figures per N:
+
+- lag p50/p95 (events after ``--warmup`` s; the start-up is reported as time to the first indicator):
+  event receive time - (wall time the publisher sent its first frame + the event's
+  ``media_time_s``): media timestamp → indicator emission, incl. jitter buffer, queues and analysis;
+- server ``lag_s`` p95 (frame received → analysed, reported by the server itself);
+- dropped audio/video frames (server ``mllmdr_dropped_total``; video is first thinned to the 5 fps
+  analysis rate, which is not a drop);
+- server CPU (% of one core) and RSS per session ((RSS at the end - idle RSS) / N);
+- real time = lag p95 < 2 s and no audio dropped. The largest real-time N is reported.
+
+The publishers (decode + VP8 encode at 640x480) run on the same cores as the server: their CPU is
+reported too. Load average is recorded before each N. Writes ``bench/results/live_sessions.json`` and a
+PNG of lag vs N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamTrack
+from common import (
+    CACHE,
+    RESULTS,
+    ServerProcess,
+    api_headers,
+    build_bundle,
+    load_avg,
+    parse_metrics,
+    percentile,
+    recording,
+    server_process,
+    write_result,
+)
+
+
+class TimedTrack(MediaStreamTrack):
+    """Wraps a MediaPlayer track; remembers the wall time of the first frame handed to the encoder."""
+
+    def __init__(self, source: Any) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+        self.first_at: float | None = None
+
+    async def recv(self) -> Any:
+        frame = await self.source.recv()
+        if self.first_at is None:
+            self.first_at = time.time()
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
+async def _publisher(http: Any, sid: str, token: str, media: Path) -> tuple[Any, list[Any]]:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    player = MediaPlayer(str(media))
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    tracks = [TimedTrack(t) for t in (player.audio, player.video) if t is not None]
+    for t in tracks:
+        pc.addTrack(t)
+    await pc.setLocalDescription(await pc.createOffer())
+    r = await http.post(
+        f"/v1/sessions/{sid}/offer",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"sdp": pc.localDescription.sdp, "type": "offer"},
+    )
+    r.raise_for_status()
+    await pc.setRemoteDescription(RTCSessionDescription(**r.json()))
+    return pc, tracks
+
+
+async def _collect(base: str, sid: str, token: str, out: list[tuple[float, dict[str, Any]]]) -> None:
+    import websockets
+
+    url = base.replace("http", "ws") + f"/v1/sessions/{sid}/events?token={token}"
+    async with websockets.connect(url, max_size=None) as ws:
+        async for raw in ws:
+            event = json.loads(raw)
+            if event["type"] == "indicators":
+                out.append((time.time(), event))
+
+
+async def run_n(
+    bundle: Path, n: int, duration: float, media: Path, work: Path, warmup: float
+) -> dict[str, Any]:
+    import httpx
+    import psutil
+
+    load_before = load_avg()
+    async with server_process(bundle, work) as server:
+        return await _measure(server, n, duration, media, load_before, psutil.Process(), httpx, warmup)
+
+
+async def _measure(
+    server: ServerProcess,
+    n: int,
+    duration: float,
+    media: Path,
+    load_before: Any,
+    me: Any,
+    httpx: Any,
+    warmup: float,
+) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.base, timeout=300) as http:
+        await asyncio.sleep(2.0)
+        _, rss_idle = server.sample()
+        sessions = []
+        for _ in range(n):
+            r = await http.post("/v1/sessions", headers=api_headers(), json={})
+            r.raise_for_status()
+            sessions.append(r.json())
+        events: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
+        collectors = [
+            asyncio.ensure_future(_collect(server.base, s["session_id"], s["clinician_token"], events[i]))
+            for i, s in enumerate(sessions)
+        ]
+        m0 = parse_metrics((await http.get("/metrics")).text)
+        cpu0, _ = server.sample()
+        me0 = me.cpu_times()
+        t0 = time.monotonic()
+        pubs = [await _publisher(http, s["session_id"], s["publisher_token"], media) for s in sessions]
+        await asyncio.sleep(duration)
+        wall = time.monotonic() - t0
+        cpu1, rss_end = server.sample()
+        me1 = me.cpu_times()
+        m1 = parse_metrics((await http.get("/metrics")).text)
+        for pc, tracks in pubs:
+            await pc.close()
+            for t in tracks:
+                t.stop()
+        for c in collectors:
+            c.cancel()
+        await asyncio.gather(*collectors, return_exceptions=True)
+    lags: list[float] = []
+    server_lags: list[float] = []
+    first_indicator: list[float] = []
+    for (_, tracks), evs in zip(pubs, events, strict=True):
+        firsts = [t.first_at for t in tracks if t.first_at is not None]
+        if not firsts:
+            continue
+        first = min(firsts)
+        if evs:
+            first_indicator.append(evs[0][0] - first)
+        for received, e in evs:
+            if received - first < warmup:
+                continue  # start-up (peer connection, first HuBERT window, face model) reported separately
+            lags.append(received - (first + float(e["media_time_s"])))
+            if e.get("lag_s") is not None:
+                server_lags.append(float(e["lag_s"]))
+
+    def delta(key: str) -> float:
+        return m1.get(key, 0.0) - m0.get(key, 0.0)
+
+    dropped_audio = delta('mllmdr_dropped_total{kind="audio"}')
+    p95 = percentile(lags, 95)
+    row = {
+        "n": n,
+        "duration_s": round(wall, 1),
+        "indicator_events_after_warmup": len(lags),
+        "first_indicator_s_median": _r(percentile(first_indicator, 50)),
+        "lag_p50_s": _r(percentile(lags, 50)),
+        "lag_p95_s": _r(p95),
+        "server_lag_p95_s": _r(percentile(server_lags, 95)),
+        "frames_audio": delta('mllmdr_frames_total{kind="audio"}'),
+        "frames_video": delta('mllmdr_frames_total{kind="video"}'),
+        "dropped_audio": dropped_audio,
+        "dropped_video": delta('mllmdr_dropped_total{kind="video"}'),
+        "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 1),
+        "publishers_cpu_pct": round(100 * ((me1.user + me1.system) - (me0.user + me0.system)) / wall, 1),
+        "rss_idle_mb": round(rss_idle, 1),
+        "rss_per_session_mb": round((rss_end - rss_idle) / n, 1),
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "real_time": bool(p95 is not None and p95 < 2.0 and dropped_audio == 0 and len(lags) >= n),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, rows in results.items():
+        ok = [r for r in rows if r["lag_p95_s"] is not None]
+        ax.plot([r["n"] for r in ok], [r["lag_p95_s"] for r in ok], "o-", label=f"{kind} p95")
+        ax.plot([r["n"] for r in ok], [r["lag_p50_s"] for r in ok], "x--", label=f"{kind} p50")
+    ax.axhline(2.0, color="red", lw=0.8, label="real-time limit (p95 < 2 s)")
+    ax.set_xlabel("concurrent sessions N")
+    ax.set_ylabel("lag media → indicator (s)")
+    ax.set_title("Live sessions on this machine (shared CPU; see load in JSON)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def n_values(max_n: int) -> list[int]:
+    values, n = [], 1
+    while n < max_n:
+        values.append(n)
+        n *= 2
+    return [*values, max_n]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    kinds = ["tiny", "hubert-base"] if args.bundle == "both" else [args.bundle]
+    media = recording(args.duration + 10.0)
+    results: dict[str, list[dict[str, Any]]] = {}
+    best: dict[str, int] = {}
+    for kind in kinds:
+        bundle = build_bundle(kind)
+        rows: list[dict[str, Any]] = []
+        for n in n_values(args.max_n):
+            print(f"--- bundle {kind}: N = {n}", flush=True)
+            work = CACHE / f"live-{kind}-{n}"
+            rows.append(await run_n(bundle, n, args.duration, media, work, args.warmup))
+            if not rows[-1]["real_time"] and args.stop_early:
+                break
+        results[kind] = rows
+        best[kind] = max((r["n"] for r in rows if r["real_time"]), default=0)
+        print(f"bundle {kind}: largest real-time N = {best[kind]}", flush=True)
+    png = RESULTS / "live_sessions_lag.png"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot(results, png)
+    path = write_result(
+        "live_sessions",
+        {
+            "targets": {"tiny": ">= 8 real-time sessions", "hubert-base": ">= 4 real-time sessions"},
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "media": "synthetic 640x480 15 fps h264+aac mp4, sent as VP8+Opus 48 kHz over loopback aiortc",
+            "largest_real_time_n": best,
+            "rows": results,
+            "plot": str(png.relative_to(RESULTS.parent.parent)),
+        },
+    )
+    print("wrote", path, "and", png)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", choices=["tiny", "hubert-base", "both"], default="both")
+    p.add_argument("--max-n", type=int, default=12)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of publishing per N")
+    p.add_argument(
+        "--warmup", type=float, default=8.0, help="seconds after the first frame not in the lag figures"
+    )
+    p.add_argument(
+        "--stop-early", action="store_true", help="stop increasing N after the first N that is not real time"
+    )
+    asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
