@@ -149,3 +149,29 @@ async def test_no_malformed_offer_causes_a_500(server: RunningServer) -> None:
         )
         statuses.append(r.status_code)
     assert all(st < 500 for st in statuses), statuses
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: stream_server/protocol.py CaptionMessage/CaptionIn accept start_s/end_s = 1e999 (inf) and "
+    "Infinity; the line is stored and acknowledged, and its times serialise as null to clients",
+)
+async def test_caption_with_infinite_times_is_refused(server: RunningServer) -> None:
+    s = await server.create_session()
+    sid = s["session_id"]
+    pub = await server.events(sid, s["publisher_token"])
+    await pub.send('{"type": "caption", "id": "inf", "text": "x", "start_s": 1e999, "end_s": 1e999}')
+    await pub.send('{"type": "caption", "id": "inf2", "text": "x", "start_s": 0, "end_s": Infinity}')
+    r = await server.http.post(
+        f"/v1/sessions/{sid}/captions",
+        headers={**server.bearer(s["publisher_token"]), "content-type": "application/json"},
+        content=b'{"text": "x", "start_s": 1e999, "end_s": 1e999}',
+    )
+    try:
+        errors = await pub.wait("error", 2, timeout=10)
+        assert {e["ref"] for e in errors} == {"inf", "inf2"}
+        assert r.status_code == 400
+    finally:
+        export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+        print("stored lines with infinite times:", export["transcript"])
+        await pub.close()
