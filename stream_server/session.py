@@ -46,6 +46,7 @@ from stream_server.protocol import (
     error_code_of,
     protocol_error,
 )
+from stream_server.recorder import AudioRecorder
 from stream_server.settings import Settings
 from stream_server.store import Store
 
@@ -98,6 +99,7 @@ class LiveSession:
         self._grace: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
         self._asr_seen = 0  # ASR transcript lines already stored and published
+        self.recorder = AudioRecorder(cfg.var_path / "recordings", session_id) if cfg.record_audio else None
         self._background: set[asyncio.Task[Any]] = set()
         self._analysis_fps = float(
             getattr(getattr(getattr(services.engine, "config", None), "visual", None), "analysis_fps", 5.0)
@@ -305,6 +307,8 @@ class LiveSession:
                 t0 = time.perf_counter()
                 samples = np.concatenate([a.samples for a in group])
                 self.state.push_audio(samples, group[0].sample_rate, channels=group[0].channels)
+                if self.recorder is not None:
+                    self.recorder.write(samples, group[0].sample_rate, group[0].channels)
                 m.stage_seconds.observe(time.perf_counter() - t0, "audio")
             for item in video:
                 t0 = time.perf_counter()
@@ -518,6 +522,8 @@ class LiveSession:
     def _close_state(self) -> None:
         with self._state_lock:
             self.state.close()
+            if self.recorder is not None:
+                self.recorder.close()
 
 
 def _audio_groups(audio: list[QueuedAudio]) -> list[list[QueuedAudio]]:

@@ -149,6 +149,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         workers=2,
         end_timeout_s=60.0,
         media_timeout_s=30.0,  # the 6 s test recordings end; sessions outlive them
+        var_dir=str(tmp_path / "var"),
+        record_audio=True,
     )
     values.update(overrides)
     return Settings(**values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import wave
 from pathlib import Path
 
 from .conftest import RunningServer
@@ -56,6 +57,10 @@ async def test_publish_indicators_and_final_assessment(server: RunningServer, re
         "mllmdr_sessions_started_total 1",
     ):
         assert needle in metrics, needle
+    # the received audio was recorded (record_audio): the whole call, 48 kHz stereo as sent by aiortc
+    with wave.open(str(Path(server.settings.var_dir) / "recordings" / f"{sid}.wav")) as wav:
+        assert (wav.getframerate(), wav.getnchannels()) == (48000, 2)
+        assert wav.getnframes() / 48000 >= indicators[-1]["media_time_s"] - 1.0
     # ending twice is idempotent and returns the stored assessment
     again = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
     assert again.json()["assessment"] == final
