@@ -177,6 +177,8 @@ def extract_one(job: MediaJob, cfg: MllmdrConfig, encoder_dir: str | None) -> Se
 
 def _run_job(job: MediaJob) -> tuple[str, float]:
     t0 = time.monotonic()
+    if Path(job.out_path).exists():  # written meanwhile by another run on the same cache
+        return job.session_id, 0.0
     feats = extract_one(job, _WORKER["config"], _WORKER["encoder_dir"])
     save_features(Path(job.out_path), feats)
     return job.session_id, time.monotonic() - t0

@@ -136,7 +136,13 @@ def load_corpus(cfg: RunConfig) -> Corpus:
     feats = cfg.work / "features"
     sessions: list[SessionLabels] = []
     jobs: list[MediaJob] = []
-    records = read_records(cfg.corpus.kind, root)
+    records = sorted(read_records(cfg.corpus.kind, root), key=lambda r: r.session_id)
+    if cfg.corpus.limit is not None:
+        records = records[: cfg.corpus.limit]  # the first N sessions by id (synth: generation order)
+    if cfg.corpus.train_limit is not None:
+        train_ids = {r.session_id for r in records if r.split == "train"}
+        keep = set(sorted(train_ids)[: cfg.corpus.train_limit])
+        records = [r for r in records if r.split != "train" or r.session_id in keep]
     rationales = load_rationales(cfg, records)
     for rec in records:
         labels = session_labels(rec, rationales)
@@ -161,17 +167,25 @@ def step_features(cfg: RunConfig, corpus: Corpus, progress: bool = True) -> dict
     enc = encoder_dir(cfg)
     if not (enc / "config.json").exists():
         build_hubert(mcfg.audio, seed=cfg.seed).save_pretrained(enc)
-    jobs = corpus.jobs[: cfg.features.limit] if cfg.features.limit else corpus.jobs
+    order = {"test": 0, "dev": 1}  # held-out sessions first: evaluation needs all of them
+    split_of = {s.session_id: s.split for s in corpus.sessions}
+    jobs = sorted(corpus.jobs, key=lambda j: (order.get(split_of.get(j.session_id, ""), 2), j.session_id))
+    jobs = jobs[: cfg.features.limit] if cfg.features.limit else jobs
     return extract_corpus(jobs, mcfg, encoder_dir=enc, workers=cfg.features.workers, progress=progress)
 
 
-def lm_texts(cfg: MllmdrConfig, sessions: Sequence[SessionLabels], features_dir: Path) -> list[str]:
+def lm_texts(
+    cfg: MllmdrConfig,
+    sessions: Sequence[SessionLabels],
+    features_dir: Path,
+    variants: Sequence[str] = ("all", "text", "av"),
+) -> list[str]:
     """Pre-training text for the demo LM: every train item prompt followed by its target, in all three
     modality variants (so the LM sees the placeholders and prompts with and without text). Prompt and
     target are joined without a separator: the byte-level pre-tokenizer splits at the boundary anyway,
     so the ids equal those ``collate`` builds for training."""
     texts: list[str] = []
-    for modality in ("all", "text", "av"):
+    for modality in variants:
         texts.extend(
             ex.prompt + ex.target for ex in build_examples(sessions, features_dir, cfg, modality=modality)
         )
@@ -186,7 +200,7 @@ def build_backbone(
     if cfg.lm_pretrain.enabled:
         from training.lm_pretrain import pretrain_lm
 
-        texts = lm_texts(mcfg, corpus.split("train"), cfg.work / "features")
+        texts = lm_texts(mcfg, corpus.split("train"), cfg.work / "features", cfg.lm_pretrain.variants)
         llm, demo_tok = pretrain_lm(
             texts, mcfg.llm.llama, cfg.lm_pretrain, cfg.work / "lm", seed=cfg.seed, progress=progress
         )

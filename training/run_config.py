@@ -28,6 +28,8 @@ class CorpusConfig:
     kind: str = "synth"  # "synth" | "daic-woz" | "e-daic" | "cmdc"
     path: str | None = None  # dataset root (None for synth: workdir/corpus)
     n: int = 300  # synth: number of sessions
+    limit: int | None = None  # use only the first N sessions (by id) of the corpus
+    train_limit: int | None = None  # use only the first N train sessions (dev/test kept whole)
     seed: int = 0
     fps: float = 5.0  # synth: video frame rate
     workers: int = 2  # synth: parallel processes
@@ -55,6 +57,7 @@ class LMPretrainConfig:
     weight_decay: float = 0.01
     max_len: int = 384
     warmup_steps: int = 20
+    variants: tuple[str, ...] = ("all", "text", "av")  # prompt variants of each item in the text
 
 
 @dataclass
