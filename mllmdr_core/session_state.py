@@ -73,7 +73,10 @@ class SessionState:
         self.config = config
         self.session_id = session_id
         if transcriber is not None and not callable(getattr(transcriber, "transcribe", None)):
-            raise MediaError("transcriber must have transcribe(samples, start_s) -> list[TranscriptLine]")
+            raise MediaError(
+                f"transcriber {type(transcriber).__name__} has no "
+                "transcribe(samples, start_s) -> list[TranscriptLine]"
+            )
         self._transcriber: _Transcriber | None = transcriber  # type: ignore[assignment]
         self._encoder = audio_encoder
         self._face = face_tracker
