@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 
 from mllmdr_core.backends.vllm_backend import backend_from_env
+from mllmdr_core.bundle import is_bundle
 from mllmdr_core.errors import MllmdrError
 from stream_server.engine import CoreEngine
 from stream_server.settings import Settings
@@ -30,12 +31,12 @@ def resolve_bundle(settings: Settings) -> Path:
     """The configured bundle; in demo mode ``bundles/demo/`` or else a tiny random bundle in ``var/``."""
     if settings.bundle_path:
         return Path(settings.bundle_path)
-    if (DEMO_BUNDLE / "manifest.json").exists():
+    if is_bundle(DEMO_BUNDLE):
         return DEMO_BUNDLE
     if not settings.demo:
         raise MllmdrError("no model bundle: pass --bundle PATH or set MLLMDR_BUNDLE_PATH (or use --demo)")
     tiny = settings.var_path / "tiny-random-bundle"
-    if not (tiny / "manifest.json").exists():
+    if not is_bundle(tiny):
         testing = importlib.import_module("mllmdr_core.testing")
 
         print(
