@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -15,7 +16,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
+from mllmdr_core.errors import ConfigError
 from mllmdr_core.frames import FloatArray, TranscriptLine
+
+TRANSCRIPT_SOURCES = ("auto", "captions", "pocketsphinx", "whisper")
 
 
 class AnalysisState(Protocol):
@@ -88,6 +92,31 @@ class Engine(Protocol):
     def transcript_source(self) -> str: ...
 
 
+class GatedTranscriber:
+    """A session's ASR, switched off for good by :meth:`stop` (source ``auto``: the platform's captions
+    for the patient arrived). Called from the session's worker thread; ``stop`` from the event loop."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = str(getattr(inner, "name", "asr"))
+        self.low_accuracy = bool(getattr(inner, "low_accuracy", False))
+        self._on = threading.Event()
+        self._on.set()
+
+    @property
+    def active(self) -> bool:
+        return self._on.is_set()
+
+    def stop(self) -> None:
+        self._on.clear()
+
+    def transcribe(self, samples: FloatArray, start_s: float) -> list[TranscriptLine]:
+        if not self._on.is_set():
+            return []
+        lines: list[TranscriptLine] = self.inner.transcribe(samples, start_s)
+        return lines
+
+
 def finite(values: dict[str, float]) -> dict[str, float]:
     """Drop NaN/inf (JSON has no such numbers; the panel shows a gap)."""
     return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
@@ -104,7 +133,18 @@ class CoreEngine:
         whisper_model: str | None = None,
         backend: Any = None,
     ) -> None:
-        """``backend``: an ``LLMBackend`` (e.g. the vLLM client); default the embedded transformers one."""
+        """``backend``: an ``LLMBackend`` (e.g. the vLLM client); default the embedded transformers one.
+
+        ``transcript_source``: ``captions`` (no ASR), ``pocketsphinx``, ``whisper`` (``whisper_model``), or
+        ``auto`` (the server's default): ASR on the patient's speech — Whisper when ``whisper_model`` is
+        set, else pocketsphinx — until the platform sends a patient caption (:meth:`stop_asr`)."""
+        if transcript_source not in TRANSCRIPT_SOURCES:
+            raise ConfigError(
+                f"unknown transcript source {transcript_source!r}; "
+                f"expected one of {', '.join(TRANSCRIPT_SOURCES)}"
+            )
+        if transcript_source == "whisper" and not whisper_model:
+            raise ConfigError("transcript source 'whisper' needs whisper_model (a local path or HF id)")
         from mllmdr_core.assess import Assessor
         from mllmdr_core.bundle import load_bundle
 
@@ -122,23 +162,42 @@ class CoreEngine:
         self._source = transcript_source
         self._whisper_model = whisper_model
         self._assess_lock = threading.Lock()  # one generation at a time: the model is shared
+        self._gates: weakref.WeakValueDictionary[str, GatedTranscriber] = weakref.WeakValueDictionary()
 
     @property
     def transcript_source(self) -> str:
+        """The configured source; for ``auto`` with the ASR it runs, e.g. ``auto:pocketsphinx``."""
+        if self._source == "auto":
+            return "auto:whisper" if self._whisper_model else "auto:pocketsphinx"
         return self._source
 
-    def _transcriber(self) -> object | None:
+    def _transcriber(self) -> Any:
         if self._source == "captions":
             return None
         from mllmdr_core.features.transcribe import make_transcriber
 
-        if self._source == "whisper":
-            return make_transcriber(self._source, model_path=self._whisper_model)
-        return make_transcriber(self._source)
+        asr = self._source
+        if asr == "auto":
+            asr = "whisper" if self._whisper_model else "pocketsphinx"
+        if asr == "whisper":
+            return make_transcriber(asr, model_path=self._whisper_model)
+        return make_transcriber(asr)
 
     def new_state(self, session_id: str) -> AnalysisState:
-        state: AnalysisState = self._assessor.new_session_state(session_id, transcriber=self._transcriber())
+        transcriber = self._transcriber()
+        if transcriber is not None and self._source == "auto":
+            transcriber = GatedTranscriber(transcriber)
+            self._gates[session_id] = transcriber  # held by the state; gone with it
+        state: AnalysisState = self._assessor.new_session_state(session_id, transcriber=transcriber)
         return state
+
+    def stop_asr(self, session_id: str) -> bool:
+        """Source ``auto``: stop this session's ASR (captions took over). True if it was running."""
+        gate = self._gates.get(session_id)
+        if gate is None or not gate.active:
+            return False
+        gate.stop()
+        return True
 
     def assess(self, snap: Snapshot, *, session_id: str, kind: Literal["checkpoint", "final"]) -> Assessment:
         with self._assess_lock:

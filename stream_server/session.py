@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import threading
@@ -99,6 +100,9 @@ class LiveSession:
         self._grace: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
         self._asr_seen = 0  # ASR transcript lines already stored and published
+        # source auto: once the platform captions the patient, ASR stops and its lines leave the prompts
+        self._prefer_captions = str(services.engine.transcript_source).startswith("auto")
+        self._patient_captioned = False
         self.recorder = AudioRecorder(cfg.var_path / "recordings", session_id) if cfg.record_audio else None
         self._background: set[asyncio.Task[Any]] = set()
         self._analysis_fps = float(
@@ -332,9 +336,22 @@ class LiveSession:
             t0 = time.perf_counter()
             values = finite(self.state.indicators(self.svc.settings.indicator_window_s))
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, "indicators")
+        return values, self._new_asr_lines()
+
+    def _new_asr_lines(self) -> list[TranscriptLine]:
+        """Worker thread: ASR lines not yet stored and published."""
+        with self._state_lock:
             asr = [line for line in self.state.transcript if line.source.startswith("asr")]
         new, self._asr_seen = asr[self._asr_seen :], len(asr)
-        return values, new
+        return new
+
+    async def _publish_asr(self, lines: list[TranscriptLine]) -> None:
+        """Speech-to-text output: stored and shown like captions (``transcript`` events)."""
+        for line in lines:
+            model = TranscriptLineModel.from_line(line)
+            async with self._caption_lock:
+                await self.svc.store.add_transcript(self.id, model)
+            await self.publish(TranscriptEvent(session_id=self.id, line=model))
 
     async def _indicator_loop(self) -> None:
         last_media = 0.0  # nothing before the first processed media
@@ -360,11 +377,7 @@ class LiveSession:
 
     async def emit_indicators(self) -> None:
         values, asr_lines = await self.svc.run(self._snapshot_indicators)
-        for line in asr_lines:  # speech-to-text output: stored and shown like captions
-            model = TranscriptLineModel.from_line(line)
-            async with self._caption_lock:
-                await self.svc.store.add_transcript(self.id, model)
-            await self.publish(TranscriptEvent(session_id=self.id, line=model))
+        await self._publish_asr(asr_lines)
         event = IndicatorsEvent(
             session_id=self.id,
             media_time_s=self.media_time_s,
@@ -384,7 +397,11 @@ class LiveSession:
 
     def _snapshot(self) -> Snapshot:
         with self._state_lock:
-            return Snapshot.take(self.state, self.svc.settings.indicator_window_s)
+            snap = Snapshot.take(self.state, self.svc.settings.indicator_window_s)
+        if self._patient_captioned:  # captions took over from ASR: no doubled text in the prompts
+            kept = [line for line in snap.transcript if not line.source.startswith("asr")]
+            snap = dataclasses.replace(snap, transcript=kept)
+        return snap
 
     async def _assess(self, kind: Literal["checkpoint", "final"]) -> Assessment:
         async with self.svc.assess_slots:
@@ -433,6 +450,8 @@ class LiveSession:
             raise protocol_error("session_closed", f"session {self.id} has ended")
         if line.end_s < line.start_s:
             raise protocol_error("invalid_message", "end_s must not be before start_s")
+        if self._prefer_captions and line.speaker != "clinician" and not self._patient_captioned:
+            await self._captions_take_over()
         async with self._caption_lock:
             index = await self.svc.store.add_transcript(self.id, line)
             core_line = line.to_line()
@@ -448,6 +467,18 @@ class LiveSession:
             )
             published: TranscriptAckEvent = await self.publish(ack)
         return published
+
+    async def _captions_take_over(self) -> None:
+        """Source ``auto``: the platform captions the patient, so this session's ASR stops."""
+        self._patient_captioned = True
+        stop = getattr(self.svc.engine, "stop_asr", None)
+        if callable(stop):
+            stop(self.id)
+        await self._warn(
+            "asr_stopped",
+            "the platform sends captions for the patient: speech recognition stopped for this session; "
+            "its earlier lines stay in the transcript but are left out of assessments",
+        )
 
     # ------------------------------------------------------------------ end
     async def end(self, reason: CloseReason = "ended") -> Assessment | None:
@@ -471,6 +502,7 @@ class LiveSession:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._process_pending()
             await self.svc.run(self._flush_state)
+            await self._publish_asr(await self.svc.run(self._new_asr_lines))  # the last segment's text
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t_end, "end_drain")
             try:
                 self.final = await self._assess("final")
@@ -599,6 +631,9 @@ class SessionManager:
             )
             for line in await self.svc.store.transcript(session_id):
                 session.state.add_transcript(line.to_line())
+                session._asr_seen += line.source.startswith("asr")  # stored already: not re-published
+                if session._prefer_captions and line.source == "captions" and line.speaker != "clinician":
+                    await session._captions_take_over()
             self.sessions[session_id] = session
             await session.start(announce=False)
             await session._warn(

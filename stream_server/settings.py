@@ -26,7 +26,8 @@ class Settings(BaseModel):
     bundle_path: str | None = None  # model bundle directory
     var_dir: str = "var"
     demo: bool = False
-    transcript_source: Literal["captions", "pocketsphinx", "whisper"] = "captions"
+    # auto: ASR (whisper_model, else pocketsphinx) until the platform sends patient captions
+    transcript_source: Literal["auto", "captions", "pocketsphinx", "whisper"] = "auto"
     whisper_model: str | None = None
     indicator_interval_s: float = Field(default=2.0, gt=0)
     indicator_window_s: float = Field(default=30.0, gt=0)

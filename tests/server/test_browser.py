@@ -96,6 +96,20 @@ async def test_patient_page_publishes_and_panel_shows_indicators_and_result(
     await panel.wait_for_function("document.getElementById('transcript').textContent.includes('onerror')")
     assert await panel.locator("#transcript img").count() == 0
     assert await panel.evaluate("window.__xss") is None
+    # transcript shown live: a partial line is replaced by its final line
+    for text, final in (("I feel", False), ("I feel tired all day", True)):
+        r = await server.http.post(
+            f"/v1/sessions/{sid}/captions",
+            headers=server.bearer(s["publisher_token"]),
+            json={"text": text, "speaker": "patient", "start_s": 3.0, "end_s": 4.0, "final": final},
+        )
+        assert r.status_code == 200
+        await panel.wait_for_function(
+            f"document.getElementById('transcript').textContent.includes({text!r})"
+        )
+    lines = await panel.locator("#transcript .line").all_inner_texts()
+    last_class = await panel.locator("#transcript .line").last.get_attribute("class")
+    assert len(lines) == 2 and "I feel tired all day" in lines[1] and last_class == "line"
     await patient.click("#end")
     await panel.wait_for_function("document.getElementById('final').dataset.ready === '1'", timeout=60_000)
     assert await panel.locator("#final tr[data-item]").count() == 8

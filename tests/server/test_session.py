@@ -120,28 +120,62 @@ async def test_media_with_only_audio_or_only_video(server: RunningServer, record
         await pub.close()
 
 
-async def test_asr_transcript_source_streams_lines(
+async def test_auto_transcript_source_asr_without_captions_captions_take_over(
     tmp_path: Path, tiny_bundle: Path, recording: Path
 ) -> None:
+    """Source ``auto`` (the server default): a session with no captions gets a pocketsphinx transcript in
+    its item prompts; in a session the platform captions, ASR stops and its lines leave the prompts."""
+    from mllmdr_core.assess import LOW_ACCURACY_LABEL
     from stream_server.engine import CoreEngine
 
     from .conftest import make_settings, run_server
 
-    engine = CoreEngine(tiny_bundle, transcript_source="pocketsphinx")
-    async with run_server(make_settings(tmp_path, transcript_source="pocketsphinx"), engine) as server:
-        s = await server.create_session()
-        sid = s["session_id"]
-        clin = await server.events(sid, s["clinician_token"])
-        created = (await clin.wait("session.created"))[0]
-        assert created["transcript_source"] == "pocketsphinx"
-        pub = await publish(server.http, sid, s["publisher_token"], recording)
-        line = (await clin.wait("transcript", timeout=120))[0]["line"]
-        assert line["source"] == "asr:pocketsphinx" and line["speaker"] == "patient" and line["text"]
-        r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
-        assert r.json()["assessment"]["model"]["low_accuracy_transcript"] is True
-        export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
-        assert any(t["source"] == "asr:pocketsphinx" for t in export["transcript"])
-        await pub.close()
+    assert make_settings(tmp_path).transcript_source == "auto"
+    engine = CoreEngine(tiny_bundle, transcript_source="auto")
+    async with run_server(make_settings(tmp_path), engine) as server:
+
+        async def no_captions() -> None:
+            s = await server.create_session()
+            sid = s["session_id"]
+            clin = await server.events(sid, s["clinician_token"])
+            assert (await clin.wait("session.created"))[0]["transcript_source"] == "auto:pocketsphinx"
+            pub = await publish(server.http, sid, s["publisher_token"], recording)
+            line = (await clin.wait("transcript", timeout=120))[0]["line"]
+            assert line["source"] == "asr:pocketsphinx" and line["speaker"] == "patient" and line["text"]
+            await clin.wait("indicators", pred=lambda e: e["media_time_s"] > 5.0, timeout=60)
+            final = (await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())).json()
+            final = final["assessment"]
+            assert final["model"]["transcript_source"] == "asr:pocketsphinx"
+            assert final["model"]["low_accuracy_transcript"] is True and LOW_ACCURACY_LABEL in final["labels"]
+            spans = [e for it in final["items"] for e in it["evidence"] if e["kind"] == "transcript"]
+            assert spans and all(e["text"] for e in spans)
+            export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+            stored = [t for t in export["transcript"] if t["source"] == "asr:pocketsphinx"]
+            assert stored and [t["text"] for t in stored] == [
+                e["line"]["text"] for e in clin.of("transcript")
+            ]  # every stored line was shown live
+            await pub.close()
+
+        async def captioned() -> None:
+            s = await server.create_session()
+            sid = s["session_id"]
+            clin = await server.events(sid, s["clinician_token"])
+            pub = await publish(server.http, sid, s["publisher_token"], recording)
+            await clin.wait("transcript", timeout=120)  # ASR ran before the first caption
+            r = await server.http.post(
+                f"/v1/sessions/{sid}/captions",
+                headers=server.bearer(s["publisher_token"]),
+                json={"text": "I sleep badly", "speaker": "patient", "start_s": 0.5, "end_s": 1.5},
+            )
+            assert r.status_code == 200
+            await clin.wait("warning", pred=lambda e: e["code"] == "asr_stopped")
+            assert not engine._gates[sid].active
+            final = (await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())).json()
+            model = final["assessment"]["model"]
+            assert model["transcript_source"] == "captions" and model["low_accuracy_transcript"] is False
+            await pub.close()
+
+        await asyncio.gather(no_captions(), captioned())
 
 
 async def test_publisher_that_goes_silent_is_detected(
@@ -165,3 +199,4 @@ async def test_publisher_that_goes_silent_is_detected(
         closed = (await clin.wait("session.closed"))[0]
         assert closed["reason"] == "publisher_gone" and closed["final_assessment"] is True
         await pub.pc.close()
+

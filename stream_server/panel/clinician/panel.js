@@ -122,9 +122,15 @@ function onEvent(ev) {
       break;
     case "indicators": onIndicators(ev); break;
     case "transcript": {
-      const line = el("div", null, "line");
-      line.append(el("span", `${fmtTime(ev.line.start_s)} ${ev.line.speaker}:`, "who"), el("span", ev.line.text));
-      $("transcript").append(line);
+      // a partial line is replaced by the next partial or final line of the same speaker and source
+      const key = `${ev.line.speaker}|${ev.line.source}`;
+      const open = [...$("transcript").querySelectorAll(".line.partial")].find((n) => n.dataset.key === key);
+      const line = el("div", null, ev.line.final ? "line" : "line partial");
+      line.dataset.key = key;
+      line.dataset.testid = "transcript-line";
+      const asr = ev.line.source.startsWith("asr") ? ` [${ev.line.source}]` : "";
+      line.append(el("span", `${fmtTime(ev.line.start_s)} ${ev.line.speaker}${asr}:`, "who"), el("span", ev.line.text));
+      if (open) open.replaceWith(line); else $("transcript").append(line);
       $("transcript").scrollTop = $("transcript").scrollHeight;
       break;
     }
