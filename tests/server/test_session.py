@@ -200,3 +200,40 @@ async def test_publisher_that_goes_silent_is_detected(
         assert closed["reason"] == "publisher_gone" and closed["final_assessment"] is True
         await pub.pc.close()
 
+
+async def test_end_flushes_the_last_speech_segment_into_the_final_assessment(
+    tmp_path: Path, tiny_bundle: Path
+) -> None:
+    """Audio that stops mid-speech (a hang-up while the patient talks): only ``SessionState.flush`` at
+    the end closes that speech segment, so its ASR text must reach the final assessment."""
+    import time
+
+    import numpy as np
+
+    from client_sdk.synth import AUDIO_RATE, speak
+    from stream_server.engine import CoreEngine
+    from stream_server.ingest import QueuedAudio
+
+    from .conftest import make_settings, run_server
+
+    speech = speak("I have not been sleeping well and I feel tired every day")
+    loud = np.flatnonzero(np.abs(speech) > 500)
+    speech = np.concatenate([np.zeros(AUDIO_RATE // 2, np.int16), speech[: loud[-1] + 1]])  # ends in speech
+    engine = CoreEngine(tiny_bundle, transcript_source="pocketsphinx")
+    async with run_server(make_settings(tmp_path, record_audio=False), engine) as server:
+        s = await server.create_session()
+        sid = s["session_id"]
+        clin = await server.events(sid, s["clinician_token"])
+        live = server.app.state.server.manager.sessions[sid]
+        step = AUDIO_RATE // 50  # 20 ms frames, as a WebRTC track delivers them
+        for i in range(0, len(speech), step):
+            live.queues.put_audio(QueuedAudio(speech[i : i + step], AUDIO_RATE, 1, time.monotonic()))
+        live.queues.wake.set()
+        r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
+        final = r.json()["assessment"]
+        assert final["model"]["transcript_source"] == "asr:pocketsphinx"
+        assert final["window_end_s"] >= len(speech) / AUDIO_RATE - 0.05
+        lines = [e["line"] for e in await clin.wait("transcript")]
+        assert lines[-1]["end_s"] > len(speech) / AUDIO_RATE - 1.0  # the segment cut by the hang-up
+        export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+        assert [t["text"] for t in export["transcript"]] == [line["text"] for line in lines]
