@@ -183,7 +183,11 @@ async def _publish(args: argparse.Namespace) -> int:
             return 0
         final = await session.end()
     if final is None:
-        print("mllmdr publish: the session ended without a final assessment", file=sys.stderr)
+        print(
+            "mllmdr publish: no final assessment (yet): if the session is pending (LLM backend down) the "
+            f"server keeps retrying; `mllmdr watch {session.session_id}` shows it when it arrives",
+            file=sys.stderr,
+        )
         return 1
     text = final.model_dump_json(indent=1)
     if args.out:

@@ -221,12 +221,14 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await srv.store.init()
         await start_bus(srv.bus)
+        await srv.services.pending.resume_all()  # final assessments the LLM backend owed before a restart
         srv.ready = True
         try:
             yield
         finally:
             srv.ready = False
             await srv.manager.close()
+            await srv.services.pending.close()
             srv.services.close()
             await stop_bus(srv.bus)
             await srv.store.close()
@@ -335,7 +337,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             result = await asyncio.wait_for(asyncio.shield(task), settings.end_timeout_s)
         except TimeoutError:
             return SessionEndResponse(session_id=session_id, state="ending")
-        return SessionEndResponse(session_id=session_id, state="closed", assessment=result)
+        return SessionEndResponse(session_id=session_id, state=session.status, assessment=result)
 
     @app.get("/v1/sessions/{session_id}")
     async def get_session(session_id: str, request: Request) -> SessionInfo:

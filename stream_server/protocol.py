@@ -66,7 +66,8 @@ ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 
 Role = Literal["publisher", "clinician"]
 Speaker = Literal["patient", "clinician", "unknown"]
-SessionStateName = Literal["created", "live", "reconnecting", "ending", "closed"]
+# pending: media ended, the final assessment waits for the LLM backend (retried; then closed)
+SessionStateName = Literal["created", "live", "reconnecting", "ending", "pending", "closed"]
 
 
 def protocol_error(code: str, message: str) -> ProtocolError:

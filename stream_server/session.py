@@ -29,6 +29,7 @@ from stream_server.bus import EventBus
 from stream_server.engine import AnalysisState, Engine, Snapshot, finite
 from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
 from stream_server.metrics import ServerMetrics
+from stream_server.pending import PendingAssessments
 from stream_server.protocol import (
     Answer,
     AssessmentResultEvent,
@@ -70,6 +71,7 @@ class Services:
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="mllmdr-analysis")
         self.assess_slots = asyncio.Semaphore(1)  # assessments are CPU-heavy: one at a time per process
+        self.pending = PendingAssessments(self)  # final assessments waiting for the LLM backend
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -403,10 +405,12 @@ class LiveSession:
             snap = dataclasses.replace(snap, transcript=kept)
         return snap
 
-    async def _assess(self, kind: Literal["checkpoint", "final"]) -> Assessment:
+    async def _assess(
+        self, kind: Literal["checkpoint", "final"], taken: Snapshot | None = None
+    ) -> Assessment:
         async with self.svc.assess_slots:
             t0 = time.perf_counter()
-            snap = await self.svc.run(self._snapshot)
+            snap = taken if taken is not None else await self.svc.run(self._snapshot)
             for attempt in range(ASSESS_ATTEMPTS):
                 try:
                     result = await self.svc.run(
@@ -488,6 +492,7 @@ class LiveSession:
             return self.final
         self._ending = True
         t_end = time.perf_counter()
+        pending = False
         try:
             await self._status("ending", reason)
             if self._grace is not None:
@@ -504,30 +509,52 @@ class LiveSession:
             await self.svc.run(self._flush_state)
             await self._publish_asr(await self.svc.run(self._new_asr_lines))  # the last segment's text
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t_end, "end_drain")
+            snap = await self.svc.run(self._snapshot)  # after the flush: the last window and segment
             try:
-                self.final = await self._assess("final")
+                self.final = await self._assess("final", snap)
                 self.svc.metrics.stage_seconds.observe(time.perf_counter() - t_end, "end_to_final")
                 await self.publish(AssessmentResultEvent(session_id=self.id, assessment=self.final))
+            except BackendError as exc:  # still down after the retries: keep the features, retry later
+                pending = await self._park(snap, reason, exc)
             except Exception as exc:
                 await self._error(exc)
-            await self._status("closed", reason)
-            await self.publish(
-                SessionClosedEvent(
-                    session_id=self.id,
-                    reason=reason,
-                    final_assessment=self.final is not None,
-                    media_time_s=self.media_time_s,
+            if not pending:
+                await self._status("closed", reason)
+                await self.publish(
+                    SessionClosedEvent(
+                        session_id=self.id,
+                        reason=reason,
+                        final_assessment=self.final is not None,
+                        media_time_s=self.media_time_s,
+                    )
                 )
-            )
         except Exception as exc:
             await self._error(exc, fatal=True)
         finally:
-            self.svc.bus.close_session(self.id)
+            if not pending:  # a pending session's subscribers wait for its assessment
+                self.svc.bus.close_session(self.id)
             self.queues.clear()
             with contextlib.suppress(Exception):
                 await self.svc.run(self._close_state)
             self.closed.set()
         return self.final
+
+    async def _park(self, snap: Snapshot, reason: CloseReason, exc: BackendError) -> bool:
+        """Backend down at the end: session ``pending``, features kept, assessment retried. False if the
+        features could not be kept (then the session closes without a final assessment)."""
+        try:
+            await self.svc.pending.park(self.id, snap, reason=reason, media_time_s=self.media_time_s)
+        except MllmdrError as store_exc:
+            await self._error(exc)
+            await self._error(store_exc)
+            return False
+        await self._status("pending", "final assessment waits for the LLM backend")
+        await self._warn(
+            "assessment_pending",
+            f"final assessment failed ({exc}); the session's features are kept and the assessment is "
+            "retried in the background; it will arrive as assessment.result",
+        )
+        return True
 
     async def stop(self) -> None:
         """Shutdown without ending: media and tasks stop; the stored session can be resumed."""
@@ -623,7 +650,7 @@ class SessionManager:
             row = await self.svc.store.get_session(session_id)
             if row is None:
                 raise protocol_error("not_found", f"unknown session {session_id}")
-            if row["state"] == "closed" or session is not None:
+            if row["state"] in ("closed", "pending") or session is not None:
                 raise protocol_error("session_closed", f"session {session_id} has ended")
             interval = row["meta"].get("checkpoint_interval_s")
             session = await self.svc.run(

@@ -35,6 +35,7 @@ class Settings(BaseModel):
     reconnect_grace_s: float = Field(default=20.0, ge=0)
     media_timeout_s: float = Field(default=10.0, gt=0)  # no frames this long while connected = publisher lost
     assess_retry_base_s: float = Field(default=2.0, ge=0)  # back-off before retrying a failed assessment
+    pending_retry_max_s: float = Field(default=300.0, gt=0)  # longest wait between pending-assessment tries
     end_timeout_s: float = Field(default=120.0, gt=0)  # POST /end waits this long for the assessment
     token_ttl_s: int = Field(default=3600, ge=10)
     audio_queue_frames: int = Field(default=3000, ge=10)  # 20 ms frames: 60 s

@@ -9,7 +9,7 @@ export class MllmdrError extends Error {
 }
 
 export type Speaker = "patient" | "clinician" | "unknown";
-export type SessionStateName = "created" | "live" | "reconnecting" | "ending" | "closed";
+export type SessionStateName = "created" | "live" | "reconnecting" | "ending" | "pending" | "closed";
 
 interface EventBase { v: 1; session_id: string; seq: number; ts: number; }
 
