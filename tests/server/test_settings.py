@@ -1,13 +1,10 @@
-"""Settings from the environment, secrets, and the demo bundle fallback."""
+"""Settings from the environment and secrets (bundle resolution: ``test_main.py``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from mllmdr_core.errors import ConfigError
-from stream_server.__main__ import resolve_bundle
 from stream_server.settings import Settings
 
 
@@ -37,12 +34,3 @@ def test_secrets() -> None:
     fixed = Settings(api_key="k", jwt_secret="j" * 20).ensure_secrets()
     assert (fixed.api_key, fixed.jwt_secret) == ("k", "j" * 20)
 
-
-def test_bundle_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert resolve_bundle(Settings(bundle_path="/some/bundle")) == Path("/some/bundle")
-    with pytest.raises(Exception, match="no model bundle"):
-        resolve_bundle(Settings())
-    (tmp_path / "bundles" / "demo").mkdir(parents=True)
-    (tmp_path / "bundles" / "demo" / "manifest.json").write_text("{}")
-    assert resolve_bundle(Settings(demo=True)) == Path("bundles/demo")
