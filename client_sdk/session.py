@@ -55,6 +55,7 @@ from stream_server.protocol import (
 log = logging.getLogger("client_sdk")
 
 EVENT_QUEUE_MAX = 1000  # per subscriber; the oldest events are dropped (and counted) beyond this
+WS_CLOSE_TIMEOUT_S = 3.0  # close(): wait this long for the event WebSocket's closing handshake
 
 
 class ServerUnavailable(MllmdrError):
@@ -479,13 +480,29 @@ class Session:
         if self._publisher is not None:
             await self._publisher.close()
         if self._ws_task is not None:
-            self._ws_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._ws_task
+            await self._stop_event_stream(self._ws_task)
         for sub in self._subscribers:
             sub.put(None)
         if self._own_http:
             await self._http.aclose()
+
+    async def _stop_event_stream(self, task: asyncio.Task[None]) -> None:
+        """Close the event WebSocket with its closing handshake, then end the task. Cancelling the task
+        mid-handshake (e.g. right after ``session.closed``) would leave its TCP socket open, and the
+        caller's event loop (``asyncio.run`` in the CLI) may close first: the socket then leaks."""
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), WS_CLOSE_TIMEOUT_S)
+        if not task.done():
+            await asyncio.wait({task}, timeout=WS_CLOSE_TIMEOUT_S)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        transport = getattr(ws, "transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.abort()  # the handshake did not finish: close the socket now
+            await asyncio.sleep(0)  # lets the transport release its socket
 
     async def __aenter__(self) -> Session:
         return self

@@ -160,3 +160,19 @@ def test_cli_publish_then_watch(
         result = next(e for e in lines if e["type"] == "assessment.result")
         assert Assessment.model_validate(result["assessment"]) == final
         assert main(["watch", session_id, "--server", url, "--token", "forged.token.x"]) == 2
+
+
+async def test_close_after_session_closed_releases_the_event_socket(tmp_path: Path, engine: Any) -> None:
+    """``events()`` ends at ``session.closed`` while the WebSocket's closing handshake is still running;
+    ``close()`` must finish it (not cancel it), or the socket outlives the caller's event loop."""
+    async with run_server(sdk_settings(tmp_path), engine) as url:
+        async with await Session.create(url, API_KEY) as session:
+            clinician = (await session.mint_token("clinician")).token
+            assert await session.end() is not None
+        for _ in range(3):
+            watcher = await Session.attach(url, session.session_id, clinician)
+            kinds = [event.type async for event in watcher.events()]
+            assert kinds[0] == "session.created" and kinds[-1] == "session.closed"
+            sock = watcher._ws.transport.get_extra_info("socket")
+            await watcher.close()
+            assert sock.fileno() == -1
