@@ -33,7 +33,8 @@ RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / "var" / "bench"  # var/ is git-ignored
 API_KEY = "bench-api-key-0123456789"
 JWT_SECRET = "b" * 32
-BUNDLE_KINDS = ("tiny", "hubert-base")
+BUNDLE_KINDS = ("demo", "tiny", "hubert-base")
+DEMO_BUNDLE = ROOT / "bundles" / "demo"
 
 
 # ---------------------------------------------------------------- machine, load, results
@@ -93,9 +94,14 @@ def percentile(values: list[float], q: float) -> float | None:
 
 # ---------------------------------------------------------------- bundles and recordings
 def build_bundle(kind: str) -> Path:
-    """The cached random-init bundle of ``kind`` (``tiny`` or ``hubert-base``) under var/bench/."""
+    """``demo``: ``bundles/demo/`` as the server's ``--demo`` serves it (the tiny bundle when it is absent);
+    ``tiny`` / ``hubert-base``: the cached random-init bundle under var/bench/."""
     if kind not in BUNDLE_KINDS:
         raise ValueError(f"bundle kind must be one of {BUNDLE_KINDS}, not {kind!r}")
+    if kind == "demo":
+        from mllmdr_core.bundle import is_bundle
+
+        return DEMO_BUNDLE if is_bundle(DEMO_BUNDLE) else build_bundle("tiny")
     path = CACHE / f"bundle-{kind}"
     if (path / "manifest.json").exists():
         return path
@@ -139,15 +145,18 @@ def _build_hubert_base_bundle(path: Path) -> Path:
     )
 
 
-def recording(duration_s: float, *, size: tuple[int, int] = (640, 480), fps: int = 15) -> Path:
-    """A cached synthetic interview mp4 (h264 + aac, espeak-ng speech + moving face) of ``duration_s``."""
+def recording(
+    duration_s: float, *, size: tuple[int, int] = (640, 480), fps: int = 15, container: str = "mp4"
+) -> Path:
+    """A cached synthetic interview (espeak-ng speech + moving face) of ``duration_s``: ``mp4`` = h264 +
+    aac, ``webm`` = VP8 + Opus (what a browser sends, so a publisher can forward it without re-encoding)."""
     from client_sdk.synth import make_recording
 
     name = f"rec-{int(duration_s)}s-{size[0]}x{size[1]}-{fps}"
     out = CACHE / "recordings"
-    path = out / f"{name}.mp4"
+    path = out / f"{name}.{container}"
     if not path.exists():
-        rec = make_recording(out, duration_s=duration_s, fps=fps, size=size, name=name, container="mp4")
+        rec = make_recording(out, duration_s=duration_s, fps=fps, size=size, name=name, container=container)
         assert rec.video is not None
         return rec.video
     return path

@@ -126,7 +126,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--bundle", choices=["tiny", "hubert-base"], default="tiny")
+    p.add_argument("--bundle", choices=["demo", "tiny", "hubert-base"], default="tiny")
     asyncio.run(main_async(p.parse_args()))
 
 

@@ -1,12 +1,14 @@
 """How many live sessions one machine carries in real time.
 
-Run: ``.venv/bin/python bench/live_sessions.py [--bundle tiny|hubert-base|both] [--max-n 12] [--duration 20]``
+Run: ``.venv/bin/python bench/live_sessions.py [--bundle demo|tiny|hubert-base|both] [--max-n 12]``
 
 For each N (1, 2, 4, ... up to ``--max-n``) a fresh ``python -m stream_server`` process (the real CLI, with
 the random-init bundle) serves N sessions; N loopback aiortc publishers in this process each play a
-synthetic 640x480 15 fps interview mp4 (h264 + aac; aiortc re-encodes to VP8 + Opus, so the server
-receives 48 kHz stereo audio) for ``--duration`` seconds while a clinician WebSocket per session records
-the ``indicators`` events. Figures per N:
+synthetic 640x480 15 fps interview: by default a VP8 + Opus webm whose packets are forwarded as they are
+(``--publisher passthrough``: like a browser's native encoder, no Python encoding load on this machine);
+``--publisher reencode`` decodes an h264 + aac mp4 and encodes VP8 + Opus in Python. Either way the
+server receives VP8 video and 48 kHz stereo Opus audio, for ``--duration`` seconds while a clinician
+WebSocket per session records the ``indicators`` events. Figures per N:
 
 - lag p50/p95 (events after ``--warmup`` s; the start-up is reported as time to the first indicator):
   event receive time - (wall time the publisher sent its first frame + the event's
@@ -67,11 +69,13 @@ class TimedTrack(MediaStreamTrack):
         self.source.stop()
 
 
-async def _publisher(http: Any, sid: str, token: str, media: Path) -> tuple[Any, list[Any]]:
+async def _publisher(
+    http: Any, sid: str, token: str, media: Path, passthrough: bool
+) -> tuple[Any, list[Any]]:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.contrib.media import MediaPlayer
 
-    player = MediaPlayer(str(media))
+    player = MediaPlayer(str(media), decode=not passthrough)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tracks = [TimedTrack(t) for t in (player.audio, player.video) if t is not None]
     for t in tracks:
@@ -99,14 +103,16 @@ async def _collect(base: str, sid: str, token: str, out: list[tuple[float, dict[
 
 
 async def run_n(
-    bundle: Path, n: int, duration: float, media: Path, work: Path, warmup: float
+    bundle: Path, n: int, duration: float, media: Path, work: Path, warmup: float, passthrough: bool
 ) -> dict[str, Any]:
     import httpx
     import psutil
 
     load_before = load_avg()
     async with server_process(bundle, work) as server:
-        return await _measure(server, n, duration, media, load_before, psutil.Process(), httpx, warmup)
+        return await _measure(
+            server, n, duration, media, load_before, psutil.Process(), httpx, warmup, passthrough
+        )
 
 
 async def _measure(
@@ -118,6 +124,7 @@ async def _measure(
     me: Any,
     httpx: Any,
     warmup: float,
+    passthrough: bool,
 ) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=server.base, timeout=300) as http:
         await asyncio.sleep(2.0)
@@ -136,7 +143,10 @@ async def _measure(
         cpu0, _ = server.sample()
         me0 = me.cpu_times()
         t0 = time.monotonic()
-        pubs = [await _publisher(http, s["session_id"], s["publisher_token"], media) for s in sessions]
+        pubs = [
+            await _publisher(http, s["session_id"], s["publisher_token"], media, passthrough)
+            for s in sessions
+        ]
         await asyncio.sleep(duration)
         wall = time.monotonic() - t0
         cpu1, rss_end = server.sample()
@@ -228,8 +238,9 @@ def n_values(max_n: int) -> list[int]:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    kinds = ["tiny", "hubert-base"] if args.bundle == "both" else [args.bundle]
-    media = recording(args.duration + 10.0)
+    kinds = ["demo", "hubert-base"] if args.bundle == "both" else [args.bundle]
+    container = "webm" if args.publisher == "passthrough" else "mp4"
+    media = recording(args.duration + 10.0, container=container)
     results: dict[str, list[dict[str, Any]]] = {}
     best: dict[str, int] = {}
     for kind in kinds:
@@ -238,22 +249,26 @@ async def main_async(args: argparse.Namespace) -> None:
         for n in n_values(args.max_n):
             print(f"--- bundle {kind}: N = {n}", flush=True)
             work = CACHE / f"live-{kind}-{n}"
-            rows.append(await run_n(bundle, n, args.duration, media, work, args.warmup))
+            passthrough = args.publisher == "passthrough"
+            rows.append(await run_n(bundle, n, args.duration, media, work, args.warmup, passthrough))
             if not rows[-1]["real_time"] and args.stop_early:
                 break
         results[kind] = rows
         best[kind] = max((r["n"] for r in rows if r["real_time"]), default=0)
         print(f"bundle {kind}: largest real-time N = {best[kind]}", flush=True)
-    png = RESULTS / "live_sessions_lag.png"
+    name = "live_sessions" + (f"_{args.tag}" if args.tag else "")
+    png = RESULTS / f"{name}_lag.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(results, png)
     path = write_result(
-        "live_sessions",
+        name,
         {
-            "targets": {"tiny": ">= 8 real-time sessions", "hubert-base": ">= 4 real-time sessions"},
+            "targets": {"demo": ">= 8 real-time sessions", "hubert-base": ">= 4 real-time sessions"},
             "duration_s": args.duration,
             "warmup_s": args.warmup,
-            "media": "synthetic 640x480 15 fps h264+aac mp4, sent as VP8+Opus 48 kHz over loopback aiortc",
+            "publisher": args.publisher,
+            "media": "synthetic 640x480 15 fps interview, VP8+Opus 48 kHz over loopback aiortc "
+            + ("(webm packets forwarded)" if args.publisher == "passthrough" else "(mp4 re-encoded)"),
             "largest_real_time_n": best,
             "rows": results,
             "plot": str(png.relative_to(RESULTS.parent.parent)),
@@ -264,8 +279,16 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", choices=["tiny", "hubert-base", "both"], default="both")
+    p.add_argument("--bundle", choices=["demo", "tiny", "hubert-base", "both"], default="both")
     p.add_argument("--max-n", type=int, default=12)
+    p.add_argument("--tag", default="", help="results go to bench/results/live_sessions_<tag>.json")
+    p.add_argument(
+        "--publisher",
+        choices=["passthrough", "reencode"],
+        default="passthrough",
+        help="passthrough: forward the webm's VP8+Opus packets (as a browser's native encoder would deliver "
+        "them, no Python encoding on this machine); reencode: decode the mp4 and encode VP8+Opus in Python",
+    )
     p.add_argument("--duration", type=float, default=20.0, help="seconds of publishing per N")
     p.add_argument(
         "--warmup", type=float, default=8.0, help="seconds after the first frame not in the lag figures"
