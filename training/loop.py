@@ -22,10 +22,6 @@ from mllmdr_core.model.mllm import MLlmDR, MultimodalBatch, MultimodalExample, c
 from training.run_config import StageConfig
 from training.trainlog import CurveLog, load_checkpoint, save_checkpoint
 
-GroupFn = Callable[
-    [str], str | None
-]  # parameter name → group ("llm", "projection", "lqformer", "maa") or None
-
 
 def param_group(name: str) -> str:
     """Which learning-rate group a parameter of ``MLlmDR`` belongs to."""

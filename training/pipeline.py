@@ -28,7 +28,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from mllmdr_core.config import MllmdrConfig
 from mllmdr_core.errors import ConfigError
 from mllmdr_core.model.mllm import MLlmDR
-from training.dataset import FeatureCache, ItemDataset, SessionLabels, build_examples, item_prompts
+from training.dataset import FeatureCache, ItemDataset, SessionLabels, build_examples
 from training.features import MediaJob, extract_corpus, load_features
 from training.run_config import RunConfig
 from training.trainlog import plot_curves, seed_everything
@@ -427,7 +427,6 @@ def run_all(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 __all__ = [
     "Corpus",
     "export_bundle",
-    "item_prompts",
     "load_corpus",
     "run_training",
     "step_features",

@@ -8,7 +8,6 @@ any path) and applies ``key.sub=value`` overrides.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,10 +118,6 @@ class RunConfig:
         return to_dict(self)
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
@@ -158,11 +153,7 @@ def load_run_config(name_or_path: str, overrides: list[str] | None = None) -> Ru
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, _, raw = item.partition("=")
-        _set_path(data, key.strip(), _parse_value(raw))
+        _set_path(data, key.strip(), yaml.safe_load(raw))
     cfg = from_dict(RunConfig, data)
     cfg.model_config()  # validate the model section early (unknown keys raise ConfigError)
     return cfg
-
-
-def replace(cfg: RunConfig, **changes: Any) -> RunConfig:
-    return dataclasses.replace(cfg, **changes)
