@@ -51,6 +51,7 @@ from stream_server.protocol import (
     SessionEndResponse,
     SessionExport,
     SessionInfo,
+    SessionStateName,
     TokenRequest,
     TokenResponse,
     TranscriptAckEvent,
@@ -337,7 +338,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             result = await asyncio.wait_for(asyncio.shield(task), settings.end_timeout_s)
         except TimeoutError:
             return SessionEndResponse(session_id=session_id, state="ending")
-        return SessionEndResponse(session_id=session_id, state=session.status, assessment=result)
+        state: SessionStateName = "pending" if session.status == "pending" else "closed"  # pending: retried
+        return SessionEndResponse(session_id=session_id, state=state, assessment=result)
 
     @app.get("/v1/sessions/{session_id}")
     async def get_session(session_id: str, request: Request) -> SessionInfo:
