@@ -57,6 +57,7 @@ from stream_server.protocol import (
     TranscriptAckEvent,
     TranscriptLineModel,
     error_code_of,
+    message_ref,
     parse_client_message,
     protocol_error,
 )
@@ -498,6 +499,8 @@ async def _read_client(
         except (MllmdrError, AuthError) as exc:
             code = error_code_of(exc)
             srv.metrics.ws_errors.inc(1.0, code)
+            if ref is None:
+                ref = message_ref(raw)  # invalid messages still answer to their id
             seq = await srv.bus.allocate_seq(session_id)
             sub.offer(
                 ErrorEvent(

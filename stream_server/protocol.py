@@ -96,8 +96,8 @@ class _Model(BaseModel):
 class TranscriptLineModel(_Model):
     """Wire form of ``mllmdr_core.frames.TranscriptLine``."""
 
-    start_s: float = Field(ge=0)
-    end_s: float = Field(ge=0)
+    start_s: float = Field(ge=0, allow_inf_nan=False)
+    end_s: float = Field(ge=0, allow_inf_nan=False)
     speaker: Speaker = "unknown"
     text: str = Field(max_length=MAX_TEXT_CHARS)
     source: str = "captions"
@@ -288,8 +288,8 @@ class CaptionMessage(_ClientMsg):
     type: Literal["caption"] = "caption"
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     speaker: Speaker = "unknown"
-    start_s: float = Field(ge=0)
-    end_s: float = Field(ge=0)
+    start_s: float = Field(ge=0, allow_inf_nan=False)
+    end_s: float = Field(ge=0, allow_inf_nan=False)
     final: bool = True
 
 
@@ -346,6 +346,18 @@ def parse_client_message(raw: str | bytes, *, max_bytes: int = MAX_WS_MESSAGE_BY
         raise protocol_error("invalid_message", f"invalid {kind}: {_first_error(exc)}") from exc
 
 
+def message_ref(raw: str | bytes) -> str | None:
+    """The ``id`` of a client message that failed validation, when it has a usable one (for ``ref``)."""
+    if len(raw) > MAX_WS_MESSAGE_BYTES:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    ref = data.get("id") if isinstance(data, dict) else None
+    return ref if isinstance(ref, str) and 0 < len(ref) <= 64 else None
+
+
 # ----------------------------------------------------------------------------------------------------
 # REST bodies
 
@@ -394,8 +406,8 @@ class CaptionIn(_Model):
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     speaker: Speaker = "unknown"
-    start_s: float = Field(ge=0)
-    end_s: float = Field(ge=0)
+    start_s: float = Field(ge=0, allow_inf_nan=False)
+    end_s: float = Field(ge=0, allow_inf_nan=False)
     id: str | None = Field(default=None, max_length=128)
     final: bool = True
 

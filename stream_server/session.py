@@ -214,25 +214,29 @@ class LiveSession:
                 await self.publisher_lost(f"connection {pc.connectionState}")
 
         try:
+            # The whole negotiation happens before the new connection replaces the current one, so a
+            # bad offer (aiortc raises ValueError/KeyError/... at any of these steps) leaves the
+            # publisher that is live untouched and answers bad_sdp, never a 500.
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type=offer.type))
             if not new_drains:
                 raise ValueError("offer has no audio or video track")
-        except Exception as exc:  # aiortc raises ValueError/KeyError/... on bad SDP
-            await pc.close()
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await pc.close()
             raise protocol_error("bad_sdp", f"cannot use SDP offer: {type(exc).__name__}: {exc}") from exc
         old_pc, old_drains = self.pc, self.drains
         self.pc, self.drains = pc, new_drains
         for d in old_drains:
             await d.stop()
         if old_pc is not None:
-            await old_pc.close()
+            with contextlib.suppress(Exception):
+                await old_pc.close()
         for d in new_drains:
             d.start()
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
         if "audio" not in kinds:
             await self._warn(
                 "no_audio_track", "publisher sent no audio track: no speech indicators", once=False
