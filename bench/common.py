@@ -98,51 +98,17 @@ def build_bundle(kind: str) -> Path:
     ``tiny`` / ``hubert-base``: the cached random-init bundle under var/bench/."""
     if kind not in BUNDLE_KINDS:
         raise ValueError(f"bundle kind must be one of {BUNDLE_KINDS}, not {kind!r}")
-    if kind == "demo":
-        from mllmdr_core.bundle import is_bundle
+    from mllmdr_core.bundle import is_bundle
+    from mllmdr_core.testing import build_hubert_base_bundle, build_tiny_bundle
 
+    if kind == "demo":
         return DEMO_BUNDLE if is_bundle(DEMO_BUNDLE) else build_bundle("tiny")
     path = CACHE / f"bundle-{kind}"
-    if (path / "manifest.json").exists():
+    if is_bundle(path):
         return path
-    from mllmdr_core.testing import build_tiny_bundle
-
     if kind == "tiny":
         return build_tiny_bundle(path)
-    return _build_hubert_base_bundle(path)
-
-
-def _build_hubert_base_bundle(path: Path) -> Path:
-    """As ``build_tiny_bundle`` but ``AudioEncoderConfig.hubert = {}``: transformers' HubertConfig defaults
-    (hubert-base: 12 layers, hidden 768, 12 heads, FFN 3072, 7-layer 512-channel conv front end)."""
-    import torch
-
-    from mllmdr_core.bundle import save_bundle
-    from mllmdr_core.features.encoder import build_hubert
-    from mllmdr_core.features.spec import extractor_spec
-    from mllmdr_core.model.mllm import MLlmDR
-    from mllmdr_core.model.tokenizer import train_tokenizer
-    from mllmdr_core.testing import tiny_config, tiny_corpus
-
-    cfg = tiny_config()
-    cfg.audio.hubert = {}
-    tokenizer = train_tokenizer(tiny_corpus(), vocab_size=1000)
-    spec = extractor_spec(cfg)
-    hubert = build_hubert(cfg.audio, seed=0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = MLlmDR(cfg, spec.audio_dim, spec.visual_dim, tokenizer)
-    return save_bundle(
-        path,
-        model=model.eval(),
-        tokenizer=tokenizer,
-        config=cfg,
-        audio_encoder=hubert,
-        feature_spec=spec,
-        training_data="none (random init, untrained; benchmark only)",
-        non_clinical=True,
-        overwrite=True,
-    )
+    return build_hubert_base_bundle(path)
 
 
 def recording(

@@ -46,42 +46,12 @@ HUBERT_BASE = {
 def _bundle(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
     if args.bundle:
         return Path(args.bundle), f"given bundle {args.bundle}"
-    from mllmdr_core.testing import build_tiny_bundle
+    from mllmdr_core.testing import build_hubert_base_bundle, build_tiny_bundle
 
     if args.hubert != "base":
         return Path(build_tiny_bundle(work / "bundle")), "tiny random-init bundle (tiny HuBERT, tiny Llama)"
-    return _base_hubert_bundle(work / "bundle-base"), (
+    return build_hubert_base_bundle(work / "bundle-base"), (
         "tiny random-init bundle with a HuBERT-base-sized random-init audio encoder (768 hidden, 12 layers)"
-    )
-
-
-def _base_hubert_bundle(path: Path) -> Path:
-    """As ``build_tiny_bundle`` but the audio encoder is HuBERT-base-sized (HubertConfig defaults)."""
-    import torch
-
-    from mllmdr_core.bundle import save_bundle
-    from mllmdr_core.features.encoder import build_hubert
-    from mllmdr_core.features.spec import extractor_spec
-    from mllmdr_core.model.mllm import MLlmDR
-    from mllmdr_core.model.tokenizer import train_tokenizer
-    from mllmdr_core.testing import tiny_config, tiny_corpus
-
-    cfg = tiny_config()
-    cfg.audio.hubert = {}  # transformers HubertConfig defaults = HuBERT-base
-    tokenizer = train_tokenizer(tiny_corpus(), vocab_size=1000)
-    spec = extractor_spec(cfg)
-    torch.manual_seed(0)
-    model = MLlmDR(cfg, spec.audio_dim, spec.visual_dim, tokenizer)
-    return save_bundle(
-        path,
-        model=model.eval(),
-        tokenizer=tokenizer,
-        config=cfg,
-        audio_encoder=build_hubert(cfg.audio, seed=0),
-        feature_spec=spec,
-        training_data="none (random init, untrained)",
-        non_clinical=True,
-        overwrite=True,
     )
 
 

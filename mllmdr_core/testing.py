@@ -120,3 +120,13 @@ def build_tiny_bundle(
         non_clinical=non_clinical,
         overwrite=True,
     )
+
+
+def build_hubert_base_bundle(path: str | Path, *, seed: int = 0) -> Path:
+    """``build_tiny_bundle`` with a HuBERT-base-sized random-init audio encoder (transformers'
+    ``HubertConfig`` defaults: 12 layers, hidden 768, FFN 3072): benchmark compute, meaningless scores."""
+    cfg = tiny_config()
+    cfg.audio.hubert = {}
+    return build_tiny_bundle(
+        path, seed=seed, config=cfg, training_data="none (random init, untrained; benchmark only)"
+    )
