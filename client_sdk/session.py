@@ -141,7 +141,7 @@ class Session:
         self.created = created
         self.reconnect = reconnect
         self.reconnect_timeout_s = reconnect_timeout_s
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        self._http = http or new_http_client()
         self._own_http = http is None
         self._subscribers: list[_Subscriber] = []
         self._ws_task: asyncio.Task[None] | None = None
@@ -169,7 +169,7 @@ class Session:
         reconnect: bool = True,
     ) -> Session:
         """Create a new session with a platform API key; the SDK then acts as its publisher."""
-        client = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        client = http or new_http_client()
         body = SessionCreateRequest(
             external_id=external_id, checkpoint_interval_s=checkpoint_interval_s, ttl_s=ttl_s
         ).model_dump(exclude_none=True)
@@ -513,6 +513,21 @@ class Session:
         await self.close()
 
 
+# uvicorn closes idle keep-alive connections after 5 s, httpx keeps them 5 s too: a request sent on a
+# connection the server is closing fails with ReadError / RemoteProtocolError. Expire ours earlier, and
+# retry idempotent requests once on those errors.
+KEEPALIVE_EXPIRY_S = 2.0
+STALE_CONNECTION_ERRORS = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """The SDK's HTTP client: 30 s request timeout, 5 s connect, short-lived keep-alive connections."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=5.0), limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
+    )
+
+
 async def _request(
     client: httpx.AsyncClient,
     method: str,
@@ -530,7 +545,13 @@ async def _request(
             kwargs["json"] = json
         if timeout is not None:
             kwargs["timeout"] = timeout
-        resp = await client.request(method, url, **kwargs)
+        try:
+            resp = await client.request(method, url, **kwargs)
+        except STALE_CONNECTION_ERRORS:
+            if method not in IDEMPOTENT_METHODS:
+                raise
+            # A pooled keep-alive connection the server closed as we sent: a fresh one answers.
+            resp = await client.request(method, url, **kwargs)
     except httpx.TransportError as exc:
         raise ServerUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
     _raise_for(resp)
