@@ -4,6 +4,7 @@ Sources are aiortc tracks: from a recording via ``MediaPlayer`` (any container f
 + y4m pair), from a camera/microphone device, or tracks you made. They are fed through a
 ``MediaRelay`` so that, when the peer connection fails (network loss), a new connection re-offers the
 same live sources to the same session; media produced while disconnected is not sent (as in a call).
+Each connection asks ``ice_servers`` (the server's STUN/TURN list, fresh TURN credentials) first.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mllmdr_core.errors import MediaError, MllmdrError
-from stream_server.protocol import Offer
+from stream_server.protocol import IceServer, Offer
 
 log = logging.getLogger("client_sdk.publisher")
 
@@ -117,13 +118,31 @@ def camera_sources(
 
 
 OfferFn = Callable[[Offer], Awaitable[dict[str, Any]]]
+IceServersFn = Callable[[], Awaitable[list[IceServer]]]
+
+
+def rtc_configuration(servers: list[IceServer]) -> Any:
+    """aiortc ``RTCConfiguration`` for the server's ICE servers (aiortc uses one STUN and one TURN URL)."""
+    from aiortc import RTCConfiguration
+
+    from stream_server.ice import to_rtc
+
+    return RTCConfiguration(iceServers=to_rtc(servers))
 
 
 class Publisher:
     """One publishing peer connection to the server, replaced by a new offer when it fails."""
 
-    def __init__(self, offer: OfferFn, *, reconnect: bool = True, reconnect_timeout_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        offer: OfferFn,
+        *,
+        reconnect: bool = True,
+        reconnect_timeout_s: float = 20.0,
+        ice_servers: IceServersFn | None = None,
+    ) -> None:
         self._offer = offer
+        self._ice_servers = ice_servers
         self.reconnect = reconnect
         self.reconnect_timeout_s = reconnect_timeout_s
         self.sources: TrackSources | None = None
@@ -152,10 +171,11 @@ class Publisher:
         self._watch = asyncio.ensure_future(self._watchdog())
 
     async def _connect(self) -> None:
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+        from aiortc import RTCPeerConnection, RTCSessionDescription
 
         assert self.sources is not None and self._relay is not None
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        servers = await self._ice_servers() if self._ice_servers is not None else []
+        pc = RTCPeerConnection(rtc_configuration(servers))
         self.pc = pc
         self._lost.clear()
 

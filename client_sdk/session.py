@@ -39,6 +39,8 @@ from stream_server.protocol import (
     AssessmentResultEvent,
     CaptionIn,
     CheckpointAccepted,
+    IceServer,
+    IceServersResponse,
     Offer,
     ServerEvent,
     SessionClosedEvent,
@@ -280,9 +282,17 @@ class Session:
 
         if self._publisher is None:
             self._publisher = Publisher(
-                self._offer, reconnect=self.reconnect, reconnect_timeout_s=self.reconnect_timeout_s
+                self._offer,
+                reconnect=self.reconnect,
+                reconnect_timeout_s=self.reconnect_timeout_s,
+                ice_servers=self.ice_servers,
             )
         return self._publisher
+
+    async def ice_servers(self) -> list[IceServer]:
+        """The server's STUN/TURN servers for publishing, with fresh TURN credentials (each connection)."""
+        resp = await _request(self._http, "GET", self._url("ice-servers"), self.token)
+        return IceServersResponse.model_validate(resp.json()).ice_servers
 
     async def _offer(self, offer: Offer) -> dict[str, Any]:
         resp = await self._post("offer", offer.model_dump())

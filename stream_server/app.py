@@ -29,6 +29,7 @@ from stream_server.auth import Claims, TokenIssuer
 from stream_server.bus import Subscription
 from stream_server.engine import Engine
 from stream_server.fanout import make_event_bus, start_bus, stop_bus
+from stream_server.ice import credentials_expire_at, ice_servers_for
 from stream_server.metrics import ServerMetrics
 from stream_server.protocol import (
     MAX_HTTP_BODY_BYTES,
@@ -40,6 +41,7 @@ from stream_server.protocol import (
     CheckpointRequestMessage,
     ErrorEvent,
     HTTPErrorBody,
+    IceServersResponse,
     IndicatorPoint,
     Offer,
     PingMessage,
@@ -279,6 +281,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             expires_at=exp,
             patient_url=f"{base}/patient/?session={session.id}#token={pub}",
             panel_url=f"{base}/panel/?session={session.id}#token={cli}",
+            ice_servers=ice_servers_for(settings, session.id),
         )
 
     @app.post("/v1/sessions/{session_id}/tokens")
@@ -288,6 +291,18 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
             raise protocol_error("not_found", f"unknown session {session_id}")
         token, exp = srv.issuer.mint(session_id, body.role, body.ttl_s)
         return TokenResponse(token=token, expires_at=exp)
+
+    @app.get("/v1/sessions/{session_id}/ice-servers")
+    async def ice_servers(session_id: str, request: Request) -> IceServersResponse:
+        """STUN/TURN servers for the publisher's peer connection, with fresh TURN credentials."""
+        srv.auth(request, session_id, ("publisher",), api_key_ok=True)
+        if await srv.store.get_session(session_id) is None:
+            raise protocol_error("not_found", f"unknown session {session_id}")
+        now = time.time()
+        return IceServersResponse(
+            ice_servers=ice_servers_for(settings, session_id, now=now),
+            expires_at=credentials_expire_at(settings, now=now),
+        )
 
     @app.post("/v1/sessions/{session_id}/offer")
     async def offer(session_id: str, request: Request, body: Offer) -> Answer:

@@ -21,10 +21,11 @@ queue overflowed (reconnect with ``after_seq`` = the last ``seq`` seen); 1009 a 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError, ProtocolError
@@ -370,6 +371,43 @@ class SessionCreateRequest(_Model):
     ttl_s: int | None = Field(default=None, ge=10, le=86_400)  # lifetime of the returned tokens
 
 
+ICE_URL = re.compile(
+    r"(?:stuns?:(?P<stun_host>\[[0-9A-Fa-f:.]+\]|[^\s?:/\[\]@]+)(?::(?P<stun_port>\d{1,5}))?"
+    r"|turns?:(?P<turn_host>\[[0-9A-Fa-f:.]+\]|[^\s?:/\[\]@]+)(?::(?P<turn_port>\d{1,5}))?"
+    r"(?:\?transport=(?:udp|tcp))?)"
+)  # RFC 7064 (stun:, stuns:) and RFC 7065 (turn:, turns:) URIs
+
+
+class IceServer(_Model):
+    """One STUN/TURN server, as the WebRTC ``RTCIceServer`` dictionary (browsers take it as is)."""
+
+    urls: list[str] = Field(min_length=1)  # e.g. "turn:turn.example.org:3478?transport=udp"
+    username: str | None = Field(default=None, max_length=512)
+    credential: str | None = Field(default=None, max_length=512)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _ice_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            match = ICE_URL.fullmatch(url)
+            port = match and (match["stun_port"] or match["turn_port"])
+            if match is None or (port and not 0 < int(port) < 65536):
+                raise ValueError(
+                    f"{url!r} is not a STUN/TURN URL (stun:host[:port], stuns:…, "
+                    "turn:host[:port][?transport=udp|tcp], turns:…)"
+                )
+        return urls
+
+    @property
+    def is_turn(self) -> bool:
+        return any(u.startswith("turn") for u in self.urls)
+
+
 class SessionCreated(_Model):
     """Response of ``POST /v1/sessions``."""
 
@@ -379,6 +417,15 @@ class SessionCreated(_Model):
     expires_at: float  # token expiry, Unix seconds
     patient_url: str
     panel_url: str
+    # STUN/TURN servers for the publisher's RTCPeerConnection (TURN credentials minted for this session)
+    ice_servers: list[IceServer] = Field(default_factory=list)
+
+
+class IceServersResponse(_Model):
+    """Response of ``GET /v1/sessions/{id}/ice-servers`` (publisher token or API key): fresh credentials."""
+
+    ice_servers: list[IceServer]
+    expires_at: float | None = None  # when minted TURN credentials stop being accepted (Unix seconds)
 
 
 class TokenRequest(_Model):
@@ -595,7 +642,18 @@ def protocol_examples() -> list[BaseModel]:
             expires_at=ts + 900,
             patient_url=f"http://127.0.0.1:8765/patient/?session={sid}&token=…",
             panel_url=f"http://127.0.0.1:8765/panel/?session={sid}&token=…",
+            ice_servers=[
+                IceServer(
+                    urls=[
+                        "turn:turn.example.org:3478?transport=udp",
+                        "turns:turn.example.org:443?transport=tcp",
+                    ],
+                    username=f"{int(ts) + 3600}:{sid}",
+                    credential="q3Yq1i0wX4mWgk9q2yZc0VJqYk0=",
+                )
+            ],
         ),
+        IceServersResponse(ice_servers=[IceServer(urls=["stun:stun.example.org:3478"])], expires_at=None),
         TokenRequest(role="clinician", ttl_s=600),
         TokenResponse(token="eyJhbGciOi...", expires_at=ts + 600),
         Offer(sdp="v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\n…"),
@@ -646,7 +704,9 @@ def protocol_markdown() -> str:
 
 def _type_name(annotation: object) -> str:
     text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    return text.replace("typing.", "").replace("mllmdr_core.assessment.", "")
+    for module in ("typing.", "mllmdr_core.assessment.", "stream_server.protocol.", "__main__."):
+        text = text.replace(module, "")
+    return text
 
 
 if __name__ == "__main__":

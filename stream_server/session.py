@@ -27,6 +27,7 @@ from mllmdr_core.errors import BackendError, MllmdrError, StorageError
 from mllmdr_core.frames import TranscriptLine
 from stream_server.bus import EventBus
 from stream_server.engine import AnalysisState, Engine, Snapshot, finite
+from stream_server.ice import ice_servers_for, to_rtc
 from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
 from stream_server.metrics import ServerMetrics
 from stream_server.pending import PendingAssessments
@@ -185,7 +186,8 @@ class LiveSession:
         """Answer a publisher's offer; a second offer (reconnect) replaces the previous connection."""
         if self._ending:
             raise protocol_error("session_closed", f"session {self.id} has ended")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        ice = to_rtc(ice_servers_for(self.svc.settings, self.id))  # configured STUN/TURN, fresh credentials
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         kinds: list[str] = []
         new_drains: list[TrackDrain] = []
 

@@ -1,22 +1,27 @@
 """Runtime settings of ``mllmdr-server``: defaults, overridden by ``MLLMDR_*`` environment variables.
 
 ``DATABASE_URL`` (no prefix) selects the store: ``sqlite+aiosqlite:///var/mllmdr.db`` by default,
-``postgresql+asyncpg://…`` for Postgres.
+``postgresql+asyncpg://…`` for Postgres. ``MLLMDR_ICE_SERVERS`` is a JSON list of ``RTCIceServer``
+dictionaries (``stream_server/ice.py``); list-valued ``MLLMDR_ICE_HOST_ADDRESSES`` is comma-separated.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mllmdr_core.errors import ConfigError
+from stream_server.protocol import IceServer
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(hide_input_in_errors=True)  # errors must not echo secrets into logs
+
     host: str = "127.0.0.1"
     port: int = 8765
     public_url: str | None = None  # base URL printed in links; default http://host:port
@@ -46,6 +51,28 @@ class Settings(BaseModel):
     workers: int = Field(default=max(2, os.cpu_count() or 2), ge=1)  # analysis threads
     record_audio: bool = False  # keep the received audio as WAV under <var_dir>/recordings/
     ice_host_addresses: list[str] | None = None  # e.g. ["127.0.0.1"] on loopback-only hosts
+    # STUN/TURN for the server's peer connections and its clients (MLLMDR_ICE_SERVERS, JSON list)
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    turn_secret: str | None = None  # coturn static-auth-secret: per-session TURN credentials
+    turn_ttl_s: int = Field(default=4 * 3600, ge=60, le=7 * 86_400)  # must outlast a call
+    pending_claim_ttl_s: float = Field(default=60.0, gt=0)  # an instance's hold on a pending session
+    pending_scan_s: float = Field(default=30.0, gt=0)  # look for unclaimed pending sessions this often
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> Settings:
+        for i, server in enumerate(self.ice_servers):
+            if (
+                server.is_turn
+                and not self.turn_secret
+                and (server.username is None or server.credential is None)
+            ):
+                raise ValueError(
+                    f"ice_servers[{i}] ({server.urls[0]}) is a TURN server without username/credential: "
+                    "give both, or set MLLMDR_TURN_SECRET (coturn static-auth-secret) to mint them"
+                )
+            if (server.username is None) != (server.credential is None):
+                raise ValueError(f"ice_servers[{i}]: give username and credential together")
+        return self
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -57,6 +84,8 @@ class Settings(BaseModel):
                 continue
             if name == "ice_host_addresses":
                 values[name] = [a.strip() for a in raw.split(",") if a.strip()]
+            elif name == "ice_servers":
+                values[name] = _json_list("MLLMDR_ICE_SERVERS", raw)
             elif info.annotation in (bool, "bool"):
                 values[name] = raw.lower() in ("1", "true", "yes", "on")
             else:
@@ -87,3 +116,19 @@ class Settings(BaseModel):
     @property
     def var_path(self) -> Path:
         return Path(self.var_dir)
+
+
+def _json_list(variable: str, raw: str) -> list[object]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{variable} is not valid JSON ({exc}); expected e.g. "
+            '[{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]'
+        ) from exc
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{variable} must be a JSON list of {{urls, username, credential}} objects, "
+            f"got {type(value).__name__}"
+        )
+    return value

@@ -72,6 +72,14 @@ export type ServerEvent =
   | SessionCreatedEvent | SessionStatusEvent | IndicatorsEvent | TranscriptEvent | TranscriptAckEvent
   | CheckpointResultEvent | AssessmentResultEvent | WarningEvent | ErrorEvent | PongEvent | SessionClosedEvent;
 
+/** One STUN/TURN server (`ice_servers` of POST /v1/sessions and GET /v1/sessions/{id}/ice-servers). */
+export interface IceServer { urls: string[]; username?: string | null; credential?: string | null; }
+export interface IceServersResponse { ice_servers: IceServer[]; expires_at: number | null; }
+export interface SessionCreated {
+  session_id: string; publisher_token: string; clinician_token: string; expires_at: number;
+  patient_url: string; panel_url: string; ice_servers: IceServer[];
+}
+
 export interface CaptionInput {
   text: string; speaker?: Speaker; start_s: number; end_s: number; id?: string; final?: boolean;
 }
@@ -91,11 +99,17 @@ export declare class Session {
   requestCheckpoint(): Promise<string>;
   end(): Promise<{ session_id: string; state: SessionStateName; assessment: Assessment | null }>;
   info(): Promise<Record<string, unknown>>;
+  /** The STUN/TURN servers the next peer connection uses (connect's `iceServers`, else the server's). */
+  iceServers(): Promise<RTCIceServer[]>;
   close(): void;
 }
 
 export function tokenClaims(token: string): { sessionId: string; role: "publisher" | "clinician"; exp: number };
 
+export function toRtcIceServers(servers: IceServer[] | null | undefined): RTCIceServer[];
+
 export function connect(options: {
   serverUrl?: string; token: string; sessionId?: string; reconnect?: boolean; WebSocketImpl?: typeof WebSocket;
+  /** Use these instead of asking the server (e.g. `ice_servers` from the platform's session creation). */
+  iceServers?: IceServer[] | RTCIceServer[];
 }): Promise<Session>;

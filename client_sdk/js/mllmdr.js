@@ -9,7 +9,9 @@
 //
 // Events are the server's protocol v1 objects (see docs/protocol.md). The WebSocket reconnects by itself
 // (resuming after the last `seq` seen); a publishing peer connection that fails is re-offered to the same
-// session, which the server continues within its reconnect grace period.
+// session, which the server continues within its reconnect grace period. Each peer connection uses the
+// server's STUN/TURN servers (GET /v1/sessions/{id}/ice-servers: fresh TURN credentials), or the
+// `iceServers` given to connect() (e.g. `ice_servers` of the platform's POST /v1/sessions response).
 
 export const PROTOCOL_VERSION = 1;
 
@@ -30,12 +32,13 @@ export function tokenClaims(token) {
 }
 
 /** Connect to one session's event stream. Resolves once the WebSocket is open. */
-export async function connect({ serverUrl, token, sessionId, reconnect = true, WebSocketImpl } = {}) {
+export async function connect({ serverUrl, token, sessionId, reconnect = true, WebSocketImpl, iceServers } = {}) {
   const base = String(serverUrl || location.origin).replace(/\/$/, "");
   const claims = tokenClaims(token);
   const session = new Session(base, sessionId || claims.sessionId, token, claims.role, {
     reconnect,
     WebSocketImpl: WebSocketImpl || globalThis.WebSocket,
+    iceServers: iceServers ? toRtcIceServers(iceServers) : null,
   });
   await session._openSocket();
   return session;
@@ -164,6 +167,12 @@ export class Session {
 
   info() { return this._http("GET", ""); }
 
+  /** The server's STUN/TURN servers as RTCIceServer dicts (publisher token; fresh TURN credentials). */
+  async iceServers() {
+    if (this.options.iceServers) return this.options.iceServers;
+    return toRtcIceServers((await this._http("GET", "/ice-servers")).ice_servers);
+  }
+
   /** Publish a MediaStream (camera + mic) to the session over WebRTC. */
   async publish(stream) {
     this.stream = stream;
@@ -172,7 +181,7 @@ export class Session {
 
   async _offer() {
     if (this.pc) { try { this.pc.close(); } catch { /* already closed */ } }
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: await this.iceServers() });
     this.pc = pc;
     for (const track of this.stream.getTracks()) pc.addTrack(track, this.stream);
     pc.onconnectionstatechange = () => {
@@ -204,6 +213,16 @@ export class Session {
     this._stopMedia();
     if (this._ws) { try { this._ws.close(1000); } catch { /* ignore */ } }
   }
+}
+
+/** Protocol `ice_servers` entries → RTCIceServer dicts (absent username/credential left out). */
+export function toRtcIceServers(servers) {
+  return (servers || []).map(({ urls, username, credential }) => {
+    const out = { urls };
+    if (username != null) out.username = username;
+    if (credential != null) out.credential = credential;
+    return out;
+  });
 }
 
 function waitIceComplete(pc, timeoutMs = 5000) {
