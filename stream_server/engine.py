@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -18,6 +19,7 @@ import numpy as np
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.errors import ConfigError
 from mllmdr_core.frames import FloatArray, TranscriptLine
+from stream_server.asr import DEFAULT_MAX_BACKLOG_S, BackgroundTranscriber
 
 TRANSCRIPT_SOURCES = ("auto", "captions", "pocketsphinx", "whisper")
 
@@ -132,12 +134,18 @@ class CoreEngine:
         transcript_source: str = "captions",
         whisper_model: str | None = None,
         backend: Any = None,
+        asr_threads: int = 1,
+        asr_max_backlog_s: float = DEFAULT_MAX_BACKLOG_S,
     ) -> None:
         """``backend``: an ``LLMBackend`` (e.g. the vLLM client); default the embedded transformers one.
 
         ``transcript_source``: ``captions`` (no ASR), ``pocketsphinx``, ``whisper`` (``whisper_model``), or
         ``auto`` (the server's default): ASR on the patient's speech — Whisper when ``whisper_model`` is
-        set, else pocketsphinx — until the platform sends a patient caption (:meth:`stop_asr`)."""
+        set, else pocketsphinx — until the platform sends a patient caption (:meth:`stop_asr`).
+
+        Speech-to-text runs on ``asr_threads`` threads shared by all sessions, off the media path
+        (:class:`stream_server.asr.BackgroundTranscriber`); a session keeps at most ``asr_max_backlog_s``
+        seconds of speech waiting for it."""
         if transcript_source not in TRANSCRIPT_SOURCES:
             raise ConfigError(
                 f"unknown transcript source {transcript_source!r}; "
@@ -163,6 +171,10 @@ class CoreEngine:
         self._whisper_model = whisper_model
         self._assess_lock = threading.Lock()  # one generation at a time: the model is shared
         self._gates: weakref.WeakValueDictionary[str, GatedTranscriber] = weakref.WeakValueDictionary()
+        self._asr: weakref.WeakValueDictionary[str, BackgroundTranscriber] = weakref.WeakValueDictionary()
+        self._asr_threads = asr_threads
+        self._asr_max_backlog_s = asr_max_backlog_s
+        self._asr_executor: ThreadPoolExecutor | None = None
 
     @property
     def transcript_source(self) -> str:
@@ -188,8 +200,19 @@ class CoreEngine:
         if transcriber is not None and self._source == "auto":
             transcriber = GatedTranscriber(transcriber)
             self._gates[session_id] = transcriber  # held by the state; gone with it
+        if transcriber is not None:
+            if self._asr_executor is None:
+                self._asr_executor = ThreadPoolExecutor(self._asr_threads, thread_name_prefix="mllmdr-asr")
+            transcriber = BackgroundTranscriber(
+                transcriber, self._asr_executor, max_backlog_s=self._asr_max_backlog_s
+            )
+            self._asr[session_id] = transcriber
         state: AnalysisState = self._assessor.new_session_state(session_id, transcriber=transcriber)
         return state
+
+    def background_asr(self, session_id: str) -> BackgroundTranscriber | None:
+        """The session's speech-to-text queue (None when the source is ``captions``)."""
+        return self._asr.get(session_id)
 
     def stop_asr(self, session_id: str) -> bool:
         """Source ``auto``: stop this session's ASR (captions took over). True if it was running."""

@@ -25,6 +25,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from mllmdr_core.assessment import DISCLAIMER, Assessment
 from mllmdr_core.errors import BackendError, MllmdrError, StorageError
 from mllmdr_core.frames import TranscriptLine
+from stream_server.asr import BackgroundTranscriber
 from stream_server.bus import EventBus
 from stream_server.engine import AnalysisState, Engine, Snapshot, finite
 from stream_server.ice import ice_servers_for, to_rtc
@@ -55,6 +56,7 @@ from stream_server.store import Store
 
 log = logging.getLogger("stream_server.session")
 T = TypeVar("T")
+ASR_DRAIN_TIMEOUT_S = 60.0  # at the end, queued speech gets this long to be transcribed
 ASSESS_ATTEMPTS = 3  # final/checkpoint assessment tries when the LLM backend fails
 CloseReason = Literal["ended", "publisher_gone", "error", "server_shutdown"]
 
@@ -108,12 +110,15 @@ class LiveSession:
         self._patient_captioned = False
         self.recorder = AudioRecorder(cfg.var_path / "recordings", session_id) if cfg.record_audio else None
         self._background: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start(); ASR callbacks post to it
+        self.asr = self._attach_asr(services.engine, session_id)
         self._analysis_fps = float(
             getattr(getattr(getattr(services.engine, "config", None), "visual", None), "analysis_fps", 5.0)
         )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, announce: bool) -> None:
+        self._loop = asyncio.get_running_loop()
         if announce:
             info = self.svc.engine.info
             await self.publish(
@@ -132,6 +137,54 @@ class LiveSession:
         self._tasks = [asyncio.ensure_future(self._worker()), asyncio.ensure_future(self._indicator_loop())]
         if self.checkpoint_interval_s:
             self._tasks.append(asyncio.ensure_future(self._checkpoint_loop(self.checkpoint_interval_s)))
+
+    def _attach_asr(self, engine: Any, session_id: str) -> BackgroundTranscriber | None:
+        """The session's background speech-to-text queue, wired to this session (None: captions only)."""
+        lookup = getattr(engine, "background_asr", None)
+        asr: BackgroundTranscriber | None = lookup(session_id) if lookup is not None else None
+        if asr is not None:
+            asr.on_lines = self._on_asr_lines
+            asr.on_drop = self._on_asr_drop
+            asr.on_error = self._on_asr_error
+        return asr
+
+    def _on_asr_lines(self, lines: list[TranscriptLine]) -> None:
+        """ASR thread: recognised lines join the state (the indicator loop stores and publishes them)."""
+        with self._state_lock:
+            for line in lines:
+                with contextlib.suppress(MllmdrError):  # the state closed meanwhile: the session is over
+                    self.state.add_transcript(line)
+
+    def _on_asr_drop(self, total: int) -> None:
+        """ASR thread: speech-to-text fell ``asr_max_backlog_s`` behind and dropped its oldest segment."""
+        self.svc.metrics.dropped.inc(1.0, "asr_segment")
+        message = "speech-to-text is behind; the oldest speech was not transcribed (transcript has gaps)"
+        self._warn_from_thread("asr_behind", message, segments_dropped=total)
+
+    def _on_asr_error(self, message: str) -> None:
+        """ASR thread: the recogniser failed on a segment (counted; the session goes on without its text)."""
+        self._warn_from_thread("asr_error", f"speech-to-text failed on a segment: {message}"[:300])
+
+    def _warn_from_thread(self, code: str, message: str, **detail: float | int | str) -> None:
+        """A warning event (once per code) raised from a worker thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self._warn(code, message, True, **detail)))
+
+    async def _wait_asr_idle(self, timeout_s: float) -> None:
+        """End of session: give queued speech up to ``timeout_s`` to be transcribed (polls, never blocks)."""
+        if self.asr is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while not self.asr.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.asr.idle:
+            left = self.asr.backlog_s
+            self.asr.close()
+            await self._warn(
+                "asr_incomplete",
+                f"speech-to-text did not finish within {timeout_s:.0f} s; {left:.1f} s of speech left out",
+                seconds_left_out=round(left, 1),
+            )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -513,6 +566,7 @@ class LiveSession:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._process_pending()
             await self.svc.run(self._flush_state)
+            await self._wait_asr_idle(ASR_DRAIN_TIMEOUT_S)
             await self._publish_asr(await self.svc.run(self._new_asr_lines))  # the last segment's text
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t_end, "end_drain")
             snap = await self.svc.run(self._snapshot)  # after the flush: the last window and segment
@@ -540,6 +594,8 @@ class LiveSession:
             if not pending:  # a pending session's subscribers wait for its assessment
                 self.svc.bus.close_session(self.id)
             self.queues.clear()
+            if self.asr is not None:
+                self.asr.close()
             with contextlib.suppress(Exception):
                 await self.svc.run(self._close_state)
             self.closed.set()
