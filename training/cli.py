@@ -95,8 +95,9 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
 def cmd_demo_bundle(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
     """synth → features → LM → stage 1 → stage 2 → export → eval, then copy into the repo."""
     from training.pipeline import run_all
+    from training.timing import StepTimer
 
-    result = run_all(cfg, progress=not args.quiet)
+    result = run_all(cfg, progress=not args.quiet, timer=StepTimer(from_process_start=True))
     if not args.no_install:
         dest = Path(args.bundle_dir) if args.bundle_dir else DEMO_BUNDLE_DIR
         if dest.exists():
@@ -114,8 +115,9 @@ def cmd_demo_bundle(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_paper(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
     from training.pipeline import run_all
+    from training.timing import StepTimer
 
-    return run_all(cfg, progress=not args.quiet)
+    return run_all(cfg, progress=not args.quiet, timer=StepTimer(from_process_start=True))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,6 +65,7 @@ class StageResult:
     last_loss: float
     seconds: float
     resumed: bool
+    cpu_s: float = 0.0  # CPU seconds of the training thread (0 in summaries written before it existed)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -142,7 +143,7 @@ def run_stage(
         )
 
     tokenizer = model.tokenizer
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.thread_time()
     last_loss = float("nan")
     for epoch in range(epoch0, cfg.epochs):
         alpha = cfg.alpha if cfg.alpha is not None else alpha_fn(epoch)
@@ -195,6 +196,7 @@ def run_stage(
         "first_loss": first_loss,
         "last_loss": last_loss,
         "seconds": round(time.monotonic() - t0, 1),
+        "cpu_s": round(time.thread_time() - cpu0, 1),
     }
     save_checkpoint(final_path, {"weights": trainable_state(model), "summary": summary})
     return StageResult(**summary, resumed=resumed)

@@ -16,8 +16,11 @@ Layout of the work directory::
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from mllmdr_core.model.mllm import MLlmDR
 from training.dataset import FeatureCache, ItemDataset, SessionLabels, build_examples
 from training.features import MediaJob, extract_corpus, load_features
 from training.run_config import RunConfig
+from training.timing import StepTime, StepTimer, timing_table
 from training.trainlog import plot_curves, seed_everything
 
 
@@ -159,7 +163,9 @@ def encoder_dir(cfg: RunConfig) -> Path:
     return cfg.work / "audio_encoder"
 
 
-def step_features(cfg: RunConfig, corpus: Corpus, progress: bool = True) -> dict[str, float]:
+def step_features(
+    cfg: RunConfig, corpus: Corpus, progress: bool = True, position: int | None = None
+) -> dict[str, float]:
     """Save the audio encoder once, then extract features of every session (resumable)."""
     from mllmdr_core.features.encoder import build_hubert
 
@@ -171,7 +177,9 @@ def step_features(cfg: RunConfig, corpus: Corpus, progress: bool = True) -> dict
     split_of = {s.session_id: s.split for s in corpus.sessions}
     jobs = sorted(corpus.jobs, key=lambda j: (order.get(split_of.get(j.session_id, ""), 2), j.session_id))
     jobs = jobs[: cfg.features.limit] if cfg.features.limit else jobs
-    return extract_corpus(jobs, mcfg, encoder_dir=enc, workers=cfg.features.workers, progress=progress)
+    return extract_corpus(
+        jobs, mcfg, encoder_dir=enc, workers=cfg.features.workers, progress=progress, position=position
+    )
 
 
 def lm_texts(
@@ -345,13 +353,66 @@ def assessor_check(bundle_dir: Path, sessions: Sequence[SessionLabels], features
     return {"sessions": totals}
 
 
+def _eval_ablations(
+    cfg: RunConfig,
+    bundle_dir: Path,
+    check_features: bool,
+    sessions: Sequence[SessionLabels],
+    ablations: Sequence[str],
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """Worker process: load the bundle and evaluate ``ablations`` (no progress bar)."""
+    from mllmdr_core.backends.transformers_backend import TransformersBackend
+    from mllmdr_core.bundle import load_bundle
+    from training.eval import evaluate
+
+    torch.set_num_threads(max(1, cfg.threads))
+    loaded = load_bundle(bundle_dir, check_features=check_features)
+    backend = TransformersBackend(loaded.model, max_new_tokens=loaded.config.llm.max_new_tokens)
+    return evaluate(
+        loaded.model,
+        backend,
+        sessions,
+        cfg.work / "features",
+        ablations=ablations,
+        indicator_names=names,
+        progress=False,
+    )
+
+
+@contextmanager
+def _side_evaluation(
+    cfg: RunConfig,
+    bundle_dir: Path,
+    check_features: bool,
+    sessions: Sequence[SessionLabels],
+    ablations: Sequence[str],
+    names: Sequence[str],
+    progress: bool,
+) -> Iterator[Callable[[], dict[str, Any]]]:
+    """Evaluate ``ablations`` in one worker process while the caller evaluates the others; yields a
+    function that waits for the worker's results (nothing to do when ``ablations`` is empty)."""
+    if not ablations:
+        yield lambda: {"ablations": {}}
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        fut = pool.submit(_eval_ablations, cfg, bundle_dir, check_features, sessions, ablations, names)
+        if progress:
+            print(f"eval {', '.join(ablations)}: in a worker process", file=sys.stderr)
+        yield fut.result
+        fut.result()
+
+
 def evaluate_bundle(
     cfg: RunConfig, corpus: Corpus, bundle_dir: Path | None, out_dir: Path, progress: bool = True
 ) -> dict[str, Any]:
     """Evaluate the exported bundle on ``cfg.eval.split`` and write the report."""
     from mllmdr_core.backends.transformers_backend import TransformersBackend
     from mllmdr_core.bundle import load_bundle
-    from training.eval import evaluate, write_report
+    from training.eval import check_targets, evaluate, write_report
 
     bundle_dir = bundle_dir or (Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle")
     live = corpus_feature_spec(cfg, corpus).visual_spec == cfg.model_config().visual.spec
@@ -363,15 +424,24 @@ def evaluate_bundle(
         raise ConfigError(f"no sessions in split {cfg.eval.split!r}")
     backend = TransformersBackend(loaded.model, max_new_tokens=loaded.config.llm.max_new_tokens)
     t0 = time.monotonic()
-    results = evaluate(
-        loaded.model,
-        backend,
-        sessions,
-        cfg.work / "features",
-        ablations=cfg.eval.ablations,
-        indicator_names=indicator_names(corpus, cfg),
-        progress=progress,
-    )
+    names = indicator_names(corpus, cfg)
+    ablations = list(cfg.eval.ablations)
+    side = ablations[1::2] if cfg.eval.workers > 1 and len(ablations) > 1 else []
+    mine = [a for a in ablations if a not in side]
+    with _side_evaluation(cfg, bundle_dir, live, sessions, side, names, progress) as side_result:
+        results = evaluate(
+            loaded.model,
+            backend,
+            sessions,
+            cfg.work / "features",
+            ablations=mine,
+            indicator_names=names,
+            progress=progress,
+        )
+    if side:
+        merged = {**results["ablations"], **side_result()["ablations"]}
+        results["ablations"] = {a: merged[a] for a in ablations}
+        results["targets"] = check_targets(results)
     if live:  # the server's Assessor only runs bundles whose features it can produce
         results["assessor_check"] = assessor_check(bundle_dir, sessions[:2], cfg.work / "features")
     results["meta"] = {
@@ -387,41 +457,117 @@ def evaluate_bundle(
     return results
 
 
-def run_all(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """synth (if synthetic) → features → training → export → eval, timing every step."""
-    timings: dict[str, float] = {}
-    t_all = time.monotonic()
+def step_lm(cfg: RunConfig, corpus: Corpus, progress: bool = True) -> None:
+    """Demo LM pre-training alone (it reads transcripts and labels only, not the feature cache)."""
+    if cfg.lm_pretrain.enabled:
+        build_backbone(cfg, corpus, progress)
 
-    def lap(name: str, t0: float) -> None:
-        timings[name] = round(time.monotonic() - t0, 1)
 
-    t0 = time.monotonic()
-    if cfg.corpus.kind == "synth":
-        step_synth(cfg, progress)
-    lap("synth", t0)
-    corpus = load_corpus(cfg)
-    t0 = time.monotonic()
-    step_features(cfg, corpus, progress)
-    lap("features", t0)
-    t0 = time.monotonic()
-    model, summary = run_training(cfg, corpus, progress)
-    lap("training", t0)
-    t0 = time.monotonic()
-    bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
-    lap("export", t0)
-    t0 = time.monotonic()
-    report = evaluate_bundle(cfg, corpus, bundle, cfg.work / "eval", progress)
-    lap("eval", t0)
-    timings["total"] = round(time.monotonic() - t_all, 1)
-    (cfg.work / "timings.json").write_text(json.dumps(timings, indent=2))
+class _Background:
+    """Runs a function in a thread; ``join()`` re-raises its exception in the caller."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # handed to the caller by join()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = None) -> dict[str, Any]:
+    """synth (if synthetic) → features (beside the demo LM pre-training) → stage 1 → stage 2 → export →
+    eval, timing every step; the timing table goes to ``timings.json``, the eval report and stderr."""
+    timer = timer or StepTimer()
+    with timer.step("synth", "skipped: corpus exists" if (corpus_dir(cfg) / "corpus.json").exists() else ""):
+        if cfg.corpus.kind == "synth":
+            step_synth(cfg, progress)
+    with timer.step("corpus + rationales"):
+        corpus = load_corpus(cfg)
+    beside = cfg.features.beside_lm and cfg.lm_pretrain.enabled
+    if beside:
+
+        def features() -> None:
+            with timer.step("features", f"{cfg.features.workers} workers, beside the LM", this_thread=True):
+                step_features(cfg, corpus, progress, position=1)
+
+        job = _Background(features)
+        try:
+            with timer.step("LM pre-training", "main process, beside features", this_thread=True):
+                step_lm(cfg, corpus, progress)
+        finally:
+            job.join()
+    else:
+        with timer.step("features", f"{cfg.features.workers} workers"):
+            step_features(cfg, corpus, progress)
+        if cfg.lm_pretrain.enabled:
+            with timer.step("LM pre-training"):
+                step_lm(cfg, corpus, progress)
+    with timer.step("stage 1 + stage 2") as rec:
+        model, summary = run_training(cfg, corpus, progress)
+    _split_training(timer, rec, summary)
+    with timer.step("export"):
+        bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
+    eval_note = f"{len(cfg.eval.ablations)} ablations, {min(cfg.eval.workers, 2)} processes"
+    with timer.step("eval", eval_note):
+        report = evaluate_bundle(cfg, corpus, bundle, cfg.work / "eval", progress)
+    timing = timer.to_json()
+    table = timing_table(timing)
+    (cfg.work / "timings.json").write_text(json.dumps(timing, indent=2))
+    add_timing_to_report(cfg.work / "eval", timing, table)
+    print(f"\nmllmdr-train {cfg.name}: wall time per step\n{table}\n", file=sys.stderr)
     size = sum(p.stat().st_size for p in Path(bundle).rglob("*") if p.is_file())
     return {
         "bundle": str(bundle),
         "bundle_bytes": size,
-        "timings_s": timings,
+        "timings_s": {s["name"]: s["wall_s"] for s in timing["steps"]} | {"total": timing["total_s"]},
         "targets": report["targets"],
         "report": str(cfg.work / "eval" / "report.md"),
     }
+
+
+def _split_training(timer: StepTimer, rec: Any, summary: dict[str, Any]) -> None:
+    """Replace the training step by its parts (model set-up incl. loading the LM, stage 1, stage 2),
+    from the stages' own wall and CPU seconds."""
+    parts = [(name, summary.get(key) or {}) for name, key in (("stage 1", "stage1"), ("stage 2", "stage2"))]
+    wall = [0.0 if p.get("resumed") else float(p.get("seconds", 0.0)) for _, p in parts]
+    cpu = [0.0 if p.get("resumed") else float(p.get("cpu_s", 0.0)) for _, p in parts]
+    if timer.steps[-1] is not rec:
+        return
+    timer.steps.pop()
+    t = rec.start_s
+    rows: list[tuple[str, dict[str, Any], float, float]] = [
+        ("model set-up", {}, max(0.0, rec.wall_s - sum(wall)), max(0.0, rec.cpu_main_s - sum(cpu)))
+    ]
+    rows += [(name, part, w, c) for (name, part), w, c in zip(parts, wall, cpu, strict=True)]
+    for name, part, secs, cpu_s in rows:
+        note = f"{part['steps']} steps, {part['epochs']} epochs" if part.get("steps") else ""
+        if part.get("resumed"):
+            note = "resumed: already finished"
+        timer.steps.append(StepTime(name, t, t + secs, cpu_s, 0.0, rec.load_1m, note))
+        t += secs
+
+
+def add_timing_to_report(eval_dir: Path, timing: dict[str, Any], table: str) -> None:
+    """Add the per-step timing to ``report.json`` (key ``timing``) and ``report.md`` (a section)."""
+    rj = eval_dir / "report.json"
+    if rj.exists():
+        data = json.loads(rj.read_text())
+        data["timing"] = timing
+        rj.write_text(json.dumps(data, indent=2))
+    md = eval_dir / "report.md"
+    if md.exists():
+        text = md.read_text().split("\n## Wall time per step")[0].rstrip("\n")
+        md.write_text(f"{text}\n\n## Wall time per step (this run)\n\n{table}\n")
 
 
 __all__ = [

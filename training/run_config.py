@@ -42,6 +42,7 @@ class CorpusConfig:
 class FeaturesConfig:
     workers: int = 2
     limit: int | None = None  # only the first N sessions (debugging)
+    beside_lm: bool = True  # run_all: pre-train the demo LM (one core) while the workers extract
 
 
 @dataclass
@@ -83,6 +84,7 @@ class EvalConfig:
     max_sessions: int | None = None
     ablations: tuple[str, ...] = ("all", "text", "av", "no_lqformer")
     batch_items: int = 8
+    workers: int = 1  # processes sharing the ablations (2: one worker process beside the main one)
 
 
 @dataclass

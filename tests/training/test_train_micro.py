@@ -12,8 +12,8 @@ from mllmdr_core.assess import Assessor
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.bundle import load_bundle
 from mllmdr_core.phq8 import ITEM_KEYS
-from training.features import load_features
-from training.pipeline import export_bundle, load_corpus, run_training, step_features, step_synth
+from training.features import extract_one, load_features
+from training.pipeline import export_bundle, load_corpus, run_all, run_training
 from training.run_config import load_run_config
 
 
@@ -22,15 +22,39 @@ def _curve(path: Path) -> list[dict[str, float]]:
 
 
 def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: Path) -> None:
-    cfg = load_run_config("micro", [f"workdir={tmp_path / 'run'}"])
-    step_synth(cfg, progress=False)
+    # run_all: synth → features (2 workers) beside the LM → stages → export → eval (2 processes)
+    cfg = load_run_config("micro", [f"workdir={tmp_path / 'run'}", "features.workers=2", "eval.workers=2"])
+    result = run_all(cfg, progress=False)
     corpus = load_corpus(cfg)
     assert corpus.split("train") and all(s.rationales for s in corpus.sessions)
-    step_features(cfg, corpus, progress=False)
     feats = load_features(Path(corpus.jobs[0].out_path))
     assert feats.audio.shape[0] > 0 and feats.visual.shape[0] > 0  # speech and face were found
 
-    model, summary = run_training(cfg, corpus, progress=False)
+    # audio pushed in coalesced runs gives the features of 20-ms frame-by-frame pushes (the live path)
+    job = corpus.jobs[0]
+    per_frame = extract_one(job, cfg.model_config(), str(cfg.work / "audio_encoder"), coalesce_s=0.0)
+    np.testing.assert_array_equal(per_frame.audio, feats.audio)
+    np.testing.assert_array_equal(per_frame.visual, feats.visual)
+
+    # the timing table: every step, in order, overlapping features and LM; in timings.json and reports
+    timing = json.loads((cfg.work / "timings.json").read_text())
+    names = [s["name"] for s in timing["steps"]]
+    assert names == [
+        "synth", "corpus + rationales", "LM pre-training", "features",
+        "model set-up", "stage 1", "stage 2", "export", "eval",
+    ]  # fmt: skip
+    steps = {s["name"]: s for s in timing["steps"]}
+    assert steps["features"]["start_s"] == steps["LM pre-training"]["start_s"]
+    assert steps["features"]["cpu_workers_s"] > 0 and steps["stage 2"]["cpu_main_s"] > 0
+    assert timing["total_s"] >= steps["eval"]["end_s"] > steps["synth"]["end_s"] > 0
+    assert json.loads((cfg.work / "eval" / "report.json").read_text())["timing"] == timing
+    assert "## Wall time per step" in (cfg.work / "eval" / "report.md").read_text()
+    report = json.loads((cfg.work / "eval" / "report.json").read_text())
+    assert list(report["ablations"]) == list(cfg.eval.ablations)  # one in a worker process, merged
+    assert set(result["targets"]) == {"f1_all", "mae_all", "masked_f1_gain"}
+
+    model, summary = run_training(cfg, corpus, progress=False)  # resumes the finished stages
+    assert summary["stage2"]["resumed"]
     lm = _curve(cfg.work / "lm" / "curve.jsonl")
     assert lm[-1]["loss"] < 0.8 * lm[0]["loss"]  # the demo LM learns the corpus text
     s2 = [r for r in _curve(cfg.work / "stage2" / "curve.jsonl") if "mse_loss" in r]
