@@ -2,20 +2,29 @@
 
 When the backend is still down after a session's in-line retries, the session becomes ``pending``: its
 final :class:`~stream_server.engine.Snapshot` (audio/visual feature arrays, transcript, indicators,
-window) is written to ``<var_dir>/pending/<session>.npz`` and its path stored in the session's ``meta``.
-:class:`PendingAssessments` retries with exponential back-off (``assess_retry_base_s`` doubling, at most
-``pending_retry_max_s``), and on start-up for every session the store still holds as ``pending``. On
-success it stores the assessment, publishes ``assessment.result``, marks the session ``closed`` and
-publishes ``session.closed``; the snapshot file is then deleted.
+window) is kept as ``.npz`` bytes in the store (``pending_snapshots``, readable by every instance) and,
+for a fast local read, in ``<var_dir>/pending/<session>.npz`` (path in the session's ``meta``).
+
+Several instances may share the database, so retries are claimed (``Store.claim_pending``): the parking
+instance holds the claim and renews it every ``pending_claim_ttl_s / 3`` while it retries with
+exponential back-off (``assess_retry_base_s`` doubling, at most ``pending_retry_max_s``). Every instance
+looks for unclaimed or expired claims at start-up and every ``pending_scan_s``, so a session parked by an
+instance that died is taken over once its claim expires. Success is committed with
+``Store.finish_pending`` (assessment stored and session ``closed`` in one transaction, only while the
+claim is still ours): exactly one final assessment per session, whichever instance makes it. Then
+``assessment.result`` and ``session.closed`` are published and the local file deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
+import secrets
+import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,20 +50,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("stream_server.pending")
 
 
-def save_snapshot(path: Path, snap: Snapshot) -> Path:
-    """Write ``snap`` to ``path`` (``.npz``, no pickles) atomically; returns ``path``."""
+def snapshot_bytes(snap: Snapshot) -> bytes:
+    """``snap`` as ``.npz`` bytes (no pickles)."""
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        audio=snap.audio,  # (Ta, D_audio)
+        visual=snap.visual,  # (Tv, D_visual)
+        window=np.asarray(snap.window, dtype=np.float64),  # (2,)
+        transcript=np.asarray(json.dumps([asdict(line) for line in snap.transcript])),
+        indicators=np.asarray(json.dumps(snap.indicators)),
+    )
+    return buf.getvalue()
+
+
+def save_snapshot(path: Path, snap: Snapshot | bytes) -> Path:
+    """Write ``snap`` (or its :func:`snapshot_bytes`) to ``path`` atomically; returns ``path``."""
+    data = snap if isinstance(snap, bytes) else snapshot_bytes(snap)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     try:
         with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                audio=snap.audio,  # (Ta, D_audio)
-                visual=snap.visual,  # (Tv, D_visual)
-                window=np.asarray(snap.window, dtype=np.float64),  # (2,)
-                transcript=np.asarray(json.dumps([asdict(line) for line in snap.transcript])),
-                indicators=np.asarray(json.dumps(snap.indicators)),
-            )
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,10 +82,11 @@ def save_snapshot(path: Path, snap: Snapshot) -> Path:
     return path
 
 
-def load_snapshot(path: Path) -> Snapshot:
-    """Read a snapshot written by :func:`save_snapshot`."""
+def load_snapshot(path: Path | bytes) -> Snapshot:
+    """Read a snapshot written by :func:`save_snapshot` (a file) or :func:`snapshot_bytes`."""
+    where = "bytes from the store" if isinstance(path, bytes) else str(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(path) if isinstance(path, bytes) else path, allow_pickle=False) as data:
             window = data["window"]
             return Snapshot(
                 audio=np.array(data["audio"], dtype=np.float32),
@@ -78,15 +96,18 @@ def load_snapshot(path: Path) -> Snapshot:
                 window=(float(window[0]), float(window[1])),
             )
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise StorageError(f"pending session features {path} unreadable: {exc}") from exc
+        raise StorageError(f"pending session features ({where}) unreadable: {exc}") from exc
 
 
 class PendingAssessments:
-    """Background retries of final assessments for ``pending`` sessions (one task per session)."""
+    """Background retries of final assessments for ``pending`` sessions (one task per session claimed)."""
 
     def __init__(self, services: Services) -> None:
         self.svc = services
+        # who holds a claim in the database: host, process, and a random part (pids repeat in containers)
+        self.owner = f"{socket.gethostname()[:32]}-{os.getpid()}-{secrets.token_hex(4)}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._scanner: asyncio.Task[None] | None = None
 
     @property
     def directory(self) -> Path:
@@ -97,11 +118,12 @@ class PendingAssessments:
         return task is not None and not task.done()
 
     async def park(self, session_id: str, snap: Snapshot, *, reason: str, media_time_s: float) -> None:
-        """Keep ``snap`` on disk, mark the session ``pending`` in the store and start retrying."""
-        path = await self.svc.run(save_snapshot, self.directory / f"{session_id}.npz", snap)
-        meta = {"snapshot": str(path), "reason": reason, "media_time_s": media_time_s, "since": time.time()}
-        await self.svc.store.update_meta(session_id, {"pending": meta})
-        await self.svc.store.set_state(session_id, "pending")
+        """Keep ``snap`` (store + local file), mark the session ``pending`` claimed by us, start retrying."""
+        data = await self.svc.run(snapshot_bytes, snap)
+        path = await self.svc.run(save_snapshot, self.directory / f"{session_id}.npz", data)
+        info = {"snapshot": str(path), "reason": reason, "media_time_s": media_time_s, "since": time.time()}
+        ttl = self.svc.settings.pending_claim_ttl_s
+        await self.svc.store.park_pending(session_id, data, info, owner=self.owner, claim_ttl_s=ttl)
         self.start(session_id)
 
     def start(self, session_id: str) -> None:
@@ -109,31 +131,62 @@ class PendingAssessments:
             self._tasks[session_id] = asyncio.ensure_future(self._retry(session_id))
 
     async def resume_all(self) -> int:
-        """Server start-up: retry every session the store holds as ``pending``. Returns how many."""
-        ids = await self.svc.store.sessions_in_state("pending")
+        """Server start-up: retry every pending session no live instance holds (returns how many), then
+        look again every ``pending_scan_s`` (claims of instances that died expire)."""
+        count = await self.scan()
+        if self._scanner is None:
+            self._scanner = asyncio.ensure_future(self._scan_forever())
+        return count
+
+    async def scan(self) -> int:
+        """Start retrying the pending sessions whose claim is free or expired."""
+        ids = [s for s in await self.svc.store.claimable_pending() if not self.retrying(s)]
         for session_id in ids:
             self.start(session_id)
         return len(ids)
 
+    async def _scan_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.svc.settings.pending_scan_s)
+            try:
+                await self.scan()
+            except StorageError as exc:
+                log.warning("pending scan failed: %s", exc)
+
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
+        """Stop retrying; claims still held are released so another instance can take over at once."""
+        tasks = [t for t in (self._scanner, *self._tasks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._scanner = None
 
     async def _retry(self, session_id: str) -> None:
+        store, ttl = self.svc.store, self.svc.settings.pending_claim_ttl_s
         try:
-            row = await self.svc.store.get_session(session_id)
+            if not await store.claim_pending(session_id, self.owner, ttl):
+                return  # closed meanwhile, or another instance holds it (its claim expires if it dies)
+        except StorageError as exc:
+            log.warning("pending session %s: cannot claim: %s", session_id, exc)
+            return
+        lost = asyncio.Event()
+        keeper = asyncio.ensure_future(self._keep_claim(session_id, lost))
+        finished = False
+        try:
+            row = await store.get_session(session_id)
             info: dict[str, Any] = (row or {}).get("meta", {}).get("pending") or {}
-            if row is None or row["state"] != "pending" or not info.get("snapshot"):
+            snap = await self._load(session_id, info)
+            result = await self._assess_until_done(session_id, snap, lost)
+            if result is None or not await store.finish_pending(session_id, self.owner, result):
+                log.warning(
+                    "pending session %s: claim lost; another instance makes its assessment", session_id
+                )
                 return
-            path = Path(info["snapshot"])
-            snap = await self.svc.run(load_snapshot, path)
-            result = await self._assess_until_done(session_id, snap)
-            await self._finish(session_id, result, info)
+            finished = True
+            await self._publish_finished(session_id, result, info)
             with contextlib.suppress(OSError):
-                path.unlink()
+                Path(info.get("snapshot") or self.directory / f"{session_id}.npz").unlink()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # not a backend outage (bad snapshot, model error): report it, stay pending
@@ -146,13 +199,48 @@ class PendingAssessments:
                         message=f"pending final assessment failed: {str(exc)[:400]}",
                     )
                 )
+        finally:
+            keeper.cancel()
+            if not finished:
+                with contextlib.suppress(Exception):
+                    await store.release_claim(session_id, self.owner)
 
-    async def _assess_until_done(self, session_id: str, snap: Snapshot) -> Assessment:
+    async def _keep_claim(self, session_id: str, lost: asyncio.Event) -> None:
+        """Renew our claim every third of its lifetime; set ``lost`` when another instance has it."""
+        ttl = self.svc.settings.pending_claim_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if not await self.svc.store.claim_pending(session_id, self.owner, ttl):
+                    lost.set()
+                    return
+            except StorageError as exc:  # a database blip: try again; the claim lasts ttl
+                log.info("pending session %s: claim renewal failed: %s", session_id, exc)
+
+    async def _load(self, session_id: str, info: dict[str, Any]) -> Snapshot:
+        """The local file when this instance parked the session, else the store's copy."""
+        local = Path(info["snapshot"]) if info.get("snapshot") else None
+        if local is not None and local.is_file():
+            return await self.svc.run(load_snapshot, local)
+        data = await self.svc.store.pending_snapshot(session_id)
+        if data is None:
+            raise StorageError(
+                f"pending session {session_id}: its features are in neither the store nor {local}"
+            )
+        return await self.svc.run(load_snapshot, data)
+
+    async def _assess_until_done(
+        self, session_id: str, snap: Snapshot, lost: asyncio.Event
+    ) -> Assessment | None:
+        """Retry until the backend answers (None once our claim is lost: another instance has it)."""
         settings = self.svc.settings
         attempt = 0
         while True:
             delay = min(settings.assess_retry_base_s * 2**attempt, settings.pending_retry_max_s)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), delay)
+            if lost.is_set():
+                return None
             try:
                 async with self.svc.assess_slots:
                     t0 = time.perf_counter()
@@ -165,13 +253,11 @@ class PendingAssessments:
                 attempt += 1
                 log.info("pending session %s: backend still down (%s); try %d", session_id, exc, attempt)
 
-    async def _finish(self, session_id: str, result: Assessment, info: dict[str, Any]) -> None:
+    async def _publish_finished(self, session_id: str, result: Assessment, info: dict[str, Any]) -> None:
+        """After ``finish_pending`` committed: the result, the closed state, ``session.closed``."""
         svc = self.svc
-        await svc.store.add_assessment(result)
         svc.metrics.assessments.inc(1.0, "final")
         await svc.bus.publish(AssessmentResultEvent(session_id=session_id, assessment=result))
-        await svc.store.update_meta(session_id, {"pending": None})
-        await svc.store.set_state(session_id, "closed", ended=True)
         await svc.bus.publish(
             SessionStatusEvent(
                 session_id=session_id, state="closed", publisher_connected=False, detail="assessment done"
@@ -188,4 +274,3 @@ class PendingAssessments:
         )
         svc.bus.close_session(session_id)
         log.info("pending session %s: final assessment stored", session_id)
-

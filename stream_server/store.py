@@ -3,7 +3,18 @@
 Every write commits before the caller acknowledges it, so an acknowledged caption, indicator row,
 checkpoint or event survives ``kill -9`` of the server (SQLite WAL is durable across process crashes).
 Tables: sessions, transcript, indicators, assessments, events (the ordered event log replayed to late
-joiners). JSON columns hold pydantic dumps; the schema uses only types both backends share.
+joiners), pending_snapshots (features of sessions whose final assessment waits for the LLM backend).
+JSON columns hold pydantic dumps; the schema uses only types both backends share.
+
+Migrations: ``init`` creates missing tables and adds missing nullable columns to existing ones
+(``ALTER TABLE … ADD COLUMN``, same statement on SQLite and Postgres), so a database made by an older
+version gains e.g. ``sessions.claimed_by``/``claimed_until``. Schema changes must stay additive and
+nullable (or defaulted) for this to hold.
+
+Pending claims: ``claim_pending`` is one conditional ``UPDATE`` (state ``pending`` and the claim free,
+expired or already ours), atomic on both backends; ``finish_pending`` stores the final assessment and
+closes the session in one transaction only while the caller still holds the claim. So with several
+instances exactly one stores the final assessment, and a claim left by a dead instance expires.
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ sessions = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("bundle_id", sa.String(200), nullable=False),
     sa.Column("meta", sa.Text, nullable=False, default="{}"),
+    # pending final assessment: which instance retries it, and until when its claim holds (Unix s)
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("claimed_until", sa.Float, nullable=True),
 )
 transcript = sa.Table(
     "transcript",
@@ -67,6 +81,13 @@ assessments = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+)
+pending_snapshots = sa.Table(
+    "pending_snapshots",
+    metadata,
+    sa.Column("session_id", sa.String(64), sa.ForeignKey("sessions.id"), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # stream_server.pending.snapshot_bytes (.npz)
 )
 events = sa.Table(
     "events",
@@ -106,6 +127,7 @@ class Store:
                     # Several instances start at once: serialise schema creation (lock ends with the tx).
                     await conn.execute(sa.text("SELECT pg_advisory_xact_lock(726351)"))
                 await conn.run_sync(metadata.create_all)
+                await conn.run_sync(_add_missing_columns)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open database {self._safe_url}: {exc}") from exc
 
@@ -184,6 +206,116 @@ class Store:
         rows = await self._read(sa.select(sessions.c.id).where(sessions.c.state == state))
         return [r["id"] for r in rows]
 
+    # ---- pending final assessments (claims shared by every instance on this database)
+    async def park_pending(
+        self, session_id: str, snapshot: bytes, info: dict[str, Any], *, owner: str, claim_ttl_s: float
+    ) -> None:
+        """One transaction: keep ``snapshot``, set ``meta.pending``, state pending, claimed by ``owner``."""
+        now = time.time()
+        try:
+            async with self._engine.begin() as conn:
+                meta = await self._meta_for_update(conn, session_id)
+                meta["pending"] = info
+                await conn.execute(
+                    pending_snapshots.delete().where(pending_snapshots.c.session_id == session_id)
+                )
+                await conn.execute(
+                    pending_snapshots.insert().values(session_id=session_id, created_at=now, body=snapshot)
+                )
+                await conn.execute(
+                    sessions.update()
+                    .where(sessions.c.id == session_id)
+                    .values(
+                        state="pending",
+                        meta=json.dumps(meta),
+                        claimed_by=owner,
+                        claimed_until=now + claim_ttl_s,
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database write failed: {type(exc).__name__}: {exc}") from exc
+
+    async def claim_pending(
+        self, session_id: str, owner: str, ttl_s: float, *, now: float | None = None
+    ) -> bool:
+        """Take (or renew) the claim on a pending session; False when another live claim holds it."""
+        now = time.time() if now is None else now
+        free = sa.or_(
+            sessions.c.claimed_by.is_(None), sessions.c.claimed_until < now, sessions.c.claimed_by == owner
+        )
+        [result] = await self._write(
+            sessions.update()
+            .where(sessions.c.id == session_id, sessions.c.state == "pending", free)
+            .values(claimed_by=owner, claimed_until=now + ttl_s)
+        )
+        return bool(result.rowcount == 1)
+
+    async def release_claim(self, session_id: str, owner: str) -> None:
+        await self._write(
+            sessions.update()
+            .where(sessions.c.id == session_id, sessions.c.claimed_by == owner)
+            .values(claimed_by=None, claimed_until=None)
+        )
+
+    async def claimable_pending(self, *, now: float | None = None) -> list[str]:
+        """Pending sessions whose claim is free or expired."""
+        now = time.time() if now is None else now
+        rows = await self._read(
+            sa.select(sessions.c.id)
+            .where(
+                sessions.c.state == "pending",
+                sa.or_(sessions.c.claimed_by.is_(None), sessions.c.claimed_until < now),
+            )
+            .order_by(sessions.c.created_at)
+        )
+        return [r["id"] for r in rows]
+
+    async def pending_snapshot(self, session_id: str) -> bytes | None:
+        rows = await self._read(
+            sa.select(pending_snapshots.c.body).where(pending_snapshots.c.session_id == session_id)
+        )
+        return bytes(rows[0]["body"]) if rows else None
+
+    async def finish_pending(self, session_id: str, owner: str, assessment: Assessment) -> bool:
+        """While ``owner`` holds the claim: store the final assessment, close the session, drop the
+        snapshot, in one transaction. False (nothing written) when the claim was lost."""
+        try:
+            async with self._engine.begin() as conn:
+                meta = await self._meta_for_update(conn, session_id)
+                meta.pop("pending", None)
+                closed = await conn.execute(
+                    sessions.update()
+                    .where(
+                        sessions.c.id == session_id,
+                        sessions.c.state == "pending",
+                        sessions.c.claimed_by == owner,
+                    )
+                    .values(
+                        state="closed",
+                        ended_at=time.time(),
+                        meta=json.dumps(meta),
+                        claimed_by=None,
+                        claimed_until=None,
+                    )
+                )
+                if closed.rowcount != 1:
+                    return False
+                await conn.execute(self._assessment_insert(assessment))
+                await conn.execute(
+                    pending_snapshots.delete().where(pending_snapshots.c.session_id == session_id)
+                )
+                return True
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database write failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _meta_for_update(self, conn: Any, session_id: str) -> dict[str, Any]:
+        stmt = sa.select(sessions.c.meta).where(sessions.c.id == session_id)
+        if self._engine.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()  # the row stays ours until commit (SQLite: one writer anyway)
+        raw = (await conn.execute(stmt)).scalar_one_or_none()
+        meta: dict[str, Any] = json.loads(raw or "{}")
+        return meta
+
     async def open_sessions(self) -> list[str]:
         rows = await self._read(sa.select(sessions.c.id).where(sessions.c.state != "closed"))
         return [r["id"] for r in rows]
@@ -219,13 +351,15 @@ class Store:
         )
 
     async def add_assessment(self, assessment: Assessment) -> None:
-        await self._write(
-            assessments.insert().values(
-                session_id=assessment.session_id,
-                kind=assessment.kind,
-                created_at=assessment.created_at,
-                body=assessment.model_dump_json(),
-            )
+        await self._write(self._assessment_insert(assessment))
+
+    @staticmethod
+    def _assessment_insert(assessment: Assessment) -> Any:
+        return assessments.insert().values(
+            session_id=assessment.session_id,
+            kind=assessment.kind,
+            created_at=assessment.created_at,
+            body=assessment.model_dump_json(),
         )
 
     async def add_event(self, session_id: str, seq: int, kind: str, ts: float, body: str) -> None:
@@ -268,6 +402,21 @@ class Store:
             stmt = stmt.where(assessments.c.kind == kind)
         rows = await self._read(stmt.order_by(assessments.c.id))
         return [Assessment.model_validate_json(r["body"]) for r in rows]
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """Additive migration: nullable columns of ``metadata`` that an existing table lacks are added."""
+    inspector = sa.inspect(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise StorageError(f"cannot migrate {table.name}: new column {column.name} must be nullable")
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
