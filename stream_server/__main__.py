@@ -10,15 +10,16 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-import uvicorn
-
-from mllmdr_core.backends.vllm_backend import backend_from_env
-from mllmdr_core.bundle import is_bundle
 from mllmdr_core.errors import MllmdrError
-from stream_server.engine import CoreEngine
 from stream_server.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+# The model, torch and web stack are imported inside the functions: the speech-to-text worker process
+# (spawned, stream_server/asr.py) re-imports the entry script, and should stay light.
 
 log = logging.getLogger("stream_server")
 DEMO_BUNDLE = Path("bundles/demo")
@@ -29,6 +30,8 @@ WS_MAX_BYTES = (
 
 def resolve_bundle(settings: Settings) -> Path:
     """The configured bundle; in demo mode ``bundles/demo/`` or else a tiny random bundle in ``var/``."""
+    from mllmdr_core.bundle import is_bundle
+
     if settings.bundle_path:
         return Path(settings.bundle_path)
     if is_bundle(DEMO_BUNDLE):
@@ -63,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _announce(server: uvicorn.Server, settings: Settings) -> None:
+    import httpx
+
     while not server.started:
         await asyncio.sleep(0.05)
     if not settings.demo:
@@ -83,7 +88,11 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from mllmdr_core.backends.vllm_backend import backend_from_env
     from stream_server.app import create_app
+    from stream_server.engine import CoreEngine
 
     bundle = resolve_bundle(settings)
     engine = await asyncio.to_thread(
@@ -105,8 +114,11 @@ async def serve(settings: Settings) -> None:
     )  # access log would print tokens in URLs
     server = uvicorn.Server(config)
     announce = asyncio.ensure_future(_announce(server, settings))
-    await server.serve()
-    announce.cancel()
+    try:
+        await server.serve()
+    finally:
+        announce.cancel()
+        engine.close()  # the speech-to-text process
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,8 @@
 """Speech-to-text off the media path: a session's speech segments queue here and one shared ASR thread
-transcribes them, so a slow recogniser delays the transcript, never the indicators.
+transcribes them, so a slow recogniser delays the transcript, never the indicators. The recogniser itself
+runs in a worker process (:class:`AsrProcess`): pocketsphinx holds the GIL while it decodes (measured: the
+main thread stood still for 5.9 s during one 5.8 s utterance), which would stall the event loop and every
+session's analysis thread.
 
 ``SessionState`` calls :meth:`BackgroundTranscriber.transcribe` inline (from the session's analysis
 thread) for each closed speech segment; the call only queues the segment and returns no lines. The ASR
@@ -10,17 +13,19 @@ dropped and counted (the transcript then has gaps, and the session warns once).
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mllmdr_core.errors import MllmdrError
+from mllmdr_core.errors import MediaError, MllmdrError
 from mllmdr_core.frames import TranscriptLine
 
 SAMPLE_RATE = 16_000
@@ -132,3 +137,101 @@ class BackgroundTranscriber:
             self.stats.segments_done += 1
             if lines and self.on_lines is not None and not self._closed:
                 self.on_lines(lines)
+
+
+# ---------------------------------------------------------------- the recogniser's process
+_WORKER_TRANSCRIBERS: dict[tuple[str, str | None], Any] = {}  # in the worker process: loaded recognisers
+
+
+def _transcribe_in_worker(
+    source: str, model: str | None, samples: np.ndarray, start_s: float
+) -> list[TranscriptLine]:
+    """Worker process: transcribe with this process's (cached) recogniser for ``source``."""
+    transcriber = _WORKER_TRANSCRIBERS.get((source, model))
+    if transcriber is None:
+        from mllmdr_core.features.transcribe import make_transcriber
+
+        transcriber = make_transcriber(source, model)
+        _WORKER_TRANSCRIBERS[(source, model)] = transcriber
+    lines: list[TranscriptLine] = transcriber.transcribe(samples, start_s)
+    return lines
+
+
+def _worker_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+class AsrProcess:
+    """The recogniser process shared by a server's sessions: spawned on first use, respawned if it dies."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise MediaError("speech-to-text is shut down")
+            if self._pool is None:
+                # spawn: a fresh interpreter (forking a process that runs aiortc and torch threads is unsafe)
+                ctx = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx)
+            return self._pool
+
+    def transcribe(
+        self, source: str, model: str | None, samples: np.ndarray, start_s: float
+    ) -> list[TranscriptLine]:
+        """Blocks the calling (ASR) thread, not the GIL, until the worker answers."""
+        pool = self._get()
+        try:
+            return pool.submit(_transcribe_in_worker, source, model, samples, start_s).result()
+        except BrokenProcessPool as exc:
+            self._discard(pool)
+            raise MediaError(
+                f"the speech-to-text process died ({exc}); it restarts with the next segment"
+            ) from exc
+
+    def warm(self, source: str, model: str | None) -> None:
+        """Start the process and load the recogniser now, in the background (the first segment then
+        does not wait for them)."""
+        silence = np.zeros(SAMPLE_RATE // 5, dtype=np.float32)  # (3200,) 0.2 s
+        self._get().submit(_transcribe_in_worker, source, model, silence, 0.0)
+
+    def pid(self) -> int:
+        """The worker's process id (starts it if needed)."""
+        return int(self._get().submit(_worker_pid).result())
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Idempotent: stop the worker process."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ProcessTranscriber:
+    """A ``Transcriber`` for ``source`` (``pocketsphinx`` / ``whisper``) run by an :class:`AsrProcess`."""
+
+    def __init__(self, source: str, model: str | None, process: AsrProcess) -> None:
+        from mllmdr_core.features.transcribe import make_transcriber
+
+        local = make_transcriber(source, model)  # for its name and label only; it loads nothing until used
+        self.name = str(local.name)
+        self.low_accuracy = bool(local.low_accuracy)
+        self.source = source
+        self.model = model
+        self._process = process
+
+    def transcribe(self, samples: np.ndarray, start_s: float) -> list[TranscriptLine]:
+        return self._process.transcribe(self.source, self.model, samples, start_s)

@@ -19,7 +19,7 @@ import numpy as np
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.errors import ConfigError
 from mllmdr_core.frames import FloatArray, TranscriptLine
-from stream_server.asr import DEFAULT_MAX_BACKLOG_S, BackgroundTranscriber
+from stream_server.asr import DEFAULT_MAX_BACKLOG_S, AsrProcess, BackgroundTranscriber, ProcessTranscriber
 
 TRANSCRIPT_SOURCES = ("auto", "captions", "pocketsphinx", "whisper")
 
@@ -143,9 +143,9 @@ class CoreEngine:
         ``auto`` (the server's default): ASR on the patient's speech — Whisper when ``whisper_model`` is
         set, else pocketsphinx — until the platform sends a patient caption (:meth:`stop_asr`).
 
-        Speech-to-text runs on ``asr_threads`` threads shared by all sessions, off the media path
-        (:class:`stream_server.asr.BackgroundTranscriber`); a session keeps at most ``asr_max_backlog_s``
-        seconds of speech waiting for it."""
+        Speech-to-text runs off the media path, in ``asr_threads`` recogniser processes shared by all
+        sessions (:mod:`stream_server.asr`); a session keeps at most ``asr_max_backlog_s`` seconds of
+        speech waiting for it."""
         if transcript_source not in TRANSCRIPT_SOURCES:
             raise ConfigError(
                 f"unknown transcript source {transcript_source!r}; "
@@ -175,6 +175,8 @@ class CoreEngine:
         self._asr_threads = asr_threads
         self._asr_max_backlog_s = asr_max_backlog_s
         self._asr_executor: ThreadPoolExecutor | None = None
+        self._asr_process: AsrProcess | None = None
+        self._transcriber()  # starts the speech-to-text process now, so the first segment does not wait
 
     @property
     def transcript_source(self) -> str:
@@ -186,14 +188,21 @@ class CoreEngine:
     def _transcriber(self) -> Any:
         if self._source == "captions":
             return None
-        from mllmdr_core.features.transcribe import make_transcriber
-
         asr = self._source
         if asr == "auto":
             asr = "whisper" if self._whisper_model else "pocketsphinx"
-        if asr == "whisper":
-            return make_transcriber(asr, model_path=self._whisper_model)
-        return make_transcriber(asr)
+        model = self._whisper_model if asr == "whisper" else None
+        if self._asr_process is None:
+            self._asr_process = AsrProcess(self._asr_threads)
+            self._asr_process.warm(asr, model)
+        return ProcessTranscriber(asr, model, self._asr_process)
+
+    def close(self) -> None:
+        """Idempotent: stop the speech-to-text threads and process."""
+        if self._asr_executor is not None:
+            self._asr_executor.shutdown(wait=False, cancel_futures=True)
+        if self._asr_process is not None:
+            self._asr_process.close()
 
     def new_state(self, session_id: str) -> AnalysisState:
         transcriber = self._transcriber()

@@ -429,6 +429,8 @@ class LiveSession:
                 await self.publisher_lost(f"no media for {self.svc.settings.media_timeout_s:.0f} s")
                 continue
             if self.media_time_s <= last_media:
+                if self.asr is not None:  # speech-to-text lags the media: its lines may come after it
+                    await self._publish_asr(await self.svc.run(self._new_asr_lines))
                 continue
             last_media = self.media_time_s
             try:

@@ -15,9 +15,10 @@ import pytest
 from scipy.signal import resample_poly
 
 from client_sdk.synth import AUDIO_RATE, speak
+from mllmdr_core.errors import MediaError
 from mllmdr_core.features.transcribe import PocketsphinxTranscriber
 from mllmdr_core.frames import TranscriptLine
-from stream_server.asr import SAMPLE_RATE, BackgroundTranscriber
+from stream_server.asr import SAMPLE_RATE, AsrProcess, BackgroundTranscriber, ProcessTranscriber
 
 
 def speech16(text: str) -> np.ndarray:
@@ -179,3 +180,56 @@ async def test_indicators_keep_flowing_while_speech_to_text_is_held(
         assert any(e["kind"] == "transcript" for item in final["items"] for e in item["evidence"])
         await pub.close()
         await asyncio.sleep(0)
+
+
+# ---------------------------------------------------------------- the recogniser's process
+@pytest.fixture
+def asr_process() -> Iterator[AsrProcess]:
+    process = AsrProcess()
+    yield process
+    process.close()
+
+
+def test_the_recogniser_runs_in_its_own_process_and_leaves_the_gil_free(asr_process: AsrProcess) -> None:
+    import os
+
+    transcriber = ProcessTranscriber("pocketsphinx", None, asr_process)
+    assert transcriber.name == "pocketsphinx" and transcriber.low_accuracy
+    assert asr_process.pid() != os.getpid()
+    speech = speech16("I have been feeling tired and I do not sleep well at night")
+    transcriber.transcribe(speech[:SAMPLE_RATE], 0.0)  # warm: the decoder loads in the worker
+    result: list[list[TranscriptLine]] = []
+    worker = threading.Thread(target=lambda: result.append(transcriber.transcribe(speech, 2.0)))
+    t0 = last = time.perf_counter()
+    max_gap = 0.0
+    worker.start()
+    while worker.is_alive():  # this thread keeps running while the other waits for the recogniser
+        time.sleep(0.005)
+        now = time.perf_counter()
+        max_gap, last = max(max_gap, now - last), now
+    decode_s = time.perf_counter() - t0
+    lines = result[0]
+    assert lines and lines[0].source == "asr:pocketsphinx" and lines[0].start_s >= 2.0
+    assert all(line.text for line in lines)
+    # in-process, pocketsphinx holds the GIL for the whole utterance (max gap ≈ decode time)
+    assert max_gap < max(0.25, decode_s / 2), (max_gap, decode_s)
+
+
+def test_a_dead_recogniser_process_is_reported_then_respawned(asr_process: AsrProcess) -> None:
+    import os
+    import signal
+
+    transcriber = ProcessTranscriber("pocketsphinx", None, asr_process)
+    first = asr_process.pid()
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(MediaError, match="process died"):
+        transcriber.transcribe(speech16("hello"), 0.0)
+    lines = transcriber.transcribe(speech16("I feel tired"), 0.0)
+    assert asr_process.pid() != first and lines
+
+
+def test_a_closed_recogniser_process_refuses_work(asr_process: AsrProcess) -> None:
+    asr_process.close()
+    asr_process.close()
+    with pytest.raises(MediaError, match="shut down"):
+        ProcessTranscriber("pocketsphinx", None, asr_process).transcribe(speech16("hello"), 0.0)
