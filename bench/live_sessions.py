@@ -14,8 +14,12 @@ WebSocket per session records the ``indicators`` events. Figures per N:
   event receive time - (wall time the publisher sent its first frame + the event's
   ``media_time_s``): media timestamp → indicator emission, incl. jitter buffer, queues and analysis;
 - server ``lag_s`` p95 (frame received → analysed, reported by the server itself);
-- dropped audio/video frames (server ``mllmdr_dropped_total``; video is first thinned to the 5 fps
-  analysis rate, which is not a drop);
+- dropped audio/video frames (server ``mllmdr_frames_dropped_total``; video is first thinned to the
+  bundle's analysis rate, which is not a drop);
+- transcript: ``--transcript captions`` (default: the telehealth platform sends captions, the server runs
+  no speech-to-text) or ``auto`` (the server's default when no captions come: pocketsphinx on the
+  patient's speech, in its background ASR thread); the ASR segments dropped because it fell behind and
+  the ``transcript`` events received are reported;
 - server CPU (% of one core) and RSS per session ((RSS at the end - idle RSS) / N);
 - real time = lag p95 < 2 s and no audio dropped. The largest real-time N is reported.
 
@@ -91,7 +95,13 @@ async def _publisher(
     return pc, tracks
 
 
-async def _collect(base: str, sid: str, token: str, out: list[tuple[float, dict[str, Any]]]) -> None:
+async def _collect(
+    base: str,
+    sid: str,
+    token: str,
+    out: list[tuple[float, dict[str, Any]]],
+    transcript: list[tuple[float, dict[str, Any]]],
+) -> None:
     import websockets
 
     url = base.replace("http", "ws") + f"/v1/sessions/{sid}/events?token={token}"
@@ -100,16 +110,25 @@ async def _collect(base: str, sid: str, token: str, out: list[tuple[float, dict[
             event = json.loads(raw)
             if event["type"] == "indicators":
                 out.append((time.time(), event))
+            elif event["type"] == "transcript":
+                transcript.append((time.time(), event))
 
 
 async def run_n(
-    bundle: Path, n: int, duration: float, media: Path, work: Path, warmup: float, passthrough: bool
+    bundle: Path,
+    n: int,
+    duration: float,
+    media: Path,
+    work: Path,
+    warmup: float,
+    passthrough: bool,
+    transcript: str = "captions",
 ) -> dict[str, Any]:
     import httpx
     import psutil
 
     load_before = load_avg()
-    async with server_process(bundle, work) as server:
+    async with server_process(bundle, work, transcript_source=transcript) as server:
         return await _measure(
             server, n, duration, media, load_before, psutil.Process(), httpx, warmup, passthrough
         )
@@ -135,8 +154,11 @@ async def _measure(
             r.raise_for_status()
             sessions.append(r.json())
         events: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
+        transcripts: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
         collectors = [
-            asyncio.ensure_future(_collect(server.base, s["session_id"], s["clinician_token"], events[i]))
+            asyncio.ensure_future(
+                _collect(server.base, s["session_id"], s["clinician_token"], events[i], transcripts[i])
+            )
             for i, s in enumerate(sessions)
         ]
         m0 = parse_metrics((await http.get("/metrics")).text)
@@ -179,7 +201,7 @@ async def _measure(
     def delta(key: str) -> float:
         return m1.get(key, 0.0) - m0.get(key, 0.0)
 
-    dropped_audio = delta('mllmdr_dropped_total{kind="audio"}')
+    dropped_audio = delta('mllmdr_frames_dropped_total{kind="audio"}')
     p95 = percentile(lags, 95)
     row = {
         "n": n,
@@ -192,7 +214,9 @@ async def _measure(
         "frames_audio": delta('mllmdr_frames_total{kind="audio"}'),
         "frames_video": delta('mllmdr_frames_total{kind="video"}'),
         "dropped_audio": dropped_audio,
-        "dropped_video": delta('mllmdr_dropped_total{kind="video"}'),
+        "dropped_video": delta('mllmdr_frames_dropped_total{kind="video"}'),
+        "asr_segments_dropped": delta('mllmdr_frames_dropped_total{kind="asr_segment"}'),
+        "transcript_events": sum(len(t) for t in transcripts),
         "server_cpu_pct": round(100 * (cpu1 - cpu0) / wall, 1),
         "publishers_cpu_pct": round(100 * ((me1.user + me1.system) - (me0.user + me0.system)) / wall, 1),
         "rss_idle_mb": round(rss_idle, 1),
@@ -250,7 +274,9 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"--- bundle {kind}: N = {n}", flush=True)
             work = CACHE / f"live-{kind}-{n}"
             passthrough = args.publisher == "passthrough"
-            rows.append(await run_n(bundle, n, args.duration, media, work, args.warmup, passthrough))
+            rows.append(
+                await run_n(bundle, n, args.duration, media, work, args.warmup, passthrough, args.transcript)
+            )
             if not rows[-1]["real_time"] and args.stop_early:
                 break
         results[kind] = rows
@@ -267,6 +293,7 @@ async def main_async(args: argparse.Namespace) -> None:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "publisher": args.publisher,
+            "transcript": args.transcript,
             "media": "synthetic 640x480 15 fps interview, VP8+Opus 48 kHz over loopback aiortc "
             + ("(webm packets forwarded)" if args.publisher == "passthrough" else "(mp4 re-encoded)"),
             "largest_real_time_n": best,
@@ -288,6 +315,13 @@ def main() -> None:
         default="passthrough",
         help="passthrough: forward the webm's VP8+Opus packets (as a browser's native encoder would deliver "
         "them, no Python encoding on this machine); reencode: decode the mp4 and encode VP8+Opus in Python",
+    )
+    p.add_argument(
+        "--transcript",
+        choices=["captions", "auto"],
+        default="captions",
+        help="captions: the platform captions the call, no speech-to-text on the server; auto: pocketsphinx "
+        "on the patient's speech (background ASR thread)",
     )
     p.add_argument("--duration", type=float, default=20.0, help="seconds of publishing per N")
     p.add_argument(
