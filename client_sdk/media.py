@@ -18,12 +18,14 @@ is picked up automatically.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -185,17 +187,28 @@ def _start_time(container: av.container.InputContainer) -> float:
     return float(start) / av.time_base if start is not None else 0.0
 
 
-def iter_audio(path: Path, *, frame_ms: int = 20, max_s: float | None = None) -> Iterator[AudioFrame]:
-    """Decode ``path``'s first audio stream into ``frame_ms`` interleaved s16 frames at the source rate."""
+@contextlib.contextmanager
+def _decoding(
+    path: Path, kind: Literal["audio", "video"]
+) -> Iterator[tuple[av.container.InputContainer, float]]:
+    """``path`` opened, with a ``kind`` stream, and its start time; FFmpeg errors become ``MediaError``."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
         raise MediaError(f"{path}: cannot open media: {exc}") from exc
     with container:
-        if not container.streams.audio:
-            raise MediaError(f"{path}: no audio stream")
+        if not getattr(container.streams, kind):
+            raise MediaError(f"{path}: no {kind} stream")
+        try:
+            yield container, _start_time(container)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: {kind} decoding failed: {exc}") from exc
+
+
+def iter_audio(path: Path, *, frame_ms: int = 20, max_s: float | None = None) -> Iterator[AudioFrame]:
+    """Decode ``path``'s first audio stream into ``frame_ms`` interleaved s16 frames at the source rate."""
+    with _decoding(path, "audio") as (container, origin):
         stream = container.streams.audio[0]
-        origin = _start_time(container)
         rate = int(stream.rate or 0)
         channels = min(int(stream.channels or 1), 2)
         if rate <= 0:
@@ -206,26 +219,22 @@ def iter_audio(path: Path, *, frame_ms: int = 20, max_s: float | None = None) ->
         pending = np.zeros((0, channels), dtype=np.int16)
         emitted = 0
         t0: float | None = None
-        try:
-            decoded = container.decode(stream)
-            for frame in _with_flush(decoded):
-                for out in resampler.resample(frame):
-                    if t0 is None:
-                        known = out.pts is not None and out.time_base is not None
-                        t0 = max(0.0, float(out.pts * out.time_base) - origin) if known else 0.0  # type: ignore[operator]
-                    arr = (
-                        out.to_ndarray().astype(np.int16, copy=False).reshape(-1, channels)
-                    )  # packed s16: (1, N*C) → (N, C)
-                    pending = np.concatenate([pending, arr]) if len(pending) else arr
-                    while len(pending) >= n:
-                        t_s = (t0 or 0.0) + emitted / rate
-                        if max_s is not None and t_s >= max_s:
-                            return
-                        yield AudioFrame(np.ascontiguousarray(pending[:n]), rate, channels, t_s)
-                        pending = pending[n:]
-                        emitted += n
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"{path}: audio decoding failed: {exc}") from exc
+        for frame in _with_flush(container.decode(stream)):
+            for out in resampler.resample(frame):
+                if t0 is None:
+                    known = out.pts is not None and out.time_base is not None
+                    t0 = max(0.0, float(out.pts * out.time_base) - origin) if known else 0.0  # type: ignore[operator]
+                arr = (
+                    out.to_ndarray().astype(np.int16, copy=False).reshape(-1, channels)
+                )  # packed s16: (1, N*C) → (N, C)
+                pending = np.concatenate([pending, arr]) if len(pending) else arr
+                while len(pending) >= n:
+                    t_s = (t0 or 0.0) + emitted / rate
+                    if max_s is not None and t_s >= max_s:
+                        return
+                    yield AudioFrame(np.ascontiguousarray(pending[:n]), rate, channels, t_s)
+                    pending = pending[n:]
+                    emitted += n
         if len(pending) and (max_s is None or (t0 or 0.0) + emitted / rate < max_s):
             yield AudioFrame(np.ascontiguousarray(pending), rate, channels, (t0 or 0.0) + emitted / rate)
 
@@ -261,33 +270,21 @@ def iter_video(
     """
     min_dt = 0.9 / analysis_fps if analysis_fps else 0.0
     last_kept = -1e9
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(f"{path}: cannot open media: {exc}") from exc
-    with container:
-        if not container.streams.video:
-            raise MediaError(f"{path}: no video stream")
+    with _decoding(path, "video") as (container, origin):
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        origin = _start_time(container)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        index = 0
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is not None and frame.time_base is not None:
-                    t_s = max(0.0, float(frame.pts * frame.time_base) - origin)
-                else:
-                    t_s = index / float(rate)
-                index += 1
-                if max_s is not None and t_s >= max_s:
-                    return
-                if t_s - last_kept < min_dt:
-                    continue
-                last_kept = t_s
-                yield VideoFrame(to_rgb(frame, max_width), t_s)
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"{path}: video decoding failed: {exc}") from exc
+        for index, frame in enumerate(container.decode(stream)):
+            if frame.pts is not None and frame.time_base is not None:
+                t_s = max(0.0, float(frame.pts * frame.time_base) - origin)
+            else:
+                t_s = index / float(rate)
+            if max_s is not None and t_s >= max_s:
+                return
+            if t_s - last_kept < min_dt:
+                continue
+            last_kept = t_s
+            yield VideoFrame(to_rgb(frame, max_width), t_s)
 
 
 def iter_frames(

@@ -1,64 +1,48 @@
-"""Run the real ``stream_server`` app in-process on a free loopback port (uvicorn), for SDK tests."""
+"""The real ``stream_server`` app for SDK tests, in-process on a free loopback port.
+
+The uvicorn start-up helper is the server tests' (``tests/server/conftest.py``: one copy); here it yields
+the base URL, with the SDK tests' settings, plus a threaded variant for blocking clients (sync SDK, CLI).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from server.conftest import free_port, make_settings
+from server.conftest import run_server as run_running_server
 
-from stream_server.app import create_app
 from stream_server.settings import Settings
 
 API_KEY = "sdk-test-api-key-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["API_KEY", "free_port", "run_server", "sdk_settings", "threaded_server"]
 
 
 def sdk_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """The server tests' settings with the SDK tests' key, database, windows and time-outs."""
     values: dict[str, Any] = dict(
         api_key=API_KEY,
         jwt_secret="k" * 32,
         database_url=f"sqlite+aiosqlite:///{tmp_path}/sdk.sqlite",
-        var_dir=str(tmp_path / "var"),
-        port=free_port(),
-        indicator_interval_s=0.5,
         indicator_window_s=30.0,
         reconnect_grace_s=10.0,
-        ice_host_addresses=["127.0.0.1"],
-        workers=2,
         end_timeout_s=120.0,
+        media_timeout_s=Settings.model_fields["media_timeout_s"].default,
+        record_audio=False,
     )
     values.update(overrides)
-    return Settings(**values)
+    return make_settings(tmp_path, **values)
 
 
 @contextlib.asynccontextmanager
 async def run_server(settings: Settings, engine: Any) -> AsyncIterator[str]:
     """Serve ``create_app(settings, engine)``; yields the base URL; stops it on exit."""
-    app = create_app(settings, engine)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with run_running_server(settings, engine) as server:
+        yield server.base
 
 
 @contextlib.contextmanager
