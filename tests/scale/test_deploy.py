@@ -12,6 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from stream_server.protocol import IceServer
+from stream_server.settings import Settings
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.33.0"
 
@@ -32,6 +35,14 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
 def _named(kind: str, name: str) -> dict[str, Any]:
     (doc,) = [d for d in _by_kind(kind) if d["metadata"]["name"] == name]
     return doc
+
+
+def _ice_servers(raw: str) -> list[IceServer]:
+    """``raw`` as the server reads ``MLLMDR_ICE_SERVERS`` (with a TURN secret set), or ``ConfigError``."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLLMDR_ICE_SERVERS", raw)
+        env.setenv("MLLMDR_TURN_SECRET", "x")
+        return Settings.from_env().ice_servers
 
 
 @pytest.mark.parametrize("name,doc", _k8s_docs(), ids=lambda v: v if isinstance(v, str) else "")
@@ -91,11 +102,14 @@ def test_server_pods_ready_on_readyz_with_secrets_from_the_secret() -> None:
         ("MLLMDR_API_KEY", "api-key"),
         ("MLLMDR_JWT_SECRET", "jwt-secret"),
         ("DATABASE_URL", "database-url"),
+        ("MLLMDR_TURN_SECRET", "turn-secret"),
     ]:
         ref = env[var]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "mllmdr-secrets", "key": key} and key in secret["stringData"]
         assert "value" not in env[var]
     assert secret["stringData"]["database-url"].startswith("postgresql+asyncpg://")
+    ice = _ice_servers(env["MLLMDR_ICE_SERVERS"]["value"])  # what the server accepts at start-up
+    assert any(u.startswith("turn:") for s in ice for u in s.urls) and all(s.username is None for s in ice)
     hpa = _named("HorizontalPodAutoscaler", "mllmdr-server")
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -174,6 +188,15 @@ def test_compose_servers_share_secrets_and_postgres_and_vllm_is_private(compose:
         "${"
     )  # from env file
     assert env["MLLMDR_VLLM_URL"] == "http://vllm:8000"
+    assert env["MLLMDR_TURN_SECRET"] == "${TURN_SECRET:-}" and env["MLLMDR_ICE_SERVERS"].startswith("${")
+    example = dict(
+        line.split("=", 1) for line in (DEPLOY / "env.example").read_text().splitlines() if "=" in line
+    )
+    assert "TURN_SECRET" in example
+    assert [s.urls[0] for s in _ice_servers(example["MLLMDR_ICE_SERVERS"])] == [
+        "stun:turn.example.org:3478",
+        "turn:turn.example.org:3478?transport=udp",
+    ]
     vllm = compose["services"]["vllm"]
     assert "ports" not in vllm and vllm["networks"] == ["back"]
     assert compose["networks"]["back"].get("internal") is True
