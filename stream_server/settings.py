@@ -119,6 +119,8 @@ class Settings(BaseModel):
 
 
 def _json_list(variable: str, raw: str) -> list[object]:
+    if not raw.strip():
+        return []  # set but empty (e.g. compose's ${MLLMDR_ICE_SERVERS:-}): none
     try:
         value = json.loads(raw)
     except ValueError as exc:

@@ -93,6 +93,8 @@ def test_ice_servers_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ["turn:t.example.org:3478?transport=udp"],
     ]
     assert settings.turn_secret == "s3cret" and settings.turn_ttl_s == 900
+    monkeypatch.setenv("MLLMDR_ICE_SERVERS", " ")
+    assert Settings.from_env().ice_servers == []  # set but empty: none
     rtc = to_rtc(ice_servers_for(settings, "s_x"))
     assert [r.urls for r in rtc] == [["turn:t.example.org:3478?transport=udp"]]  # aiortc: no IPv6 literals
 
