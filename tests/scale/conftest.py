@@ -109,3 +109,11 @@ def pg() -> Iterator[PgCluster]:
     finally:
         cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-init bundle (real CoreEngine: HuBERT, face tracker, LQ-formers, Llama), built once."""
+    from mllmdr_core.testing import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")

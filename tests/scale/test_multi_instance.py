@@ -51,14 +51,6 @@ async def publish_looped(http: httpx.AsyncClient, session_id: str, token: str, m
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny random-init bundle (real CoreEngine: HuBERT, face tracker, LQ-formers, Llama)."""
-    from mllmdr_core.testing import build_tiny_bundle
-
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
-
-
-@pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6 s synthetic interview (espeak-ng speech + a real face photo)."""
     from client_sdk.synth import make_recording

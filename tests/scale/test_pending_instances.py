@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from stream_server.engine import CoreEngine, Snapshot
 from stream_server.protocol import _example_assessment
 from stream_server.store import Store, sessions
@@ -21,13 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.conftest import make_settings, run_server
 from server.test_faults import FlakyBackend
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mllmdr_core.testing import build_tiny_bundle
-
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 class CountingEngine:
