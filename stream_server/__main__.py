@@ -95,6 +95,9 @@ async def serve(settings: Settings) -> None:
     from stream_server.engine import CoreEngine
 
     bundle = resolve_bundle(settings)
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
     engine = await asyncio.to_thread(
         CoreEngine,
         bundle,

@@ -56,6 +56,7 @@ from stream_server.store import Store
 
 log = logging.getLogger("stream_server.session")
 T = TypeVar("T")
+INGEST_BATCH_S = 0.1  # frames gather this long before a worker job (50 audio frames/s per session)
 ASR_DRAIN_TIMEOUT_S = 60.0  # at the end, queued speech gets this long to be transcribed
 ASSESS_ATTEMPTS = 3  # final/checkpoint assessment tries when the LLM backend fails
 CloseReason = Literal["ended", "publisher_gone", "error", "server_shutdown"]
@@ -351,6 +352,7 @@ class LiveSession:
         """Moves queued frames into the worker thread, batch by batch, until the session ends."""
         while True:
             await self.queues.wake.wait()
+            await asyncio.sleep(INGEST_BATCH_S)  # gather frames: one worker job per batch, not per frame
             self.queues.wake.clear()
             await self._process_pending()
 
