@@ -33,7 +33,7 @@ RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / "var" / "bench"  # var/ is git-ignored
 API_KEY = "bench-api-key-0123456789"
 JWT_SECRET = "b" * 32
-BUNDLE_KINDS = ("demo", "tiny", "hubert-base")
+BUNDLE_KINDS = ("demo", "tiny", "hubert-base", "hubert-base-int8")
 DEMO_BUNDLE = ROOT / "bundles" / "demo"
 
 
@@ -95,7 +95,8 @@ def percentile(values: list[float], q: float) -> float | None:
 # ---------------------------------------------------------------- bundles and recordings
 def build_bundle(kind: str) -> Path:
     """``demo``: ``bundles/demo/`` as the server's ``--demo`` serves it (the tiny bundle when it is absent);
-    ``tiny`` / ``hubert-base``: the cached random-init bundle under var/bench/."""
+    ``tiny`` / ``hubert-base`` / ``hubert-base-int8`` (its encoder dynamically quantised): the cached
+    random-init bundle under var/bench/."""
     if kind not in BUNDLE_KINDS:
         raise ValueError(f"bundle kind must be one of {BUNDLE_KINDS}, not {kind!r}")
     from mllmdr_core.bundle import is_bundle
@@ -108,7 +109,7 @@ def build_bundle(kind: str) -> Path:
         return path
     if kind == "tiny":
         return build_tiny_bundle(path)
-    return build_hubert_base_bundle(path)
+    return build_hubert_base_bundle(path, int8=kind == "hubert-base-int8")
 
 
 def recording(
@@ -143,12 +144,18 @@ class ServerProcess:
     base: str
 
     def sample(self) -> tuple[float, float]:
-        """(CPU seconds user+system incl. threads, RSS MB) of the server process."""
+        """(CPU seconds user+system incl. threads, RSS MB) of the server process and its children (the
+        speech-to-text process)."""
         import psutil
 
         p = psutil.Process(self.proc.pid)
-        t = p.cpu_times()
-        return t.user + t.system, p.memory_info().rss / 1e6
+        cpu, rss = 0.0, 0.0
+        for proc in [p, *p.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                cpu += t.user + t.system
+                rss += proc.memory_info().rss / 1e6
+        return cpu, rss
 
 
 @contextlib.asynccontextmanager

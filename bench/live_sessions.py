@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -123,57 +124,78 @@ async def run_n(
     warmup: float,
     passthrough: bool,
     transcript: str = "captions",
+    servers: int = 1,
 ) -> dict[str, Any]:
-    import httpx
     import psutil
 
     load_before = load_avg()
-    async with server_process(bundle, work, transcript_source=transcript) as server:
-        return await _measure(
-            server, n, duration, media, load_before, psutil.Process(), httpx, warmup, passthrough
-        )
+    async with contextlib.AsyncExitStack() as stack:
+        procs = [
+            await stack.enter_async_context(
+                server_process(bundle, work / f"server{k}", transcript_source=transcript)
+            )
+            for k in range(servers)
+        ]
+        row = await _measure(procs, n, duration, media, load_before, psutil.Process(), warmup, passthrough)
+    return {"servers": servers, **row}
 
 
 async def _measure(
-    server: ServerProcess,
+    servers: list[ServerProcess],
     n: int,
     duration: float,
     media: Path,
     load_before: Any,
     me: Any,
-    httpx: Any,
     warmup: float,
     passthrough: bool,
 ) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=server.base, timeout=300) as http:
+    """N sessions spread round-robin over ``servers`` (as a sticky load balancer would place them)."""
+    import httpx
+
+    async with contextlib.AsyncExitStack() as stack:
+        https = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=srv.base, timeout=300))
+            for srv in servers
+        ]
         await asyncio.sleep(2.0)
-        _, rss_idle = server.sample()
+        rss_idle = sum(srv.sample()[1] for srv in servers)
+        placed = [(i % len(servers)) for i in range(n)]
         sessions = []
-        for _ in range(n):
-            r = await http.post("/v1/sessions", headers=api_headers(), json={})
+        for k in placed:
+            r = await https[k].post("/v1/sessions", headers=api_headers(), json={})
             r.raise_for_status()
             sessions.append(r.json())
         events: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
         transcripts: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
         collectors = [
             asyncio.ensure_future(
-                _collect(server.base, s["session_id"], s["clinician_token"], events[i], transcripts[i])
+                _collect(servers[k].base, s["session_id"], s["clinician_token"], events[i], transcripts[i])
             )
-            for i, s in enumerate(sessions)
+            for i, (k, s) in enumerate(zip(placed, sessions, strict=True))
         ]
-        m0 = parse_metrics((await http.get("/metrics")).text)
-        cpu0, _ = server.sample()
+
+        async def metrics() -> dict[str, float]:
+            total: dict[str, float] = {}
+            for http in https:
+                for key, value in parse_metrics((await http.get("/metrics")).text).items():
+                    total[key] = total.get(key, 0.0) + value
+            return total
+
+        m0 = await metrics()
+        cpu0 = sum(srv.sample()[0] for srv in servers)
         me0 = me.cpu_times()
         t0 = time.monotonic()
         pubs = [
-            await _publisher(http, s["session_id"], s["publisher_token"], media, passthrough)
-            for s in sessions
+            await _publisher(https[k], s["session_id"], s["publisher_token"], media, passthrough)
+            for k, s in zip(placed, sessions, strict=True)
         ]
         await asyncio.sleep(duration)
         wall = time.monotonic() - t0
-        cpu1, rss_end = server.sample()
+        samples = [srv.sample() for srv in servers]
+        cpu1, rss_end = sum(c for c, _ in samples), sum(r for _, r in samples)
         me1 = me.cpu_times()
-        m1 = parse_metrics((await http.get("/metrics")).text)
+        m1 = await metrics()
         for pc, tracks in pubs:
             await pc.close()
             for t in tracks:
@@ -262,7 +284,8 @@ def n_values(max_n: int) -> list[int]:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    kinds = ["demo", "hubert-base"] if args.bundle == "both" else [args.bundle]
+    groups = {"both": ["demo", "hubert-base"], "all": ["demo", "hubert-base", "hubert-base-int8"]}
+    kinds = groups.get(args.bundle, [args.bundle])
     container = "webm" if args.publisher == "passthrough" else "mp4"
     media = recording(args.duration + 10.0, container=container)
     results: dict[str, list[dict[str, Any]]] = {}
@@ -270,12 +293,22 @@ async def main_async(args: argparse.Namespace) -> None:
     for kind in kinds:
         bundle = build_bundle(kind)
         rows: list[dict[str, Any]] = []
-        for n in n_values(args.max_n):
+        for n in [int(x) for x in args.n.split(",")] if args.n else n_values(args.max_n):
             print(f"--- bundle {kind}: N = {n}", flush=True)
-            work = CACHE / f"live-{kind}-{n}"
+            work = CACHE / f"live-{kind}-{n}-x{args.servers}"
             passthrough = args.publisher == "passthrough"
             rows.append(
-                await run_n(bundle, n, args.duration, media, work, args.warmup, passthrough, args.transcript)
+                await run_n(
+                    bundle,
+                    n,
+                    args.duration,
+                    media,
+                    work,
+                    args.warmup,
+                    passthrough,
+                    args.transcript,
+                    args.servers,
+                )
             )
             if not rows[-1]["real_time"] and args.stop_early:
                 break
@@ -289,11 +322,16 @@ async def main_async(args: argparse.Namespace) -> None:
     path = write_result(
         name,
         {
-            "targets": {"demo": ">= 8 real-time sessions", "hubert-base": ">= 4 real-time sessions"},
+            "targets": {
+                "demo": ">= 8 real-time sessions",
+                "hubert-base": ">= 4 real-time sessions",
+                "hubert-base-int8": "(hubert-base with its encoder's Linear layers in dynamic int8)",
+            },
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "publisher": args.publisher,
             "transcript": args.transcript,
+            "servers": args.servers,
             "media": "synthetic 640x480 15 fps interview, VP8+Opus 48 kHz over loopback aiortc "
             + ("(webm packets forwarded)" if args.publisher == "passthrough" else "(mp4 re-encoded)"),
             "largest_real_time_n": best,
@@ -306,8 +344,14 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", choices=["demo", "tiny", "hubert-base", "both"], default="both")
+    p.add_argument(
+        "--bundle",
+        choices=["demo", "tiny", "hubert-base", "hubert-base-int8", "both", "all"],
+        default="both",
+        help="both = demo + hubert-base; all = demo + hubert-base + hubert-base-int8",
+    )
     p.add_argument("--max-n", type=int, default=12)
+    p.add_argument("--n", default="", help="comma-separated N values instead of 1, 2, 4, ... --max-n")
     p.add_argument("--tag", default="", help="results go to bench/results/live_sessions_<tag>.json")
     p.add_argument(
         "--publisher",
@@ -322,6 +366,13 @@ def main() -> None:
         default="captions",
         help="captions: the platform captions the call, no speech-to-text on the server; auto: pocketsphinx "
         "on the patient's speech (background ASR thread)",
+    )
+    p.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="server processes on this machine (one per core is the deployment's layout); sessions are "
+        "spread over them round-robin, as the load balancer's sticky routing would; figures are summed",
     )
     p.add_argument("--duration", type=float, default=20.0, help="seconds of publishing per N")
     p.add_argument(

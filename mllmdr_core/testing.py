@@ -122,11 +122,13 @@ def build_tiny_bundle(
     )
 
 
-def build_hubert_base_bundle(path: str | Path, *, seed: int = 0) -> Path:
+def build_hubert_base_bundle(path: str | Path, *, seed: int = 0, int8: bool = False) -> Path:
     """``build_tiny_bundle`` with a HuBERT-base-sized random-init audio encoder (transformers'
-    ``HubertConfig`` defaults: 12 layers, hidden 768, FFN 3072): benchmark compute, meaningless scores."""
+    ``HubertConfig`` defaults: 12 layers, hidden 768, FFN 3072): benchmark compute, meaningless scores.
+    ``int8``: the encoder's Linear layers run dynamically quantised (``AudioEncoderConfig.int8``)."""
     cfg = tiny_config()
     cfg.audio.hubert = {}
+    cfg.audio.int8 = int8
     return build_tiny_bundle(
         path, seed=seed, config=cfg, training_data="none (random init, untrained; benchmark only)"
     )
