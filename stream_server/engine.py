@@ -177,6 +177,7 @@ class CoreEngine:
         self._asr_executor: ThreadPoolExecutor | None = None
         self._asr_process: AsrProcess | None = None
         self._transcriber()  # starts the speech-to-text process now, so the first segment does not wait
+        self._warm_face_tracker()
 
     @property
     def transcript_source(self) -> str:
@@ -184,6 +185,14 @@ class CoreEngine:
         if self._source == "auto":
             return "auto:whisper" if self._whisper_model else "auto:pocketsphinx"
         return self._source
+
+    def _warm_face_tracker(self) -> None:
+        """Import mediapipe now: the first import takes ~2 s with the GIL held, which would stall every
+        live session when the first video frame arrives (later trackers take ~0.03 s)."""
+        from mllmdr_core.features.face import SPEC, FaceTracker
+
+        if getattr(self.config.visual, "spec", None) == SPEC:  # other specs fail later, with their own error
+            FaceTracker(self.config.visual).close()
 
     def _transcriber(self) -> Any:
         if self._source == "captions":
