@@ -19,10 +19,11 @@ import httpx
 import pytest
 
 from .conftest import PgCluster, free_port
-from .serve_instance import API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
-SERVE = Path(__file__).with_name("serve_instance.py")
+# the server tests' subprocess server: every instance has the same API key and JWT secret, as a
+# deployment must, so a token issued by one instance is accepted by the other
+SERVE = REPO / "tests" / "server" / "serve_subprocess.py"
 sys.path.insert(0, str(REPO / "tests"))
 
 from server.conftest import Events, RunningServer  # noqa: E402
@@ -111,13 +112,6 @@ async def instances(db_url: str, bundle: Path, log_dir: Path) -> AsyncIterator[t
         b.kill()
 
 
-class Client(RunningServer):
-    """The server tests' HTTP/WS helpers, with this deployment's API key."""
-
-    def api(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {API_KEY}"}
-
-
 def _contiguous(events: list[dict[str, Any]]) -> list[int]:
     seqs = [e["seq"] for e in events if e["type"] != "pong"]
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)), seqs  # in order, no duplicates
@@ -133,8 +127,8 @@ async def test_clinician_on_b_follows_webrtc_session_on_a_and_survives_restarts(
         httpx.AsyncClient(base_url=a.base, timeout=60) as http_a,
         httpx.AsyncClient(base_url=b.base, timeout=60) as http_b,
     ):
-        srv_a = Client(a.base, None, http_a, None)  # type: ignore[arg-type]
-        srv_b = Client(b.base, None, http_b, None)  # type: ignore[arg-type]
+        srv_a = RunningServer(a.base, None, http_a, None)  # type: ignore[arg-type]
+        srv_b = RunningServer(b.base, None, http_b, None)  # type: ignore[arg-type]
         s = await srv_a.create_session()
         sid = s["session_id"]
 
