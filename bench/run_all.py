@@ -72,7 +72,7 @@ def table() -> str:
     live = _load("live_sessions")
     if live:
         for kind, best in live["largest_real_time_n"].items():
-            need = 4 if kind == "hubert-base" else 8
+            need = 8 if kind == "demo" else 4
             rows_k = live["rows"][kind]
             tested = max(r["n"] for r in rows_k)
             p95 = {r["n"]: r["lag_p95_s"] for r in rows_k}
