@@ -14,6 +14,7 @@ dropped and counted (the transcript then has gaps, and the session warns once).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections import deque
@@ -157,9 +158,19 @@ def _transcribe_in_worker(
     return lines
 
 
-def _worker_pid() -> int:
-    import os
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker process initializer: exit as soon as the server process is gone (also after its kill -9),
+    so no recogniser outlives the server that spawned it."""
 
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="mllmdr-asr-parent-watch", daemon=True).start()
+
+
+def _worker_pid() -> int:
     return os.getpid()
 
 
@@ -179,7 +190,9 @@ class AsrProcess:
             if self._pool is None:
                 # spawn: a fresh interpreter (forking a process that runs aiortc and torch threads is unsafe)
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+                )
             return self._pool
 
     def transcribe(
@@ -212,12 +225,12 @@ class AsrProcess:
         pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        """Idempotent: stop the worker process."""
+        """Idempotent: stop the worker process (a segment being decoded is finished first)."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ProcessTranscriber:

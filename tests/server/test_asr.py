@@ -233,3 +233,52 @@ def test_a_closed_recogniser_process_refuses_work(asr_process: AsrProcess) -> No
     asr_process.close()
     with pytest.raises(MediaError, match="shut down"):
         ProcessTranscriber("pocketsphinx", None, asr_process).transcribe(speech16("hello"), 0.0)
+
+
+def _gone(pid: int, timeout_s: float) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_close_stops_the_recogniser_process() -> None:
+    process = AsrProcess()
+    pid = process.pid()
+    process.close()
+    assert _gone(pid, 10)
+
+
+def test_the_recogniser_process_exits_when_its_server_is_killed() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from stream_server.asr import AsrProcess; "
+            "asr = AsrProcess(); print(asr.pid(), flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        assert worker != server.pid and not _gone(worker, 0.5)
+        os.kill(server.pid, signal.SIGKILL)  # no clean shutdown: the worker must notice by itself
+        server.wait(10)
+        assert _gone(worker, 10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
