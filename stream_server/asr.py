@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from mllmdr_core.errors import MediaError, MllmdrError
+from mllmdr_core.features.transcribe import SAMPLE_RATE  # the recognisers' input rate
 from mllmdr_core.frames import TranscriptLine
 
-SAMPLE_RATE = 16_000
 DEFAULT_MAX_BACKLOG_S = 120.0  # seconds of queued speech per session before the oldest is dropped
 
 
@@ -41,7 +41,6 @@ class AsrStats:
     segments_dropped: int = 0
     seconds_dropped: float = 0.0
     errors: int = 0
-    busy_s: float = 0.0
     last_error: str = ""
 
 
@@ -123,7 +122,6 @@ class BackgroundTranscriber:
                     return
                 samples, start_s = self._queue.popleft()
                 self._queued_samples -= len(samples)
-            t0 = time.perf_counter()
             try:
                 lines: list[TranscriptLine] = self.inner.transcribe(samples, start_s)
             except Exception as exc:  # a recogniser failure must not stop the session's transcript for good
@@ -134,7 +132,6 @@ class BackgroundTranscriber:
                 )
                 if self.on_error is not None:
                     self.on_error(self.stats.last_error)
-            self.stats.busy_s += time.perf_counter() - t0
             self.stats.segments_done += 1
             if lines and self.on_lines is not None and not self._closed:
                 self.on_lines(lines)
