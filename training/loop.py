@@ -156,7 +156,9 @@ def run_stage(
             desc=f"{name} e{epoch + 1}/{cfg.epochs} a={alpha:.2f}",
         )
         for i in range(done_in_epoch, len(batches)):
-            batch: MultimodalBatch = collate([dataset[j] for j in batches[i]], tokenizer)
+            batch: MultimodalBatch = collate(
+                [dataset[j] for j in batches[i]], tokenizer, score_token_weight=cfg.score_token_weight
+            )
             out = model(batch, alpha=alpha)
             assert out.loss is not None
             opt.zero_grad(set_to_none=True)
@@ -184,7 +186,9 @@ def run_stage(
         bar.close()
         done_in_epoch = 0
         if dev_dataset is not None:
-            dev = evaluate_loss(model, dev_dataset, alpha, cfg.batch_size)
+            dev = evaluate_loss(
+                model, dev_dataset, alpha, cfg.batch_size, score_token_weight=cfg.score_token_weight
+            )
             log.write(
                 stage=name, epoch=epoch, step=step, alpha=alpha, **{f"dev_{k}": v for k, v in dev.items()}
             )
@@ -204,7 +208,12 @@ def run_stage(
 
 @torch.no_grad()
 def evaluate_loss(
-    model: MLlmDR, dataset: torch.utils.data.Dataset[MultimodalExample], alpha: float, batch_size: int
+    model: MLlmDR,
+    dataset: torch.utils.data.Dataset[MultimodalExample],
+    alpha: float,
+    batch_size: int,
+    *,
+    score_token_weight: float = 1.0,
 ) -> dict[str, float]:
     """Mean loss / LM loss / MSE over a dataset (no gradient)."""
     was_training = model.training
@@ -214,7 +223,8 @@ def evaluate_loss(
     count = 0
     for i in range(0, n, batch_size):
         idx = list(range(i, min(n, i + batch_size)))
-        out = model(collate([dataset[j] for j in idx], model.tokenizer), alpha=alpha)
+        batch = collate([dataset[j] for j in idx], model.tokenizer, score_token_weight=score_token_weight)
+        out = model(batch, alpha=alpha)
         for key in sums:
             val = getattr(out, key)
             if val is not None:

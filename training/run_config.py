@@ -76,6 +76,9 @@ class StageConfig:
     alpha: float | None = None  # fixed LM-loss weight; None: a = epoch / num_epochs (stage 2)
     checkpoint_every: int = 200  # steps between mid-epoch checkpoints
     max_steps_per_epoch: int | None = None
+    # LM-loss weight of the item-score digit in "Evaluation Result: N" (1 = the paper's plain mean over
+    # target tokens; the digit is 1 of ~60 target tokens, yet the reported item score is read from it)
+    score_token_weight: float = 1.0
 
 
 @dataclass

@@ -54,6 +54,7 @@ class MultimodalBatch:
     visual: torch.Tensor | None = None  # (B, Tv, Dv) float
     visual_mask: torch.Tensor | None = None  # (B, Tv) bool
     target_score: torch.Tensor | None = None  # (B,) float item labels 0–3
+    label_weights: torch.Tensor | None = None  # (B, L) float LM-loss weight per label token (None: all 1)
 
     def to(self, device: torch.device | str) -> MultimodalBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -101,29 +102,59 @@ def _pad_features(
     return out, mask
 
 
-def collate(examples: Sequence[MultimodalExample], tokenizer: PreTrainedTokenizerBase) -> MultimodalBatch:
-    """Tokenise prompts (+ targets ending in EOS), left-pad, and pad features with validity masks."""
+SCORE_DIGITS = frozenset("0123")
+SCORE_SEARCH_TOKENS = 12  # the score digit sits right after "Evaluation Result:" at the target's start
+
+
+def score_token_position(target_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """Index in ``target_ids`` of the item-score digit of "Evaluation Result: N. …" (None if absent)."""
+    for i, tok in enumerate(target_ids[:SCORE_SEARCH_TOKENS]):
+        if tokenizer.decode([tok]).strip() in SCORE_DIGITS:
+            return i
+    return None
+
+
+def collate(
+    examples: Sequence[MultimodalExample],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    score_token_weight: float = 1.0,
+) -> MultimodalBatch:
+    """Tokenise prompts (+ targets ending in EOS), left-pad, and pad features with validity masks.
+
+    ``score_token_weight`` ≠ 1 weights the LM loss of each target's score digit (the one token the
+    reported item score is read from) against its rationale tokens; 1 is the paper's plain mean.
+    """
     if not examples:
         raise ConfigError("collate needs at least one example")
     pad_id = int(tokenizer.pad_token_id)
     eos_id = int(tokenizer.eos_token_id)
     seqs: list[list[int]] = []
     labs: list[list[int]] = []
+    weights: list[list[float]] = []
     for ex in examples:
         prompt_ids: list[int] = tokenizer(ex.prompt)["input_ids"]
         target_ids: list[int] = []
+        target_w: list[float] = []
         if ex.target is not None:
             target_ids = [*tokenizer(ex.target, add_special_tokens=False)["input_ids"], eos_id]
+            target_w = [1.0] * len(target_ids)
+            pos = score_token_position(target_ids, tokenizer) if score_token_weight != 1.0 else None
+            if pos is not None:
+                target_w[pos] = score_token_weight
         seqs.append(prompt_ids + target_ids)
         labs.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
+        weights.append([0.0] * len(prompt_ids) + target_w)
     length = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)  # (B, L)
     attention_mask = torch.zeros(len(seqs), length, dtype=torch.long)  # (B, L)
     labels = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)  # (B, L)
-    for i, (s, lab) in enumerate(zip(seqs, labs, strict=True)):
+    label_weights = torch.zeros(len(seqs), length)  # (B, L)
+    for i, (s, lab, w) in enumerate(zip(seqs, labs, weights, strict=True)):
         input_ids[i, length - len(s) :] = torch.tensor(s)
         attention_mask[i, length - len(s) :] = 1
         labels[i, length - len(s) :] = torch.tensor(lab)
+        label_weights[i, length - len(s) :] = torch.tensor(w)
     audio, audio_mask = _pad_features([ex.audio for ex in examples], "audio")
     visual, visual_mask = _pad_features([ex.visual for ex in examples], "visual")
     scores = [ex.target_score for ex in examples]
@@ -140,6 +171,7 @@ def collate(examples: Sequence[MultimodalExample], tokenizer: PreTrainedTokenize
         visual=visual,
         visual_mask=visual_mask,
         target_score=target,
+        label_weights=label_weights if has_targets and score_token_weight != 1.0 else None,
     )
 
 
@@ -303,11 +335,14 @@ class MLlmDR(nn.Module):
         )
         embeds, mask, index = self.splice(batch.input_ids, batch.attention_mask, audio_tokens, visual_tokens)
         # 2. labels follow their tokens; soft tokens and padding are ignored
-        labels = None
+        labels = weights = None
         if batch.labels is not None:
             labels = batch.labels.gather(1, index.clamp(min=0)).masked_fill(
                 index < 0, IGNORE_INDEX
             )  # (B, L')
+            if batch.label_weights is not None:
+                weights = batch.label_weights.gather(1, index.clamp(min=0))  # (B, L')
+                weights = weights.masked_fill(index < 0, 0.0)
         # 3. LLM (positions count real tokens only, as in left-padded generation)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L')
         out = self.llm(
@@ -325,7 +360,15 @@ class MLlmDR(nn.Module):
         lm_loss = mse_loss = None
         if labels is not None and bool((labels != IGNORE_INDEX).any()):
             logits = out.logits[:, :-1].float()  # (B, L'-1, V)
-            lm_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+            flat_labels = labels[:, 1:].reshape(-1)  # (B·(L'-1),)
+            if weights is None:
+                lm_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat_labels)
+            else:
+                token_loss = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), flat_labels, reduction="none"
+                )  # (B·(L'-1),), 0 where IGNORE_INDEX
+                w = weights[:, 1:].reshape(-1).to(token_loss.dtype) * (flat_labels != IGNORE_INDEX)
+                lm_loss = (token_loss * w).sum() / w.sum().clamp(min=1e-8)
         if batch.target_score is not None:
             mse_loss = F.mse_loss(score.float(), batch.target_score.to(score.device).float())
         if lm_loss is not None and mse_loss is not None:

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from mllmdr_core.model.mllm import IGNORE_INDEX, MLlmDR, MultimodalExample, collate
+from mllmdr_core.model.mllm import IGNORE_INDEX, MLlmDR, MultimodalExample, collate, score_token_position
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
 
 from .conftest import AUDIO_DIM, VISUAL_DIM
@@ -136,3 +136,48 @@ def test_maa_ignores_the_target_text(model: MLlmDR, tokenizer: PreTrainedTokeniz
         b = model(collate([other], tokenizer)).maa_score
         c = model(collate([prompt_only], tokenizer)).maa_score
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
+
+
+def test_score_token_position_finds_the_item_digit(tokenizer: PreTrainedTokenizerFast) -> None:
+    ids = tokenizer(TARGET, add_special_tokens=False)["input_ids"]
+    pos = score_token_position(ids, tokenizer)
+    assert pos is not None and tokenizer.decode([ids[pos]]).strip() == "2"
+    assert tokenizer.decode(ids[:pos]).strip().endswith("Result:")
+    no_digit = tokenizer("Evaluation Result: none. Reason: x", add_special_tokens=False)["input_ids"]
+    assert score_token_position(no_digit, tokenizer) is None
+
+
+def test_score_token_weight_weights_only_the_digit(model: MLlmDR, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Weight w on the digit: LM loss = (Σ ce_i + (w−1)·ce_digit) / (n + w − 1); w = 1 is the plain mean."""
+    examples = _examples(2)
+    plain = collate(examples, tokenizer)
+    assert plain.label_weights is None
+    weighted = collate(examples, tokenizer, score_token_weight=5.0)
+    assert weighted.label_weights is not None and weighted.labels is not None
+    for b in range(2):
+        row_w = weighted.label_weights[b]
+        assert (row_w[weighted.labels[b] == IGNORE_INDEX] == 0).all()
+        assert sorted(set(row_w[weighted.labels[b] != IGNORE_INDEX].tolist())) == [1.0, 5.0]
+        assert tokenizer.decode(weighted.labels[b][row_w == 5.0].tolist()).strip() == "2"
+    model.eval()
+    with torch.no_grad():
+        out_plain = model(plain, alpha=1.0)
+        out_w = model(weighted, alpha=1.0)
+        # per-token CE from the same logits, to check the weighted mean by hand
+        assert out_plain.logits is not None
+        logits = out_plain.logits[:, :-1].float()  # (B, L'-1, V)
+        _embeds, _mask, index = model.splice(
+            plain.input_ids,
+            plain.attention_mask,
+            *model.encode_modalities(plain.audio, plain.audio_mask, plain.visual, plain.visual_mask),
+        )
+        labels = plain.labels.gather(1, index.clamp(min=0)).masked_fill(index < 0, IGNORE_INDEX)  # type: ignore[union-attr]
+        w = weighted.label_weights.gather(1, index.clamp(min=0)).masked_fill(index < 0, 0.0)[:, 1:]
+        ce = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="none"
+        ).reshape(w.shape)  # (B, L'-1)
+    valid = labels[:, 1:] != IGNORE_INDEX
+    assert out_plain.lm_loss is not None and out_w.lm_loss is not None
+    assert torch.allclose(out_plain.lm_loss, ce[valid].mean(), atol=1e-5)
+    assert torch.allclose(out_w.lm_loss, (ce * w).sum() / w.sum(), atol=1e-5)
+    assert not torch.allclose(out_plain.lm_loss, out_w.lm_loss)
