@@ -109,7 +109,7 @@ SCORE_SEARCH_TOKENS = 12  # the score digit sits right after "Evaluation Result:
 def score_token_position(target_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) -> int | None:
     """Index in ``target_ids`` of the item-score digit of "Evaluation Result: N. …" (None if absent)."""
     for i, tok in enumerate(target_ids[:SCORE_SEARCH_TOKENS]):
-        if tokenizer.decode([tok]).strip() in SCORE_DIGITS:
+        if str(tokenizer.decode([tok])).strip() in SCORE_DIGITS:
             return i
     return None
 
