@@ -12,7 +12,7 @@ demo: setup
 	$(VENV)/bin/mllmdr-server --demo
 
 test: setup
-	bash scripts/setup_vllm.sh  # separate venv for the real vLLM server test (~3 min once)
+	bash scripts/setup_vllm.sh  # separate venv for the real vLLM server test (~2 min once, ~1.7 GB)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -W error -q -ra
@@ -31,4 +31,4 @@ demo-bundle: setup
 	$(VENV)/bin/mllmdr-train demo-bundle
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .mypy_cache .pytest_cache .ruff_cache

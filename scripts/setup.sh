@@ -14,18 +14,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get clean  # the downloaded .deb files are not needed again (CI disks can be small)
 fi
 
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+  bash scripts/check_disk.sh 3 "the project's .venv"
+  "$PY" -m venv .venv
+fi
 stamp=.venv/.mllmdr-install-stamp
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing Python packages into .venv (first run takes a few minutes)"
-  .venv/bin/pip install -q --upgrade pip
+  # No pip cache: the wheels are not needed again and CI disks can be small.
+  .venv/bin/pip install -q --no-cache-dir --upgrade pip
   # The CPU wheel of torch lies on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
-  .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[server,train,dev]"
+  .venv/bin/pip install -q --no-cache-dir torch==2.13.0
+  .venv/bin/pip install -q --no-cache-dir -e ".[server,train,dev]"
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: .venv ($(.venv/bin/python --version))"
