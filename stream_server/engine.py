@@ -191,7 +191,7 @@ class CoreEngine:
         live session when the first video frame arrives (later trackers take ~0.03 s)."""
         from mllmdr_core.features.face import SPEC, FaceTracker
 
-        if getattr(self.config.visual, "spec", None) == SPEC:  # other specs fail later, with their own error
+        if self.config.visual.spec == SPEC:  # other specs fail later, with their own error
             FaceTracker(self.config.visual).close()
 
     def _transcriber(self) -> Any:

@@ -49,7 +49,8 @@ class Settings(BaseModel):
     max_sessions: int = Field(default=32, ge=1)
     session_create_per_min: int = Field(default=120, ge=1)  # rate limit per API key
     workers: int = Field(default=max(2, os.cpu_count() or 2), ge=1)  # analysis threads
-    # torch intra-op threads: sessions already run in parallel analysis threads; more oversubscribes
+    # torch intra-op threads: sessions already run in parallel analysis threads; more oversubscribes.
+    # Process-wide, so the CLI entry (stream_server.__main__) sets it; embedders of create_app set theirs.
     torch_threads: int = Field(default=1, ge=1)
     record_audio: bool = False  # keep the received audio as WAV under <var_dir>/recordings/
     ice_host_addresses: list[str] | None = None  # e.g. ["127.0.0.1"] on loopback-only hosts

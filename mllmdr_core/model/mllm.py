@@ -107,9 +107,10 @@ SCORE_SEARCH_TOKENS = 12  # the score digit sits right after "Evaluation Result:
 
 
 def score_token_position(target_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) -> int | None:
-    """Index in ``target_ids`` of the item-score digit of "Evaluation Result: N. …" (None if absent)."""
+    """Index in ``target_ids`` of the token holding the item-score digit of "Evaluation Result: N. …"
+    (None if absent); a tokenizer that merges the digit with its neighbours (": 2") gives that token."""
     for i, tok in enumerate(target_ids[:SCORE_SEARCH_TOKENS]):
-        if str(tokenizer.decode([tok])).strip() in SCORE_DIGITS:
+        if SCORE_DIGITS.intersection(str(tokenizer.decode([tok]))):
             return i
     return None
 

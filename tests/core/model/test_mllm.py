@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from mllmdr_core.model.mllm import IGNORE_INDEX, MLlmDR, MultimodalExample, collate, score_token_position
@@ -145,6 +148,16 @@ def test_score_token_position_finds_the_item_digit(tokenizer: PreTrainedTokenize
     assert tokenizer.decode(ids[:pos]).strip().endswith("Result:")
     no_digit = tokenizer("Evaluation Result: none. Reason: x", add_special_tokens=False)["input_ids"]
     assert score_token_position(no_digit, tokenizer) is None
+
+
+def test_score_token_position_finds_a_digit_merged_with_punctuation() -> None:
+    pieces = ["Evaluation", " Result", ": 2", ".", " Reason", ":", " poor", " sleep"]
+    word_level = Tokenizer(models.WordLevel({p: i for i, p in enumerate(["<unk>", *pieces])}, "<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Split(Regex("|".join(map(re.escape, pieces))), "isolated")
+    merging = PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>")
+    ids = merging(TARGET.replace(" Evaluation Reason", " Reason"), add_special_tokens=False)["input_ids"]
+    assert merging.convert_ids_to_tokens(ids)[:3] == ["Evaluation", " Result", ": 2"]
+    assert score_token_position(ids, merging) == 2
 
 
 def test_score_token_weight_weights_only_the_digit(model: MLlmDR, tokenizer: PreTrainedTokenizerFast) -> None:
