@@ -28,8 +28,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && compgen -G "$VENV/lib/python3*
 fi
 
 PY=${PYTHON:-python3}
-bash scripts/check_disk.sh 1.8 "the vLLM CPU venv ($VENV)"
 rm -rf "$VENV"  # a half-built or older venv is cheaper to rebuild than to repair
+bash scripts/check_disk.sh 1.8 "the vLLM CPU venv ($VENV)"
 "$PY" -m venv "$VENV"
 pip_quiet() {
   # grep drops pip's notes about optional local index folders that do not exist; pipefail keeps pip's status
