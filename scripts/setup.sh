@@ -31,6 +31,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The CPU wheel of torch lies on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/pip install -q --no-cache-dir torch==2.13.0
   .venv/bin/pip install -q --no-cache-dir -e ".[server,train,dev]"
+  # mediapipe lists jax + jaxlib (380 MB) for its LLM-weight converter only; the face mesh never imports them.
+  .venv/bin/pip uninstall -q -y jax jaxlib ml_dtypes
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: .venv ($(.venv/bin/python --version))"
