@@ -132,30 +132,25 @@ def collate(
     eos_id = int(tokenizer.eos_token_id)
     seqs: list[list[int]] = []
     labs: list[list[int]] = []
-    weights: list[list[float]] = []
+    score_at: list[int | None] = []  # per example: index of the score digit in its unpadded sequence
     for ex in examples:
         prompt_ids: list[int] = tokenizer(ex.prompt)["input_ids"]
         target_ids: list[int] = []
-        target_w: list[float] = []
+        pos = None
         if ex.target is not None:
             target_ids = [*tokenizer(ex.target, add_special_tokens=False)["input_ids"], eos_id]
-            target_w = [1.0] * len(target_ids)
             pos = score_token_position(target_ids, tokenizer) if score_token_weight != 1.0 else None
-            if pos is not None:
-                target_w[pos] = score_token_weight
         seqs.append(prompt_ids + target_ids)
         labs.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
-        weights.append([0.0] * len(prompt_ids) + target_w)
+        score_at.append(None if pos is None else len(prompt_ids) + pos)
     length = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)  # (B, L)
     attention_mask = torch.zeros(len(seqs), length, dtype=torch.long)  # (B, L)
     labels = torch.full((len(seqs), length), IGNORE_INDEX, dtype=torch.long)  # (B, L)
-    label_weights = torch.zeros(len(seqs), length)  # (B, L)
-    for i, (s, lab, w) in enumerate(zip(seqs, labs, weights, strict=True)):
+    for i, (s, lab) in enumerate(zip(seqs, labs, strict=True)):
         input_ids[i, length - len(s) :] = torch.tensor(s)
         attention_mask[i, length - len(s) :] = 1
         labels[i, length - len(s) :] = torch.tensor(lab)
-        label_weights[i, length - len(s) :] = torch.tensor(w)
     audio, audio_mask = _pad_features([ex.audio for ex in examples], "audio")
     visual, visual_mask = _pad_features([ex.visual for ex in examples], "visual")
     scores = [ex.target_score for ex in examples]
@@ -163,6 +158,12 @@ def collate(
         raise ConfigError("either every example or none has a target_score")
     target = None if scores[0] is None else torch.tensor(scores, dtype=torch.float32)  # (B,)
     has_targets = any(ex.target is not None for ex in examples)
+    label_weights = None
+    if has_targets and score_token_weight != 1.0:
+        label_weights = (labels != IGNORE_INDEX).float()  # (B, L): 1 per target token, 0 elsewhere
+        for i, (s, at) in enumerate(zip(seqs, score_at, strict=True)):
+            if at is not None:
+                label_weights[i, length - len(s) + at] = score_token_weight
     return MultimodalBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -172,7 +173,7 @@ def collate(
         visual=visual,
         visual_mask=visual_mask,
         target_score=target,
-        label_weights=label_weights if has_targets and score_token_weight != 1.0 else None,
+        label_weights=label_weights,
     )
 
 
