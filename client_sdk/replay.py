@@ -4,13 +4,13 @@ Frames are pushed exactly as the server pushes them (20 ms interleaved s16 audio
 RGB video frames stamped by pts; ``SessionState`` samples video down to the analysis rate itself), so
 windowing and pooling match the live path. The transcript comes from a file or, when there is none,
 from a speech-to-text ``Transcriber`` that ``SessionState`` calls for each closed speech segment.
-Then ``Assessor.assess(kind="final")`` scores the whole session.
+Then ``SessionState.snapshot()`` → ``Assessor.assess(snapshot, kind="final")`` scores the whole session
+(the server's end-of-session path).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from client_sdk.transcripts import dump_json, read_transcript
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
 from mllmdr_core.frames import FloatArray, TranscriptLine
+from mllmdr_core.snapshot import finite
 
 if TYPE_CHECKING:
     from mllmdr_core.assess import Assessor
@@ -146,20 +147,11 @@ class Replayer:
             media_s = float(state.media_time_s)
             if media_s <= 0.0:
                 raise MediaError(f"{src.session_id}: no media decoded")
-            audio, visual = state.features()
-            # As the server's final snapshot: indicators over the last ``indicator_window_s``, finite only.
-            assessed = _finite(state.indicators(window_s=opts.indicator_window_s))
-            session_indicators = _finite(state.indicators(window_s=max(media_s, 1e-3)))
-            transcript = list(state.transcript)
-            assessment = self.assessor.assess(
-                session_id=src.session_id,
-                kind="final",
-                audio=audio,
-                visual=visual,
-                transcript=transcript,
-                indicators=assessed,
-                window=(0.0, media_s),
-            )
+            # The server's final snapshot: whole-session features, indicators over the last
+            # ``indicator_window_s`` (finite only), the transcript, window [0, media time].
+            snap = state.snapshot(opts.indicator_window_s)
+            session_indicators = finite(state.indicators(window_s=max(media_s, 1e-3)))
+            assessment = self.assessor.assess(snap, session_id=src.session_id, kind="final")
             stats = {k: float(v) for k, v in state.stats.items()}
         finally:
             state.close()
@@ -167,15 +159,15 @@ class Replayer:
         return ReplayResult(
             source=src,
             assessment=assessment,
-            transcript=transcript,
+            transcript=list(snap.transcript),
             indicators=series,
             session_indicators=session_indicators,
-            assessed_indicators=assessed,
+            assessed_indicators=snap.indicators,
             media_s=media_s,
             wall_s=wall,
             stats=stats,
-            audio_features=audio if keep_features else None,
-            visual_features=visual if keep_features else None,
+            audio_features=snap.audio if keep_features else None,
+            visual_features=snap.visual if keep_features else None,
         )
 
 
@@ -251,11 +243,6 @@ def write_outputs(result: ReplayResult, out_dir: str | Path, *, report: bool = T
     tmp.write_text(result.assessment.model_dump_json(indent=1))
     tmp.replace(out / DONE_FILE)
     return out
-
-
-def _finite(values: dict[str, float]) -> dict[str, float]:
-    """Drop NaN/inf, as the server does before assessing and sending (JSON has no such numbers)."""
-    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
 def _num(value: float | None) -> str:

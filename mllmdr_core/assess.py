@@ -1,9 +1,11 @@
-"""Assessor: one session window (features + transcript + indicators) → a PHQ-8 ``Assessment``.
+"""Assessor: one ``SessionSnapshot`` (features + transcript + indicators + window) → a PHQ-8 ``Assessment``.
 
-Steps, timed into ``Assessment.timings_ms``::
+The only place that assembles an ``Assessment``: live checkpoints and finals, pending retries
+(``retry.assess_with_retry``), replay and training evaluation all hand it a snapshot. Steps, timed into
+``Assessment.timings_ms``::
 
-    transcript lines in the window --interview.pair_transcript--> Q/A pairs
-    --prompt.build_item_prompt × 8--> item prompts (slots only for modalities with frames)
+    transcript lines in the window --prompt.item_prompts (pairing, relevance, token budget)--> 8 item
+    prompts (slots only for modalities with frames)
     audio (Ta, Da), visual (Tv, Dv) --LQ-formers (once, shared by the 8 items)--> 32 + 32 soft tokens
     --splice--> 8 × (L_i, d_llm) --backend.generate (one batch)--> text + MAA score per item
     --prompt.parse_output--> score; no usable score → MAA score (rounded, clamped), flagged ``fallback``
@@ -29,11 +31,11 @@ from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
 from mllmdr_core.features.encoder import StreamingHubertEncoder
-from mllmdr_core.features.interview import pair_transcript, pairs_for_item
 from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
 from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, is_positive_screen
-from mllmdr_core.prompt import build_item_prompt, parse_output
+from mllmdr_core.prompt import ItemPrompt, item_prompts, parse_output
 from mllmdr_core.session_state import SessionState
+from mllmdr_core.snapshot import SessionSnapshot
 
 LOW_ACCURACY_SOURCES = frozenset({"asr:pocketsphinx"})
 LOW_ACCURACY_LABEL = "LOW-ACCURACY TRANSCRIPT: part of the transcript came from offline speech recognition."
@@ -59,6 +61,11 @@ def _ms(t0: float) -> float:
 
 def _in_window(line: TranscriptLine, window: tuple[float, float]) -> bool:
     return line.final and bool(line.text.strip()) and line.end_s >= window[0] and line.start_s <= window[1]
+
+
+def _has_frames(array: FloatArray) -> bool:
+    """The rule of ``Assessor._features``: an empty array means the modality is absent."""
+    return array.size > 0 and array.shape[0] > 0
 
 
 def _maa_to_item(value: float | None) -> int | None:
@@ -139,35 +146,44 @@ class Assessor:
             raise FeatureSpecError(f"{name} features must be (T, {dim}) for this bundle, got {array.shape}")
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
 
+    def fits(self, prompt: str, slots: int) -> bool:
+        """Whether ``prompt`` with ``slots`` modality slots fits the bundle's ``max_prompt_tokens``."""
+        soft = slots * (self.bundle.config.lqformer.num_queries - 1)  # each slot token becomes Q tokens
+        limit = self.bundle.config.llm.max_prompt_tokens
+        return len(self.model.tokenizer(prompt)["input_ids"]) + soft <= limit
+
+    def prompts(self, snapshot: SessionSnapshot) -> dict[str, ItemPrompt]:
+        """The 8 item prompts for ``snapshot`` (the transcript lines in its window; a slot per modality
+        with frames), each within the bundle's prompt budget."""
+        lines = [ln for ln in snapshot.transcript if _in_window(ln, snapshot.window)]
+        has_audio, has_video = _has_frames(snapshot.audio), _has_frames(snapshot.visual)
+        slots = int(has_audio) + int(has_video)
+        return item_prompts(
+            lines,
+            has_audio=has_audio,
+            has_video=has_video,
+            max_pairs=self.max_pairs,
+            script=self.interview_script,
+            fits=lambda text: self.fits(text, slots),
+        )
+
     def assess(
-        self,
-        *,
-        session_id: str,
-        kind: Literal["checkpoint", "final"],
-        audio: FloatArray | None,
-        visual: FloatArray | None,
-        transcript: Sequence[TranscriptLine],
-        indicators: Mapping[str, float],
-        window: tuple[float, float],
+        self, snapshot: SessionSnapshot, *, session_id: str, kind: Literal["checkpoint", "final"]
     ) -> Assessment:
-        """Score the 8 PHQ-8 items for ``window`` (session seconds)."""
+        """Score the 8 PHQ-8 items of ``snapshot`` (its window, in session seconds)."""
         timings: dict[str, float] = {}
         t_all = t0 = time.perf_counter()
-        lines = [ln for ln in transcript if _in_window(ln, window)]
-        pairs = pair_transcript(lines, self.interview_script)
-        audio_t = self._features(audio, self.model.audio_dim, "audio")
-        visual_t = self._features(visual, self.model.visual_dim, "visual")
-        item_pairs: dict[str, list[QAPair]] = {}
-        prompts = []
-        for key in ITEM_KEYS:
-            prompt, item_pairs[key] = self._fit_prompt(
-                key, pairs_for_item(pairs, key, self.max_pairs), audio_t is not None, visual_t is not None
-            )
-            prompts.append(prompt)
+        window = snapshot.window
+        lines = [ln for ln in snapshot.transcript if _in_window(ln, window)]
+        audio_t = self._features(snapshot.audio, self.model.audio_dim, "audio")
+        visual_t = self._features(snapshot.visual, self.model.visual_dim, "visual")
+        prompts = self.prompts(snapshot)
         timings["prompts_ms"] = _ms(t0)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            embeds = self.model.prompt_embeds(prompts, audio_t, None, visual_t, None)  # 8 × (L_i, d_llm)
+            embeds = self.model.prompt_embeds(  # 8 × (L_i, d_llm)
+                [prompts[k].text for k in ITEM_KEYS], audio_t, None, visual_t, None
+            )
         timings["encode_ms"] = _ms(t0)
         t0 = time.perf_counter()
         outputs = self.backend.generate([ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)])
@@ -176,7 +192,7 @@ class Assessor:
         if any(o.maa_score is None for o in outputs):
             outputs = self._with_local_maa(outputs, embeds)
         items = [
-            self._item(key, out, item_pairs[key], indicators)
+            self._item(key, out, prompts[key].pairs, snapshot.indicators)
             for key, out in zip(ITEM_KEYS, outputs, strict=True)
         ]
         total = sum(it.score for it in items)
@@ -214,19 +230,6 @@ class Assessor:
             labels=labels,
             timings_ms=timings,
         )
-
-    def _fit_prompt(
-        self, key: str, chosen: list[QAPair], has_audio: bool, has_video: bool
-    ) -> tuple[str, list[QAPair]]:
-        """The item prompt with as many of ``chosen`` (most relevant first) as fit ``max_prompt_tokens``."""
-        limit = self.bundle.config.llm.max_prompt_tokens
-        slots = int(has_audio) + int(has_video)
-        soft = slots * (self.bundle.config.lqformer.num_queries - 1)  # each slot token becomes Q tokens
-        for n in range(len(chosen), -1, -1):
-            prompt = build_item_prompt(key, chosen[:n], has_audio=has_audio, has_video=has_video, max_pairs=n)
-            if n == 0 or len(self.model.tokenizer(prompt)["input_ids"]) + soft <= limit:
-                return prompt, chosen[:n]
-        raise AssertionError("unreachable")
 
     def _with_local_maa(self, outputs: list[ItemOutput], embeds: list[torch.Tensor]) -> list[ItemOutput]:
         """Remote backends give no MAA score: compute it here for the items whose text is unparsed."""

@@ -33,13 +33,13 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mllmdr_core.features.interview import pairs_for_item
-from mllmdr_core.frames import QAPair
+from mllmdr_core.features.interview import pair_transcript, pairs_for_item
+from mllmdr_core.frames import QAPair, TranscriptLine
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
-from mllmdr_core.phq8 import ITEM_MAX, PHQ8_ITEMS
+from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, PHQ8_ITEMS
 
 ITEMS_BY_KEY = {item.key: item for item in PHQ8_ITEMS}
 SCALE_LINE = "Scale: 0 not at all, 1 several days, 2 more than half the days, 3 nearly every day."
@@ -89,6 +89,40 @@ def build_item_prompt(
         lines.append(f"Video: {VIDEO_TOKEN}")
     lines.append(REPLY_LINE)
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ItemPrompt:
+    """One item's prompt text and the Q/A pairs it shows (most relevant first)."""
+
+    text: str
+    pairs: tuple[QAPair, ...]
+
+
+def item_prompts(
+    transcript: Sequence[TranscriptLine],
+    *,
+    has_audio: bool,
+    has_video: bool,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+    script: Sequence[str] | None = None,
+    fits: Callable[[str], bool] | None = None,
+) -> dict[str, ItemPrompt]:
+    """The 8 item prompts for a transcript: the one builder for training, evaluation, replay and live.
+
+    The transcript is paired (``interview.pair_transcript``, aligned to ``script`` when given); per item
+    the most relevant pairs (``pairs_for_item``) are shown; with ``fits`` (e.g. a token budget), the least
+    relevant pairs are left out until the prompt fits (whole pairs only)."""
+    pairs = pair_transcript(list(transcript), script)
+    out: dict[str, ItemPrompt] = {}
+    for key in ITEM_KEYS:
+        chosen = pairs_for_item(pairs, key, max_pairs)
+        for n in range(len(chosen), -1, -1):
+            text = build_item_prompt(key, chosen[:n], has_audio=has_audio, has_video=has_video, max_pairs=n)
+            if n == 0 or fits is None or fits(text):
+                out[key] = ItemPrompt(text, tuple(chosen[:n]))
+                break
+    return out
 
 
 def format_target(score: int, reason: str) -> str:

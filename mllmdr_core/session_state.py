@@ -15,6 +15,8 @@ Contract (implemented by the core features work, issue 3):
 - ``add_transcript(line)``: captions or ASR output.
 - ``indicators(window_s)``: live indicators over the last ``window_s`` seconds.
 - ``features(start_s, end_s)``: (audio (Ta, D_audio), visual (Tv, D_visual)) float32 for a window.
+- ``snapshot(indicator_window_s)``: a ``SessionSnapshot`` of the session so far, what ``Assessor.assess``
+  reads (live checkpoints and finals, replay: one code path).
 - ``close()``: idempotent; releases spill files.
 
 Details. The audio timeline starts at the first chunk's ``t_s`` (or 0); a later ``t_s`` more than two
@@ -48,6 +50,7 @@ from mllmdr_core.features.indicators import IndicatorTracker
 from mllmdr_core.features.spec import audio_feature_dim
 from mllmdr_core.features.vad import VoiceActivityDetector
 from mllmdr_core.frames import AudioChunk, FloatArray, SpeechSegment, TranscriptLine
+from mllmdr_core.snapshot import SessionSnapshot
 
 SR = 16000
 MAX_SEGMENT_AUDIO_S = 60.0
@@ -300,6 +303,19 @@ class SessionState:
                 audio = np.concatenate([audio, pending.features[keep]])
         _, visual = self._visual.window(start_s, end_s)
         return audio, visual
+
+    def snapshot(self, indicator_window_s: float = 30.0) -> SessionSnapshot:
+        """Everything an assessment of the session so far reads: features of the whole session (the open
+        encoder window included), the transcript, indicators over the last ``indicator_window_s`` seconds
+        (finite values only) and the window [0, media time]. Copies: the state may go on changing."""
+        audio, visual = self.features()
+        return SessionSnapshot.of(
+            audio=audio,
+            visual=visual,
+            transcript=self.transcript,
+            indicators=self.indicators(indicator_window_s),
+            window=(0.0, float(self.media_time_s)),
+        )
 
     @property
     def stats(self) -> dict[str, float]:

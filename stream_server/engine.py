@@ -6,7 +6,6 @@ are synchronous and CPU-bound: the server calls them from worker threads, never 
 
 from __future__ import annotations
 
-import math
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import numpy as np
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.errors import ConfigError
 from mllmdr_core.frames import FloatArray, TranscriptLine
+from mllmdr_core.snapshot import SessionSnapshot
 from stream_server.asr import DEFAULT_MAX_BACKLOG_S, AsrProcess, BackgroundTranscriber, ProcessTranscriber
 
 TRANSCRIPT_SOURCES = ("auto", "captions", "pocketsphinx", "whisper")
@@ -47,6 +47,8 @@ class AnalysisState(Protocol):
     @property
     def media_time_s(self) -> float: ...
 
+    def snapshot(self, indicator_window_s: float = 30.0) -> SessionSnapshot: ...
+
     def close(self) -> None: ...
 
 
@@ -59,35 +61,13 @@ class BundleInfo:
     path: str = ""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What an assessment needs, copied out of an AnalysisState (under the session's lock)."""
-
-    audio: FloatArray  # (Ta, D_audio)
-    visual: FloatArray  # (Tv, D_visual)
-    transcript: list[TranscriptLine]
-    indicators: dict[str, float]
-    window: tuple[float, float]
-
-    @classmethod
-    def take(cls, state: AnalysisState, indicator_window_s: float) -> Snapshot:
-        audio, visual = state.features()
-        return cls(
-            audio=np.array(audio, dtype=np.float32, copy=True),
-            visual=np.array(visual, dtype=np.float32, copy=True),
-            transcript=list(state.transcript),
-            indicators=finite(state.indicators(indicator_window_s)),
-            window=(0.0, float(state.media_time_s)),
-        )
-
-
 class Engine(Protocol):
     info: BundleInfo
 
     def new_state(self, session_id: str) -> AnalysisState: ...
 
     def assess(
-        self, snap: Snapshot, *, session_id: str, kind: Literal["checkpoint", "final"]
+        self, snapshot: SessionSnapshot, *, session_id: str, kind: Literal["checkpoint", "final"]
     ) -> Assessment: ...
 
     @property
@@ -117,11 +97,6 @@ class GatedTranscriber:
             return []
         lines: list[TranscriptLine] = self.inner.transcribe(samples, start_s)
         return lines
-
-
-def finite(values: dict[str, float]) -> dict[str, float]:
-    """Drop NaN/inf (JSON has no such numbers; the panel shows a gap)."""
-    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
 class CoreEngine:
@@ -240,15 +215,10 @@ class CoreEngine:
         gate.stop()
         return True
 
-    def assess(self, snap: Snapshot, *, session_id: str, kind: Literal["checkpoint", "final"]) -> Assessment:
+    def assess(
+        self, snapshot: SessionSnapshot, *, session_id: str, kind: Literal["checkpoint", "final"]
+    ) -> Assessment:
+        """The core's one assessment call, one at a time (the model is shared by all sessions)."""
         with self._assess_lock:
-            result: Assessment = self._assessor.assess(
-                session_id=session_id,
-                kind=kind,
-                audio=snap.audio,
-                visual=snap.visual,
-                transcript=snap.transcript,
-                indicators=snap.indicators,
-                window=snap.window,
-            )
+            result: Assessment = self._assessor.assess(snapshot, session_id=session_id, kind=kind)
         return result

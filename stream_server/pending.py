@@ -1,13 +1,14 @@
 """Final assessments the LLM backend could not make at session end: kept on disk, retried until done.
 
 When the backend is still down after a session's in-line retries, the session becomes ``pending``: its
-final :class:`~stream_server.engine.Snapshot` (audio/visual feature arrays, transcript, indicators,
+final :class:`~mllmdr_core.snapshot.SessionSnapshot` (audio/visual feature arrays, transcript, indicators,
 window) is kept as ``.npz`` bytes in the store (``pending_snapshots``, readable by every instance) and,
 for a fast local read, in ``<var_dir>/pending/<session>.npz`` (path in the session's ``meta``).
 
 Several instances may share the database, so retries are claimed (``Store.claim_pending``): the parking
 instance holds the claim and renews it every ``pending_claim_ttl_s / 3`` while it retries with
-exponential back-off (``assess_retry_base_s`` doubling, at most ``pending_retry_max_s``). Every instance
+exponential back-off (``assess_retry_base_s`` doubling, at most ``pending_retry_max_s``; the core's
+``retry.assess_with_retry``, the loop live sessions use too). Every instance
 looks for unclaimed or expired claims at start-up and every ``pending_scan_s``, so a session parked by an
 instance that died is taken over once its claim expires. Success is committed with
 ``Store.finish_pending`` (assessment stored and session ``closed`` in one transaction, only while the
@@ -19,23 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
 import logging
 import os
 import secrets
 import socket
+import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from mllmdr_core.assessment import Assessment
-from mllmdr_core.errors import BackendError, StorageError
-from mllmdr_core.frames import TranscriptLine
-from stream_server.engine import Snapshot
+from mllmdr_core.errors import StorageError
+from mllmdr_core.retry import RetryPolicy, RetryStopped, assess_with_retry
+from mllmdr_core.snapshot import SessionSnapshot
 from stream_server.protocol import (
     AssessmentResultEvent,
     ErrorEvent,
@@ -50,23 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("stream_server.pending")
 
 
-def snapshot_bytes(snap: Snapshot) -> bytes:
-    """``snap`` as ``.npz`` bytes (no pickles)."""
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        audio=snap.audio,  # (Ta, D_audio)
-        visual=snap.visual,  # (Tv, D_visual)
-        window=np.asarray(snap.window, dtype=np.float64),  # (2,)
-        transcript=np.asarray(json.dumps([asdict(line) for line in snap.transcript])),
-        indicators=np.asarray(json.dumps(snap.indicators)),
-    )
-    return buf.getvalue()
-
-
-def save_snapshot(path: Path, snap: Snapshot | bytes) -> Path:
-    """Write ``snap`` (or its :func:`snapshot_bytes`) to ``path`` atomically; returns ``path``."""
-    data = snap if isinstance(snap, bytes) else snapshot_bytes(snap)
+def save_snapshot(path: Path, snap: SessionSnapshot | bytes) -> Path:
+    """Write ``snap`` (or its ``to_bytes()``) to ``path`` atomically; returns ``path``."""
+    data = snap if isinstance(snap, bytes) else snap.to_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     try:
@@ -82,21 +65,15 @@ def save_snapshot(path: Path, snap: Snapshot | bytes) -> Path:
     return path
 
 
-def load_snapshot(path: Path | bytes) -> Snapshot:
-    """Read a snapshot written by :func:`save_snapshot` (a file) or :func:`snapshot_bytes`."""
-    where = "bytes from the store" if isinstance(path, bytes) else str(path)
+def load_snapshot(source: Path | bytes) -> SessionSnapshot:
+    """Read a snapshot written by :func:`save_snapshot` (a file) or ``SessionSnapshot.to_bytes``."""
+    if isinstance(source, bytes):
+        return SessionSnapshot.from_bytes(source, where="bytes from the store")
     try:
-        with np.load(io.BytesIO(path) if isinstance(path, bytes) else path, allow_pickle=False) as data:
-            window = data["window"]
-            return Snapshot(
-                audio=np.array(data["audio"], dtype=np.float32),
-                visual=np.array(data["visual"], dtype=np.float32),
-                transcript=[TranscriptLine(**d) for d in json.loads(str(data["transcript"]))],
-                indicators={str(k): float(v) for k, v in json.loads(str(data["indicators"])).items()},
-                window=(float(window[0]), float(window[1])),
-            )
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise StorageError(f"pending session features ({where}) unreadable: {exc}") from exc
+        data = source.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"pending session features ({source}) unreadable: {exc}") from exc
+    return SessionSnapshot.from_bytes(data, where=str(source))
 
 
 class PendingAssessments:
@@ -117,9 +94,9 @@ class PendingAssessments:
         task = self._tasks.get(session_id)
         return task is not None and not task.done()
 
-    async def park(self, session_id: str, snap: Snapshot, *, reason: str, media_time_s: float) -> None:
+    async def park(self, session_id: str, snap: SessionSnapshot, *, reason: str, media_time_s: float) -> None:
         """Keep ``snap`` (store + local file), mark the session ``pending`` claimed by us, start retrying."""
-        data = await self.svc.run(snapshot_bytes, snap)
+        data = await self.svc.run(snap.to_bytes)
         path = await self.svc.run(save_snapshot, self.directory / f"{session_id}.npz", data)
         info = {"snapshot": str(path), "reason": reason, "media_time_s": media_time_s, "since": time.time()}
         ttl = self.svc.settings.pending_claim_ttl_s
@@ -170,7 +147,7 @@ class PendingAssessments:
         except StorageError as exc:
             log.warning("pending session %s: cannot claim: %s", session_id, exc)
             return
-        lost = asyncio.Event()
+        lost = threading.Event()
         keeper = asyncio.ensure_future(self._keep_claim(session_id, lost))
         finished = False
         try:
@@ -205,7 +182,7 @@ class PendingAssessments:
                 with contextlib.suppress(Exception):
                     await store.release_claim(session_id, self.owner)
 
-    async def _keep_claim(self, session_id: str, lost: asyncio.Event) -> None:
+    async def _keep_claim(self, session_id: str, lost: threading.Event) -> None:
         """Renew our claim every third of its lifetime; set ``lost`` when another instance has it."""
         ttl = self.svc.settings.pending_claim_ttl_s
         while True:
@@ -217,7 +194,7 @@ class PendingAssessments:
             except StorageError as exc:  # a database blip: try again; the claim lasts ttl
                 log.info("pending session %s: claim renewal failed: %s", session_id, exc)
 
-    async def _load(self, session_id: str, info: dict[str, Any]) -> Snapshot:
+    async def _load(self, session_id: str, info: dict[str, Any]) -> SessionSnapshot:
         """The local file when this instance parked the session, else the store's copy."""
         local = Path(info["snapshot"]) if info.get("snapshot") else None
         if local is not None and local.is_file():
@@ -230,28 +207,38 @@ class PendingAssessments:
         return await self.svc.run(load_snapshot, data)
 
     async def _assess_until_done(
-        self, session_id: str, snap: Snapshot, lost: asyncio.Event
+        self, session_id: str, snap: SessionSnapshot, lost: threading.Event
     ) -> Assessment | None:
         """Retry until the backend answers (None once our claim is lost: another instance has it)."""
         settings = self.svc.settings
-        attempt = 0
-        while True:
-            delay = min(settings.assess_retry_base_s * 2**attempt, settings.pending_retry_max_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), delay)
-            if lost.is_set():
+        policy = RetryPolicy(None, settings.assess_retry_base_s, settings.pending_retry_max_s)
+
+        def retry() -> Assessment | None:
+            if lost.wait(policy.delay(1)):
                 return None
+            t0 = time.perf_counter()
             try:
-                async with self.svc.assess_slots:
-                    t0 = time.perf_counter()
-                    result = await self.svc.run(
-                        lambda: self.svc.engine.assess(snap, session_id=session_id, kind="final")
-                    )
-                    self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, "assess_final")
-                return result
-            except BackendError as exc:
-                attempt += 1
-                log.info("pending session %s: backend still down (%s); try %d", session_id, exc, attempt)
+                result = assess_with_retry(
+                    self.svc.engine,
+                    snap,
+                    session_id=session_id,
+                    kind="final",
+                    policy=policy,
+                    on_retry=lambda n, exc: log.info(
+                        "pending session %s: backend still down (%s); try %d", session_id, exc, n
+                    ),
+                    stop=lost,
+                )
+            except RetryStopped:
+                return None
+            self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, "assess_final")
+            return result
+
+        try:  # not in the analysis pool: a long outage must not hold a live session's worker thread
+            return await asyncio.to_thread(retry)
+        except asyncio.CancelledError:
+            lost.set()  # the thread stops waiting at once
+            raise
 
     async def _publish_finished(self, session_id: str, result: Assessment, info: dict[str, Any]) -> None:
         """After ``finish_pending`` committed: the result, the closed state, ``session.closed``."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
 import threading
@@ -25,9 +24,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from mllmdr_core.assessment import DISCLAIMER, Assessment
 from mllmdr_core.errors import BackendError, MllmdrError, StorageError
 from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.retry import RetryPolicy, assess_with_retry
+from mllmdr_core.snapshot import SessionSnapshot, finite
 from stream_server.asr import BackgroundTranscriber
 from stream_server.bus import EventBus
-from stream_server.engine import AnalysisState, Engine, Snapshot, finite
+from stream_server.engine import AnalysisState, Engine
 from stream_server.ice import ice_servers_for, to_rtc
 from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
 from stream_server.metrics import ServerMetrics
@@ -460,36 +461,44 @@ class LiveSession:
                 with contextlib.suppress(MllmdrError):
                     await self.checkpoint(trigger="schedule")
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self) -> SessionSnapshot:
         with self._state_lock:
-            snap = Snapshot.take(self.state, self.svc.settings.indicator_window_s)
+            snap = self.state.snapshot(self.svc.settings.indicator_window_s)
         if self._patient_captioned:  # captions took over from ASR: no doubled text in the prompts
-            kept = [line for line in snap.transcript if not line.source.startswith("asr")]
-            snap = dataclasses.replace(snap, transcript=kept)
+            snap = snap.without_sources("asr")
         return snap
 
+    def _retry_warning(self, kind: str) -> Callable[[int, BackendError], None]:
+        """Worker thread → loop: an ``assessment_retry`` warning before each wait of the retry loop."""
+
+        def warn(failures: int, exc: BackendError) -> None:
+            message = f"{kind} assessment failed ({exc}); retrying"
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(
+                    lambda: self._spawn(self._warn("assessment_retry", message, once=False, attempt=failures))
+                )
+
+        return warn
+
     async def _assess(
-        self, kind: Literal["checkpoint", "final"], taken: Snapshot | None = None
+        self, kind: Literal["checkpoint", "final"], taken: SessionSnapshot | None = None
     ) -> Assessment:
+        settings = self.svc.settings
+        policy = RetryPolicy(ASSESS_ATTEMPTS, settings.assess_retry_base_s, settings.pending_retry_max_s)
         async with self.svc.assess_slots:
             t0 = time.perf_counter()
             snap = taken if taken is not None else await self.svc.run(self._snapshot)
-            for attempt in range(ASSESS_ATTEMPTS):
-                try:
-                    result = await self.svc.run(
-                        lambda: self.svc.engine.assess(snap, session_id=self.id, kind=kind)
-                    )
-                    break
-                except BackendError as exc:  # LLM backend down or timed out: retry with back-off
-                    if attempt + 1 == ASSESS_ATTEMPTS:
-                        raise
-                    await self._warn(
-                        "assessment_retry",
-                        f"{kind} assessment failed ({exc}); retrying",
-                        once=False,
-                        attempt=attempt + 1,
-                    )
-                    await asyncio.sleep(self.svc.settings.assess_retry_base_s * 2**attempt)
+            # not in the analysis pool: the back-off between tries must not hold an ingest worker
+            result = await asyncio.to_thread(
+                lambda: assess_with_retry(
+                    self.svc.engine,
+                    snap,
+                    session_id=self.id,
+                    kind=kind,
+                    policy=policy,
+                    on_retry=self._retry_warning(kind),
+                )
+            )
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, f"assess_{kind}")
         self.svc.metrics.assessments.inc(1.0, kind)
         await self.svc.store.add_assessment(result)
@@ -605,7 +614,7 @@ class LiveSession:
             self.closed.set()
         return self.final
 
-    async def _park(self, snap: Snapshot, reason: CloseReason, exc: BackendError) -> bool:
+    async def _park(self, snap: SessionSnapshot, reason: CloseReason, exc: BackendError) -> bool:
         """Backend down at the end: session ``pending``, features kept, assessment retried. False if the
         features could not be kept (then the session closes without a final assessment)."""
         try:

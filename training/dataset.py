@@ -1,9 +1,9 @@
 """Training examples: one per (session, PHQ-8 item).
 
-The prompt is built exactly as the live assessor builds it — transcript → Q/A pairs
-(``features.interview.pair_transcript``) → ``prompt.build_item_prompt`` (which picks the item's
-pairs) — and the target is ``prompt.format_target(score, rationale)``. Features
-come from the per-session ``.npz`` cache written by :mod:`training.features`.
+The prompt is built by the live assessor's own builder, ``mllmdr_core.prompt.item_prompts``
+(transcript → Q/A pairs → per item the most relevant pairs → ``prompt.build_item_prompt``), and the
+target is ``prompt.format_target(score, rationale)``. Features come from the per-session ``.npz`` cache
+written by :mod:`training.features`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from mllmdr_core.config import MllmdrConfig
-from mllmdr_core.features.interview import pair_transcript
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.model.mllm import MultimodalExample
 from mllmdr_core.phq8 import ITEM_KEYS
-from mllmdr_core.prompt import build_item_prompt, format_target
+from mllmdr_core.prompt import format_target
+from mllmdr_core.prompt import item_prompts as build_item_prompts
 from training.features import SessionFeatures, load_features
 
 MODALITIES = ("all", "text", "av")  # which inputs an example shows the model
@@ -44,18 +44,11 @@ class SessionLabels:
 def item_prompts(
     transcript: Sequence[TranscriptLine], cfg: MllmdrConfig, *, has_audio: bool, has_video: bool
 ) -> dict[str, str]:
-    """The 8 item prompts for a transcript (the live assessor's rules)."""
-    pairs = pair_transcript(list(transcript))
-    return {
-        key: build_item_prompt(
-            key,
-            pairs,
-            has_audio=has_audio,
-            has_video=has_video,
-            max_pairs=cfg.assess.max_qa_pairs_per_item,
-        )
-        for key in ITEM_KEYS
-    }
+    """The 8 item prompts for a transcript: the core's ``prompt.item_prompts``, the assessor's builder."""
+    made = build_item_prompts(
+        transcript, has_audio=has_audio, has_video=has_video, max_pairs=cfg.assess.max_qa_pairs_per_item
+    )
+    return {key: p.text for key, p in made.items()}
 
 
 def default_rationale(item_key: str, score: int) -> str:

@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mllmdr_core.backends.base import ItemRequest, LLMBackend
+from mllmdr_core.assess import Assessor
 from mllmdr_core.model.lqformer import LQFormer
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS, ITEM_MAX
 from mllmdr_core.prompt import parse_output
-from training.dataset import SessionLabels, item_prompts
-from training.features import FloatArray, load_features
+from mllmdr_core.snapshot import SessionSnapshot
+from training.dataset import SessionLabels
+from training.features import load_features
 from training.metrics import is_grounded, screening_report
 
 ABLATIONS = ("all", "text", "av", "no_lqformer")
@@ -96,38 +97,33 @@ def bypass_lqformers(model: MLlmDR) -> Iterator[None]:
         model.audio_lqformer.forward, model.visual_lqformer.forward = saved  # type: ignore[method-assign]
 
 
-def _tensor(a: FloatArray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(1, T, D) features and (1, T) mask; ``None`` for an empty modality (as the assessor does)."""
-    if a.ndim != 2 or a.shape[0] == 0:
-        return None, None
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
-    return t, torch.ones(t.shape[:2], dtype=torch.bool)  # (1, T)
+def ablated_snapshot(session: SessionLabels, features_path: Path, ablation: str) -> SessionSnapshot:
+    """The session as the assessor sees it under ``ablation``: ``text`` drops the audio/video features,
+    ``av`` the interview text; the window spans the features and the transcript."""
+    transcript = () if ablation == "av" else session.transcript
+    audio = visual = None
+    duration = 0.0
+    if ablation != "text":
+        feats = load_features(features_path)
+        audio, visual, duration = feats.audio, feats.visual, feats.duration_s
+    end = max([duration, *(ln.end_s for ln in session.transcript)])
+    return SessionSnapshot.of(audio=audio, visual=visual, transcript=transcript, window=(0.0, end))
 
 
 @torch.no_grad()
 def predict_session(
-    model: MLlmDR, backend: LLMBackend, session: SessionLabels, features_path: Path, ablation: str
+    assessor: Assessor, session: SessionLabels, features_path: Path, ablation: str
 ) -> SessionPrediction:
-    """8 item predictions for one session under an ablation."""
-    transcript = () if ablation == "av" else session.transcript
-    audio = amask = visual = vmask = None
-    if ablation != "text":
-        feats = load_features(features_path)
-        audio, amask = _tensor(feats.audio)
-        visual, vmask = _tensor(feats.visual)
-    prompts = item_prompts(
-        transcript, model.config, has_audio=audio is not None, has_video=visual is not None
-    )
-    ctx = bypass_lqformers(model) if ablation == "no_lqformer" else contextlib.nullcontext()
+    """8 item predictions for one session under an ablation, by the live ``Assessor``."""
+    snapshot = ablated_snapshot(session, features_path, ablation)
+    ctx = bypass_lqformers(assessor.model) if ablation == "no_lqformer" else contextlib.nullcontext()
     with ctx:
-        embeds = model.prompt_embeds([prompts[k] for k in ITEM_KEYS], audio, amask, visual, vmask)
-    outputs = backend.generate([ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)])
+        result = assessor.assess(snapshot, session_id=session.session_id, kind="final")
     pred = SessionPrediction(session.session_id)
-    for key, out in zip(ITEM_KEYS, outputs, strict=True):
-        parsed = parse_output(out.text)
-        maa = float(out.maa_score) if out.maa_score is not None else float("nan")
-        score, fallback = reported_score(parsed.score, 0.0 if np.isnan(maa) else maa)
-        pred.items[key] = ItemPrediction(score, parsed.score, maa, parsed.reason, fallback)
+    for item in result.items:
+        maa = float(item.maa_score) if item.maa_score is not None else float("nan")
+        reason = parse_output(item.raw_text).reason  # the generated reason, not the fallback note
+        pred.items[item.key] = ItemPrediction(item.score, item.generated_score, maa, reason, item.fallback)
     return pred
 
 
@@ -149,8 +145,7 @@ def _metrics(
 
 
 def evaluate(
-    model: MLlmDR,
-    backend: LLMBackend,
+    assessor: Assessor,
     sessions: Sequence[SessionLabels],
     features_dir: Path,
     *,
@@ -159,13 +154,12 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Metrics per ablation on all sessions and on the masked subset; predictions kept for plots."""
-    model.eval()
     results: dict[str, Any] = {"n_sessions": len(sessions), "ablations": {}}
     masked = [i for i, s in enumerate(sessions) if "masked" in s.tags]
     for ablation in ablations:
         t0 = time.monotonic()
         preds = [
-            predict_session(model, backend, s, features_dir / f"{s.session_id}.npz", ablation)
+            predict_session(assessor, s, features_dir / f"{s.session_id}.npz", ablation)
             for s in tqdm(sessions, desc=f"eval {ablation}", disable=not progress)
         ]
         entry: dict[str, Any] = {"all": _metrics(sessions, preds, indicator_names)}

@@ -327,20 +327,20 @@ def assessor_check(bundle_dir: Path, sessions: Sequence[SessionLabels], features
 
     from mllmdr_core.assess import Assessor
     from mllmdr_core.bundle import load_bundle
+    from mllmdr_core.snapshot import SessionSnapshot
 
     assessor = Assessor(load_bundle(bundle_dir))
     totals = []
     for s in sessions:
         feats = load_features(features_dir / f"{s.session_id}.npz")
-        result = assessor.assess(
-            session_id=s.session_id,
-            kind="final",
+        snapshot = SessionSnapshot.of(
             audio=np.asarray(feats.audio),
             visual=np.asarray(feats.visual),
-            transcript=list(s.transcript),
+            transcript=s.transcript,
             indicators=feats.indicators,
             window=(0.0, max([feats.duration_s, *(ln.end_s for ln in s.transcript)])),
         )
+        result = assessor.assess(snapshot, session_id=s.session_id, kind="final")
         totals.append(
             {
                 "session_id": s.session_id,
@@ -362,16 +362,14 @@ def _eval_ablations(
     names: Sequence[str],
 ) -> dict[str, Any]:
     """Worker process: load the bundle and evaluate ``ablations`` (no progress bar)."""
-    from mllmdr_core.backends.transformers_backend import TransformersBackend
+    from mllmdr_core.assess import Assessor
     from mllmdr_core.bundle import load_bundle
     from training.eval import evaluate
 
     torch.set_num_threads(max(1, cfg.threads))
     loaded = load_bundle(bundle_dir, check_features=check_features)
-    backend = TransformersBackend(loaded.model, max_new_tokens=loaded.config.llm.max_new_tokens)
     return evaluate(
-        loaded.model,
-        backend,
+        Assessor(loaded),
         sessions,
         cfg.work / "features",
         ablations=ablations,
@@ -410,7 +408,7 @@ def evaluate_bundle(
     cfg: RunConfig, corpus: Corpus, bundle_dir: Path | None, out_dir: Path, progress: bool = True
 ) -> dict[str, Any]:
     """Evaluate the exported bundle on ``cfg.eval.split`` and write the report."""
-    from mllmdr_core.backends.transformers_backend import TransformersBackend
+    from mllmdr_core.assess import Assessor
     from mllmdr_core.bundle import load_bundle
     from training.eval import check_targets, evaluate, write_report
 
@@ -422,7 +420,6 @@ def evaluate_bundle(
         sessions = sessions[: cfg.eval.max_sessions]
     if not sessions:
         raise ConfigError(f"no sessions in split {cfg.eval.split!r}")
-    backend = TransformersBackend(loaded.model, max_new_tokens=loaded.config.llm.max_new_tokens)
     t0 = time.monotonic()
     names = indicator_names(corpus, cfg)
     ablations = list(cfg.eval.ablations)
@@ -430,8 +427,7 @@ def evaluate_bundle(
     mine = [a for a in ablations if a not in side]
     with _side_evaluation(cfg, bundle_dir, live, sessions, side, names, progress) as side_result:
         results = evaluate(
-            loaded.model,
-            backend,
+            Assessor(loaded),
             sessions,
             cfg.work / "features",
             ablations=mine,

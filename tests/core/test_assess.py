@@ -16,6 +16,7 @@ from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.model.tokenizer import VIDEO_TOKEN
 from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.prompt import build_item_prompt
+from mllmdr_core.snapshot import SessionSnapshot
 from mllmdr_core.testing import build_tiny_bundle
 
 
@@ -57,13 +58,15 @@ def test_end_to_end_on_a_random_tiny_bundle(bundle: LoadedBundle) -> None:
     audio, visual = _features(bundle)
     t0 = time.perf_counter()
     result = Assessor(bundle).assess(
+        SessionSnapshot.of(
+            audio=audio,
+            visual=visual,
+            transcript=TRANSCRIPT,
+            indicators=INDICATORS,
+            window=(0.0, 60.0),
+        ),
         session_id="s1",
         kind="checkpoint",
-        audio=audio,
-        visual=visual,
-        transcript=TRANSCRIPT,
-        indicators=INDICATORS,
-        window=(0.0, 60.0),
     )
     assert time.perf_counter() - t0 < 60
     assert [it.key for it in result.items] == list(ITEM_KEYS)
@@ -124,13 +127,15 @@ def test_parsed_scores_total_and_local_maa_for_unparsed(bundle: LoadedBundle) ->
     audio, _ = _features(bundle)
     lines = [TranscriptLine(0.0, 2.0, "patient", "I sleep badly.", source="asr:pocketsphinx")]
     result = Assessor(bundle, backend).assess(
+        SessionSnapshot.of(
+            audio=audio,
+            visual=None,
+            transcript=lines,
+            indicators={},
+            window=(0.0, 10.0),
+        ),
         session_id="s2",
         kind="final",
-        audio=audio,
-        visual=None,
-        transcript=lines,
-        indicators={},
-        window=(0.0, 10.0),
     )
     assert [it.score for it in result.items][:6] == [2] * 6 and result.items[7].score == 3
     assert (
@@ -156,26 +161,30 @@ def test_rejects_features_of_the_wrong_width(bundle: LoadedBundle) -> None:
     audio, visual = _features(bundle)
     with pytest.raises(FeatureSpecError, match="audio features"):
         Assessor(bundle, ScriptedBackend([""] * 8)).assess(
+            SessionSnapshot.of(
+                audio=audio[:, :-1],
+                visual=visual,
+                transcript=[],
+                indicators={},
+                window=(0.0, 1.0),
+            ),
             session_id="s3",
             kind="checkpoint",
-            audio=audio[:, :-1],
-            visual=visual,
-            transcript=[],
-            indicators={},
-            window=(0.0, 1.0),
         )
 
 
 def test_empty_window_still_gives_a_valid_assessment(bundle: LoadedBundle, tmp_path: Path) -> None:
     backend = ScriptedBackend(["Evaluation Result: 0. Evaluation Reason: nothing said yet."] * 8)
     result = Assessor(bundle, backend).assess(
+        SessionSnapshot.of(
+            audio=None,
+            visual=None,
+            transcript=[],
+            indicators={},
+            window=(0.0, 0.0),
+        ),
         session_id="s4",
         kind="checkpoint",
-        audio=None,
-        visual=None,
-        transcript=[],
-        indicators={},
-        window=(0.0, 0.0),
     )
     assert result.total == 0 and not result.binary and result.model.transcript_source == "none"
     assert all(it.evidence == [] for it in result.items)
@@ -196,13 +205,15 @@ def test_new_session_state_feeds_the_assessor(bundle: LoadedBundle) -> None:
         audio, visual = state.features(0.0, 4.0)
         assert audio.shape[1] == bundle.model.audio_dim and visual.shape[1] == bundle.model.visual_dim
         result = assessor.assess(
+            SessionSnapshot.of(
+                audio=audio,
+                visual=visual,
+                transcript=state.transcript,
+                indicators=state.indicators(30.0),
+                window=(0.0, 4.0),
+            ),
             session_id="s5",
             kind="checkpoint",
-            audio=audio,
-            visual=visual,
-            transcript=state.transcript,
-            indicators=state.indicators(30.0),
-            window=(0.0, 4.0),
         )
         assert result.total == 8
         has_audio = audio.shape[0] > 0
@@ -226,15 +237,13 @@ def test_prompts_are_trimmed_to_max_prompt_tokens(
         )
     backend = ScriptedBackend(["Evaluation Result: 1. Evaluation Reason: x."] * 8)
     audio, visual = _features(bundle)
-    kwargs = dict(
-        session_id="s6", kind="checkpoint", audio=audio, visual=visual, transcript=lines, indicators={}
-    )
-    full = Assessor(bundle, backend).assess(**kwargs, window=(0.0, 200.0))  # type: ignore[arg-type]
+    snapshot = SessionSnapshot.of(audio=audio, visual=visual, transcript=lines, window=(0.0, 200.0))
+    full = Assessor(bundle, backend).assess(snapshot, session_id="s6", kind="checkpoint")
     full_len = backend.requests[2].embeds.shape[0]
     sleep_full = [e for e in full.items[2].evidence if e.kind == "transcript"]
     assert len(sleep_full) == bundle.config.assess.max_qa_pairs_per_item
     monkeypatch.setattr(bundle.config.llm, "max_prompt_tokens", full_len - 40)
-    trimmed = Assessor(bundle, backend).assess(**kwargs, window=(0.0, 200.0))  # type: ignore[arg-type]
+    trimmed = Assessor(bundle, backend).assess(snapshot, session_id="s6", kind="checkpoint")
     assert all(r.embeds.shape[0] <= full_len - 40 for r in backend.requests)
     sleep = [e for e in trimmed.items[2].evidence if e.kind == "transcript"]
     assert 0 < len(sleep) < len(sleep_full)

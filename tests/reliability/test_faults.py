@@ -19,7 +19,7 @@ from sqlalchemy import event
 
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import BackendError
-from stream_server.engine import Snapshot
+from mllmdr_core.snapshot import SessionSnapshot
 
 from .conftest import healthy, make_settings
 
@@ -211,7 +211,9 @@ class BackendDownEngine:
     def new_state(self, session_id: str) -> Any:
         return self.inner.new_state(session_id)
 
-    def assess(self, snap: Snapshot, *, session_id: str, kind: Literal["checkpoint", "final"]) -> Assessment:
+    def assess(
+        self, snap: SessionSnapshot, *, session_id: str, kind: Literal["checkpoint", "final"]
+    ) -> Assessment:
         self.calls[session_id] = self.calls.get(session_id, 0) + 1
         if self.calls[session_id] <= self.failures:
             raise BackendError("LLM backend unreachable: connection refused (test)")

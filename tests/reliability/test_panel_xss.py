@@ -12,7 +12,7 @@ import pytest
 from server.conftest import run_server
 
 from mllmdr_core.assessment import Assessment, Evidence
-from stream_server.engine import Snapshot
+from mllmdr_core.snapshot import SessionSnapshot
 
 from .conftest import make_settings
 
@@ -48,7 +48,9 @@ class XSSEngine:
     def new_state(self, session_id: str) -> Any:
         return self.inner.new_state(session_id)
 
-    def assess(self, snap: Snapshot, *, session_id: str, kind: Literal["checkpoint", "final"]) -> Assessment:
+    def assess(
+        self, snap: SessionSnapshot, *, session_id: str, kind: Literal["checkpoint", "final"]
+    ) -> Assessment:
         result: Assessment = self.inner.assess(snap, session_id=session_id, kind=kind)
         items = [
             item.model_copy(

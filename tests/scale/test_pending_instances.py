@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream_server.engine import CoreEngine, Snapshot
+from mllmdr_core.snapshot import SessionSnapshot
+from stream_server.engine import CoreEngine
 from stream_server.protocol import _example_assessment
 from stream_server.store import Store, sessions
 
@@ -32,7 +33,7 @@ class CountingEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def assess(self, snap: Snapshot, *, session_id: str, kind: Any) -> Any:
+    def assess(self, snap: SessionSnapshot, *, session_id: str, kind: Any) -> Any:
         self.calls += 1
         result = self.inner.assess(snap, session_id=session_id, kind=kind)
         self.made += 1

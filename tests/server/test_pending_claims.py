@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mllmdr_core.frames import TranscriptLine
-from stream_server.engine import Snapshot
-from stream_server.pending import load_snapshot, save_snapshot, snapshot_bytes
+from mllmdr_core.snapshot import SessionSnapshot
+from stream_server.pending import load_snapshot, save_snapshot
 from stream_server.protocol import _example_assessment
 from stream_server.store import Store
 
@@ -73,14 +73,14 @@ async def test_release_frees_the_claim_at_once(store: Store) -> None:
 
 
 def test_snapshot_round_trips_through_bytes_and_file(tmp_path: Path) -> None:
-    snap = Snapshot(
+    snap = SessionSnapshot(
         audio=np.arange(12, dtype=np.float32).reshape(3, 4),  # (Ta, D_audio)
         visual=np.ones((2, 5), dtype=np.float32),  # (Tv, D_visual)
-        transcript=[TranscriptLine(start_s=0.0, end_s=1.0, speaker="patient", text="tired")],
+        transcript=(TranscriptLine(start_s=0.0, end_s=1.0, speaker="patient", text="tired"),),
         indicators={"speech_ratio": 0.4},
         window=(0.0, 6.5),
     )
-    data = snapshot_bytes(snap)
+    data = snap.to_bytes()
     for back in (load_snapshot(data), load_snapshot(save_snapshot(tmp_path / "s.npz", data))):
         assert np.array_equal(back.audio, snap.audio) and np.array_equal(back.visual, snap.visual)
         assert back.transcript == snap.transcript and back.indicators == snap.indicators

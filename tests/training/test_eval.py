@@ -9,14 +9,24 @@ import numpy as np
 import pytest
 import torch
 
+from mllmdr_core.assess import Assessor
 from mllmdr_core.backends.transformers_backend import TransformersBackend
+from mllmdr_core.bundle import LoadedBundle
+from mllmdr_core.features.spec import FeatureSpec
 from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
 from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.testing import tiny_config
 from training.dataset import SessionLabels
-from training.eval import bypass_lqformers, check_targets, evaluate, reported_score, write_report
+from training.eval import (
+    ablated_snapshot,
+    bypass_lqformers,
+    check_targets,
+    evaluate,
+    reported_score,
+    write_report,
+)
 from training.features import SessionFeatures, save_features
 from training.metrics import (
     binary_scores,
@@ -78,6 +88,13 @@ def tiny_model() -> MLlmDR:
     return MLlmDR(cfg, AUDIO_DIM, VISUAL_DIM, tok).eval()
 
 
+def _loaded(model: MLlmDR) -> LoadedBundle:
+    """The model as a loaded bundle (what ``evaluate``'s ``Assessor`` reads), without writing one."""
+    spec = FeatureSpec("hubert+prosody-v1", AUDIO_DIM, "mediapipe-face-v1", VISUAL_DIM)
+    manifest = {"training_data": "synthetic", "non_clinical": True}
+    return LoadedBundle(model.config, model, model.tokenizer, manifest, None, spec, "tiny-eval")
+
+
 def _session(i: int, masked: bool) -> SessionLabels:
     lines = (
         TranscriptLine(0.0, 2.0, "clinician", "How have you been sleeping?"),
@@ -107,9 +124,9 @@ def test_evaluate_runs_every_ablation_and_writes_report(tiny_model: MLlmDR, tmp_
                 5.0,
             ),
         )
-    backend = TransformersBackend(tiny_model, max_new_tokens=6)
+    assessor = Assessor(_loaded(tiny_model), TransformersBackend(tiny_model, max_new_tokens=6))
     results = evaluate(
-        tiny_model, backend, sessions, tmp_path / "features", indicator_names=["speech_ratio"], progress=False
+        assessor, sessions, tmp_path / "features", indicator_names=["speech_ratio"], progress=False
     )
     assert set(results["ablations"]) == {"all", "text", "av", "no_lqformer"}
     for entry in results["ablations"].values():
@@ -135,3 +152,19 @@ def test_bypass_lqformers_changes_soft_tokens_and_restores(tiny_model: MLlmDR) -
     assert torch.allclose(pooled[:, 0], pooled[:, -1])  # one pooled vector, repeated for every slot
     assert not torch.allclose(pooled, normal)
     torch.testing.assert_close(again, normal)
+
+
+def test_ablated_snapshot_drops_the_ablated_inputs(tmp_path: Path) -> None:
+    session = _session(1, masked=False)
+    path = tmp_path / "s1.npz"
+    audio = np.ones((7, AUDIO_DIM), dtype=np.float32)
+    visual = np.zeros((5, VISUAL_DIM), dtype=np.float32)
+    save_features(path, SessionFeatures(audio, visual, {}, "hubert+prosody-v1", "mediapipe-face-v1", 9.0))
+    full = ablated_snapshot(session, path, "all")
+    assert full.audio.shape == (7, AUDIO_DIM) and full.visual.shape == (5, VISUAL_DIM)
+    assert full.transcript == session.transcript and full.window == (0.0, 9.0)
+    text = ablated_snapshot(session, path, "text")
+    assert text.audio.shape[0] == 0 and text.visual.shape[0] == 0 and text.transcript == session.transcript
+    assert text.window == (0.0, 5.0)  # the transcript's end: no features were read
+    av = ablated_snapshot(session, path, "av")
+    assert av.transcript == () and np.array_equal(av.audio, audio)

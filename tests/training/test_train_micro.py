@@ -12,6 +12,7 @@ from mllmdr_core.assess import Assessor
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.bundle import load_bundle
 from mllmdr_core.phq8 import ITEM_KEYS
+from mllmdr_core.snapshot import SessionSnapshot
 from training.features import extract_one, load_features
 from training.pipeline import export_bundle, load_corpus, run_all, run_training
 from training.run_config import load_run_config
@@ -72,13 +73,15 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     session = corpus.sessions[0]
     sess_feats = load_features(cfg.work / "features" / f"{session.session_id}.npz")
     result = Assessor(loaded).assess(
+        SessionSnapshot.of(
+            audio=sess_feats.audio,
+            visual=sess_feats.visual,
+            transcript=list(session.transcript),
+            indicators=sess_feats.indicators,
+            window=(0.0, max(ln.end_s for ln in session.transcript)),
+        ),
         session_id=session.session_id,
         kind="final",
-        audio=sess_feats.audio,
-        visual=sess_feats.visual,
-        transcript=list(session.transcript),
-        indicators=sess_feats.indicators,
-        window=(0.0, max(ln.end_s for ln in session.transcript)),
     )
     assert isinstance(result, Assessment) and [it.key for it in result.items] == list(ITEM_KEYS)
     assert SYNTHETIC_LABEL in result.labels and result.model.bundle_id == loaded.bundle_id
