@@ -7,7 +7,12 @@ label and explains the label. Two teachers:
   llama.cpp server, a hosted API): URL + model name (+ optional API key).
 * :class:`TemplateTeacher` — offline default for the synthetic corpus: writes the reason from the
   planted evidence (``synth_meta.json``) and verbatim transcript quotes. Its rationales are labelled
-  ``teacher: "template (synthetic)"`` in the data.
+  ``teacher: "template (synthetic)"`` in the data (``"template (transcript quotes)"`` on real data, where
+  nothing is planted and the reason only quotes the item's most relevant answer).
+
+A teacher sees exactly the Q/A pairs of the item's prompt (``mllmdr_core.prompt.item_prompts``, the
+builder the model's prompts come from) and states only what that prompt holds: every quote is verbatim
+prompt text, and non-verbal cues are described in words, never as numbers the model does not receive.
 
 The target always carries the dataset label; a teacher that states another score is recorded with
 ``agreed=False`` (its reason is kept, the score is not).
@@ -25,13 +30,14 @@ from typing import Any, Protocol
 import httpx
 
 from mllmdr_core.errors import BackendError
-from mllmdr_core.features.interview import pair_qa, pairs_for_item
+from mllmdr_core.features.interview import pairs_for_item
 from mllmdr_core.frames import QAPair
 from mllmdr_core.phq8 import ITEM_KEYS, PHQ8_ITEMS
-from mllmdr_core.prompt import format_target, parse_output
+from mllmdr_core.prompt import format_target, item_prompts, parse_output
 from training.data.records import SessionRecord
 
 TEMPLATE_TEACHER_NAME = "template (synthetic)"
+TEMPLATE_REAL_DATA_NAME = "template (transcript quotes)"
 LEVEL_NAMES = ("not at all", "several days", "more than half the days", "nearly every day")  # PHQ wording
 LEVELS = ("not at all", "on several days", "on more than half the days", "nearly every day")  # in prose
 _ITEMS = {item.key: item for item in PHQ8_ITEMS}
@@ -44,8 +50,9 @@ class RationaleRequest:
     session_id: str
     item_key: str
     score: int  # the label (0–3) the rationale must explain
-    qa_pairs: tuple[QAPair, ...]  # the item's relevant pairs, time order
+    qa_pairs: tuple[QAPair, ...]  # the item's prompt pairs, time order
     context: Mapping[str, Any] = field(default_factory=dict)  # synthetic: the session's synth_meta.json
+    prompt: str = ""  # the item prompt the model will get: what a rationale may quote
 
 
 @dataclass(frozen=True)
@@ -71,16 +78,23 @@ class RationaleTeacher(Protocol):
 
 
 def requests_for_record(record: SessionRecord, max_pairs: int = 4) -> list[RationaleRequest]:
-    """One request per labelled item of a session (none when the session has no item labels)."""
+    """One request per labelled item of a session (none when the session has no item labels), with the
+    pairs and text of the item's prompt (text only: soft-token slots carry no words to quote)."""
     items = record.labels.items
     if items is None:
         return []
-    pairs = pair_qa(record.transcript)
+    prompts = item_prompts(record.transcript, has_audio=False, has_video=False, max_pairs=max_pairs)
     out = []
     for key in ITEM_KEYS:
-        chosen = sorted(pairs_for_item(pairs, key, max_pairs), key=lambda p: p.start_s)
-        out.append(RationaleRequest(record.session_id, key, items[key], tuple(chosen), record.meta))
+        chosen = tuple(sorted(prompts[key].pairs, key=lambda p: p.start_s))
+        prompt = prompts[key].text
+        out.append(RationaleRequest(record.session_id, key, items[key], chosen, record.meta, prompt))
     return out
+
+
+def _in_prompt(text: str, prompt: str) -> bool:
+    """``text`` occurs in ``prompt`` (whitespace collapsed): it may be quoted."""
+    return bool(text) and " ".join(text.split()) in " ".join(prompt.split())
 
 
 def dialogue_text(pairs: Sequence[QAPair]) -> str:
@@ -214,33 +228,34 @@ def _bin(severity: float) -> int:
     return 0 if severity < 0.35 else (1 if severity < 0.65 else 2)
 
 
-def _voice_cue(voice: Mapping[str, Any], stats: Mapping[str, Any], level: int) -> str:
-    wpm = float(stats.get("answer_words_per_min", voice.get("rate_wpm", 0.0)))
-    lat = float(stats.get("mean_answer_latency_s", voice.get("latency_s", 0.0)))
+def _voice_cue(level: int) -> str:
+    """The planted voice level in words (the model gets soft tokens, not the planted numbers)."""
     return (
-        f"speech was fluent (about {wpm:.0f} words/min) with quick replies (≈{lat:.1f} s)",
-        f"speech was somewhat slow (about {wpm:.0f} words/min) with pauses before answers (≈{lat:.1f} s)",
-        f"speech was slow and quiet (about {wpm:.0f} words/min), long pauses before answers (≈{lat:.1f} s)",
+        "speech was fluent with quick replies",
+        "speech was somewhat slow, with pauses before answers",
+        "speech was slow and quiet, with long pauses before answers",
     )[level]
 
 
-def _face_cue(face: Mapping[str, Any], level: int) -> str:
-    pitch, smiles, blinks = (
-        float(face["head_pitch_deg"]),
-        float(face["smiles_per_min"]),
-        float(face["blinks_per_min"]),
-    )
+def _face_cue(level: int) -> str:
+    """The planted face level in words."""
     return (
-        f"the face was animated, with an upright head (≈{pitch:.0f}°) and regular smiles ({smiles:.1f}/min)",
-        f"the head was slightly lowered (≈{pitch:.0f}°) and smiles were occasional ({smiles:.1f}/min)",
-        f"the head was often lowered (≈{pitch:.0f}° down) with the gaze cast down, "
-        f"few smiles ({smiles:.1f}/min) and slow blinking ({blinks:.0f}/min)",
+        "the face was animated, with an upright head and regular smiles",
+        "the head was slightly lowered and smiles were occasional",
+        "the head was often lowered with the gaze cast down, few smiles and slow blinking",
     )[level]
 
 
 def _agrees(level: int, score: int) -> bool:
     """A cue supports a label when their directions do not contradict (middling supports 1–2)."""
     return {0: score <= 1, 1: 1 <= score <= 2, 2: score >= 2}[level]
+
+
+def _best_pair(request: RationaleRequest) -> QAPair | None:
+    """The item's most relevant prompt pair with an answer (the core's relevance ranking)."""
+    answered = [p for p in request.qa_pairs if p.answer_text]
+    ranked = pairs_for_item(answered, request.item_key, 1)
+    return ranked[0] if ranked else None
 
 
 class TemplateTeacher:
@@ -254,25 +269,26 @@ class TemplateTeacher:
         ctx = request.context
         ev = (ctx.get("evidence") or {}).get(key)
         parts: list[str] = []
+        best = _best_pair(request)
+        quote = best.answer_text if best else ""
+        question = best.question.text if best and best.question else ""
+        words_signal, media_signal = True, False
         if ev is not None:
-            quote, words_signal, media_signal = (
-                ev["answer"],
-                ev["words_carry_signal"],
-                ev["media_carry_signal"],
-            )
-            question = ev["question"]
-        else:  # a real-data session: quote the most relevant answer, no planted cues
-            best = request.qa_pairs[0] if request.qa_pairs else None
-            quote = best.answer_text if best else ""
-            question = best.question.text if best and best.question else ""
-            words_signal, media_signal = True, False
+            words_signal, media_signal = ev["words_carry_signal"], ev["media_carry_signal"]
+            if _in_prompt(ev["answer"], request.prompt):  # the planted answer made it into the prompt
+                quote = ev["answer"]
+                question = ev["question"] if _in_prompt(ev["question"], request.prompt) else ""
+        if not request.prompt:  # no prompt given (a caller's own request): quote nothing unverifiable
+            quote = question = ""
         title = item.title.lower()
         if words_signal and quote:
+            said = f'The participant said "{quote}"'
+            if question:
+                said = f'Asked "{question}", the participant said "{quote}"'
             parts.append(
-                f'Asked "{question}", the participant said "{quote}", which points to {title} problems '
-                f"{LEVELS[score]}."
+                f"{said}, which points to {title} problems {LEVELS[score]}."
                 if score
-                else f'Asked "{question}", the participant said "{quote}", which shows no {title} problems.'
+                else f"{said}, which shows no {title} problems."
             )
         elif quote:
             parts.append(f'The answer "{quote}" is non-committal, so the rating rests on non-verbal cues.')
@@ -281,9 +297,9 @@ class TemplateTeacher:
             cues = []
             voice_level, face_level = _bin(float(ctx["voice_severity"])), _bin(float(ctx["face_severity"]))
             if key in _VOICE_ITEMS and _agrees(voice_level, score):
-                cues.append(_voice_cue(ctx["voice"], ctx.get("speech_stats", {}), voice_level))
+                cues.append(_voice_cue(voice_level))
             if key in _FACE_ITEMS and _agrees(face_level, score):
-                cues.append(_face_cue(ctx["face"], face_level))
+                cues.append(_face_cue(face_level))
             if cues:
                 parts.append("Non-verbally, " + "; ".join(cues) + ".")
         elif ev is not None and not media_signal:
@@ -293,7 +309,8 @@ class TemplateTeacher:
                 f"The interview gives little direct evidence; the recorded rating is {LEVELS[score]}."
             )
         reason = " ".join(parts)
-        return Rationale(request.session_id, key, score, reason, format_target(score, reason), self.name)
+        name = self.name if ev is not None else TEMPLATE_REAL_DATA_NAME
+        return Rationale(request.session_id, key, score, reason, format_target(score, reason), name)
 
 
 def write_rationales(

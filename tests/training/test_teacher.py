@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,6 +19,7 @@ from mllmdr_core.prompt import parse_output
 from training.data import DaicWozReader
 from training.synth import SynthConfig, generate_corpus
 from training.teacher import (
+    TEMPLATE_REAL_DATA_NAME,
     TEMPLATE_TEACHER_NAME,
     OpenAICompatibleTeacher,
     RationaleRequest,
@@ -187,6 +189,10 @@ def test_template_teacher_quotes_transcript_and_planted_cues(
             assert out.teacher == TEMPLATE_TEACHER_NAME
             quotes = out.reason.split('"')[1::2]
             assert quotes and all(q in texts for q in quotes)  # every quote is verbatim transcript text
+            prompt = " ".join(req.prompt.split())
+            assert all(" ".join(q.split()) in prompt for q in quotes)  # ... and in the item's prompt
+            numbers = re.findall(r"\d+(?:\.\d+)?", out.reason)
+            assert all(n in req.prompt for n in numbers), (numbers, out.reason)  # no number it never saw
             if mode == "words_neutral":
                 assert "non-committal" in out.reason
             if mode == "media_neutral":
@@ -194,7 +200,19 @@ def test_template_teacher_quotes_transcript_and_planted_cues(
     full = synth_records["full"]
     reasons = [TemplateTeacher().explain(r).reason for r in requests_for_record(full)]
     assert any("Non-verbally" in r for r in reasons)
+    assert not any(re.search(r"words/min|°|/min", r) for r in reasons)  # cues in words, not numbers
     n = write_rationales(synth_records.values(), teacher, tmp_path / "r.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert n == len(rows) == 24 and {r["teacher"] for r in rows} == {"template (synthetic)"}
     assert {r["dataset"] for r in rows} == {"synthetic"}
+
+
+def test_template_teacher_on_real_data_quotes_the_prompt_and_says_so(synth_records: dict[str, Any]) -> None:
+    rec = synth_records["full"]
+    real = replace(rec, meta={})  # no planted evidence: as a DAIC-WOZ / E-DAIC session
+    for req in requests_for_record(real):
+        out = TemplateTeacher().explain(req)
+        assert out.teacher == TEMPLATE_REAL_DATA_NAME
+        quotes = out.reason.split('"')[1::2]
+        assert all(" ".join(q.split()) in " ".join(req.prompt.split()) for q in quotes)
+        assert "Non-verbally" not in out.reason
