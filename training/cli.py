@@ -86,6 +86,7 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
     from training.pipeline import evaluate_bundle, load_corpus
 
     corpus = load_corpus(cfg)
+    cfg.eval.rescore_test = cfg.eval.rescore_test or bool(args.rescore_test)
     bundle = Path(args.bundle) if args.bundle else None
     out = Path(args.out) if args.out else cfg.work / "eval"
     report = evaluate_bundle(cfg, corpus, bundle, out, progress=not args.quiet)
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             p.add_argument("--bundle", help="bundle directory (default: <workdir>/bundle)")
             p.add_argument("--out", help="report directory (default: <workdir>/eval)")
+            p.add_argument(
+                "--rescore-test",
+                action="store_true",
+                help="score a test split that was scored before (the report records it; figures are no "
+                "longer held-out)",
+            )
         if name == "demo-bundle":
             p.add_argument("--no-install", action="store_true", help="do not copy into bundles/demo")
             p.add_argument("--bundle-dir", help="where to install the bundle (default bundles/demo)")

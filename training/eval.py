@@ -245,8 +245,17 @@ def _row(name: str, m: dict[str, Any]) -> str:
 
 def render_markdown(results: dict[str, Any], header: str = "") -> str:
     lines = [header or "# Evaluation report", ""]
+    split = str(results.get("meta", {}).get("split", "evaluated"))
     if "meta" in results:
         lines += [f"- {k}: {v}" for k, v in results["meta"].items()] + [""]
+    ledger = results.get("test_ledger")
+    if ledger:
+        forced = " (forced with --rescore-test: no longer held-out figures)" if ledger["forced"] else ""
+        lines += [
+            f"This test split (fingerprint `{ledger['fingerprint']}`) has now been scored "
+            f"{ledger['evaluations']} time(s){forced}; model choices read the dev split only.",
+            "",
+        ]
     cols = (
         "| ablation | n | P | R | F1 | MAE | RMSE | CCC | MAA-only MAE | grounded | fallback |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -255,7 +264,7 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
         rows = [_row(name, entry[subset]) for name, entry in results["ablations"].items() if subset in entry]
         if rows:
             lines += [
-                f"## {'All test sessions' if subset == 'all' else 'Masked subset (neutral words)'}",
+                f"## {f'All {split} sessions' if subset == 'all' else 'Masked subset (neutral words)'}",
                 "",
                 cols,
                 *rows,
@@ -271,7 +280,7 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
             "| " + " | ".join(f"{v:.2f}" for v in im.values()) + " |",
             "",
         ]
-    lines += ["## Targets (demo bundle)", "", "| target | value | required | met |", "|---|---|---|---|"]
+    lines += ["## Targets", "", "| target | value | required | met |", "|---|---|---|---|"]
     for name, t in results.get("targets", {}).items():
         lines.append(f"| {name} | {t['value']:.3f} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
     lines.append("")

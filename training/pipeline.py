@@ -33,6 +33,7 @@ from mllmdr_core.errors import ConfigError
 from mllmdr_core.model.mllm import MLlmDR
 from training.dataset import FeatureCache, ItemDataset, SessionLabels, build_examples
 from training.features import MediaJob, extract_corpus, load_features
+from training.ledger import LEDGER_FILE, TestLedger, split_fingerprint
 from training.run_config import RunConfig
 from training.timing import StepTime, StepTimer, timing_table
 from training.trainlog import plot_curves, seed_everything
@@ -420,6 +421,9 @@ def evaluate_bundle(
         sessions = sessions[: cfg.eval.max_sessions]
     if not sessions:
         raise ConfigError(f"no sessions in split {cfg.eval.split!r}")
+    ledger, fingerprint = TestLedger(corpus_dir(cfg) / LEDGER_FILE), split_fingerprint(sessions)
+    if cfg.eval.split == "test":  # scored once, by the bundle that ships: refuse a second look
+        ledger.check(fingerprint, split="test", allow_rescore=cfg.eval.rescore_test)
     t0 = time.monotonic()
     names = indicator_names(corpus, cfg)
     ablations = list(cfg.eval.ablations)
@@ -440,6 +444,10 @@ def evaluate_bundle(
         results["targets"] = check_targets(results)
     if live:  # the server's Assessor only runs bundles whose features it can produce
         results["assessor_check"] = assessor_check(bundle_dir, sessions[:2], cfg.work / "features")
+    if cfg.eval.split == "test":
+        forced = cfg.eval.rescore_test
+        n = ledger.record(fingerprint, split="test", bundle_id=loaded.bundle_id, forced=forced)
+        results["test_ledger"] = {"fingerprint": fingerprint, "evaluations": n, "forced": forced}
     results["meta"] = {
         "bundle": str(bundle_dir),
         "bundle_id": loaded.bundle_id,

@@ -88,6 +88,7 @@ class EvalConfig:
     ablations: tuple[str, ...] = ("all", "text", "av", "no_lqformer")
     batch_items: int = 8
     workers: int = 1  # processes sharing the ablations (2: one worker process beside the main one)
+    rescore_test: bool = False  # score a test split the ledger says was scored before (report records it)
 
 
 @dataclass

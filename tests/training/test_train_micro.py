@@ -7,14 +7,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mllmdr_core.assess import Assessor
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.bundle import load_bundle
+from mllmdr_core.errors import ConfigError
 from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.snapshot import SessionSnapshot
 from training.features import extract_one, load_features
-from training.pipeline import export_bundle, load_corpus, run_all, run_training
+from training.pipeline import evaluate_bundle, export_bundle, load_corpus, run_all, run_training
 from training.run_config import load_run_config
 
 
@@ -55,6 +57,10 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     report = json.loads((cfg.work / "eval" / "report.json").read_text())
     assert list(report["ablations"]) == list(cfg.eval.ablations)  # one in a worker process, merged
     assert set(result["targets"]) == {"f1_all", "mae_all", "masked_f1_gain"}
+    assert report["test_ledger"]["evaluations"] == 1 and not report["test_ledger"]["forced"]
+    with pytest.raises(ConfigError, match="already scored 1 time"):  # the test split is scored once
+        evaluate_bundle(cfg, corpus, Path(result["bundle"]), tmp_path / "again", progress=False)
+    assert not (tmp_path / "again").exists()
 
     model, summary = run_training(cfg, corpus, progress=False)  # resumes the finished stages
     assert summary["stage2"]["resumed"]
