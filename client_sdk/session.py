@@ -36,6 +36,7 @@ import httpx
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import AuthError, BackendError, MllmdrError, ProtocolError, StorageError
 from stream_server.protocol import (
+    ERROR_OF_WS_CLOSE,
     AssessmentResultEvent,
     CaptionIn,
     CheckpointAccepted,
@@ -66,7 +67,6 @@ class ServerUnavailable(MllmdrError):
     code = "server_unavailable"
 
 
-_WS_CLOSE_CODES = {4401: "auth_failed", 4403: "forbidden", 4404: "not_found"}
 _AUTH_CODES = {"auth_failed", "forbidden", "token_expired"}
 
 
@@ -382,7 +382,7 @@ class Session:
                             if self._closed_event is not None:
                                 break
                     finally:
-                        refused = _WS_CLOSE_CODES.get(ws.close_code or 0)
+                        refused = ERROR_OF_WS_CLOSE.get(ws.close_code or 0)
                 if self._closed_event is not None:
                     break
             except (TimeoutError, OSError, websockets.exceptions.WebSocketException) as exc:
