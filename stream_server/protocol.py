@@ -21,7 +21,7 @@ any other fatal error (``WsClose``).
 
 Server events and REST responses are read leniently by the SDKs (``parse_server_event`` ignores fields
 it does not know, so an older SDK keeps working against a newer server); client messages and REST
-request bodies are strict (an unknown field is ``invalid_message``).
+request bodies are strict (an unknown field is rejected).
 """
 
 from __future__ import annotations
