@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PKGS := mllmdr_core stream_server client_sdk training
 
-.PHONY: setup demo test lint typecheck pytest bench demo-bundle clean
+.PHONY: setup demo test lint typecheck pytest bench demo-bundle protocol clean
 
 setup:
 	bash scripts/setup.sh
@@ -26,6 +26,10 @@ pytest: setup
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# the wire contract's generated files (JSON Schema, browser SDK types, docs/protocol.md) from protocol.py
+protocol: setup
+	$(PY) scripts/gen_protocol.py
 
 demo-bundle: setup
 	$(VENV)/bin/mllmdr-train demo-bundle

@@ -36,6 +36,7 @@ import httpx
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import AuthError, BackendError, MllmdrError, ProtocolError, StorageError
 from stream_server.protocol import (
+    ERROR_OF_WS_CLOSE,
     AssessmentResultEvent,
     CaptionIn,
     CheckpointAccepted,
@@ -66,7 +67,6 @@ class ServerUnavailable(MllmdrError):
     code = "server_unavailable"
 
 
-_WS_CLOSE_CODES = {4401: "auth_failed", 4403: "forbidden", 4404: "not_found"}
 _AUTH_CODES = {"auth_failed", "forbidden", "token_expired"}
 
 
@@ -177,7 +177,7 @@ class Session:
         ).model_dump(exclude_none=True)
         try:
             resp = await _request(client, "POST", f"{server_url.rstrip('/')}/v1/sessions", api_key, json=body)
-            created = SessionCreated.model_validate(resp.json())
+            created = SessionCreated.model_validate(resp.json(), extra="ignore")
         except BaseException:
             if http is None:
                 await client.aclose()
@@ -204,7 +204,7 @@ class Session:
         if self.api_key is None:
             raise AuthError("minting a token needs the platform API key")
         resp = await self._post("tokens", {"role": role, "ttl_s": ttl_s}, auth=self.api_key)
-        return TokenResponse.model_validate(resp.json())
+        return TokenResponse.model_validate(resp.json(), extra="ignore")
 
     # --- HTTP -----------------------------------------------------------------------------------------
 
@@ -232,12 +232,12 @@ class Session:
 
     async def info(self) -> SessionInfo:
         resp = await _request(self._http, "GET", self._url(""), self.token)
-        return SessionInfo.model_validate(resp.json())
+        return SessionInfo.model_validate(resp.json(), extra="ignore")
 
     async def export(self) -> SessionExport:
         """Everything stored for the session (clinician token or API key)."""
         resp = await _request(self._http, "GET", self._url("export"), self.api_key or self.token)
-        return SessionExport.model_validate(resp.json())
+        return SessionExport.model_validate(resp.json(), extra="ignore")
 
     async def send_caption(
         self,
@@ -260,14 +260,14 @@ class Session:
     async def checkpoint(self, *, wait: bool = False, timeout_s: float = 120.0) -> CheckpointAccepted:
         """Ask for a checkpoint assessment; with ``wait`` the response carries it."""
         resp = await self._post("checkpoint", params={"wait": "true"} if wait else None, timeout=timeout_s)
-        return CheckpointAccepted.model_validate(resp.json())
+        return CheckpointAccepted.model_validate(resp.json(), extra="ignore")
 
     async def end(self, *, timeout_s: float = 180.0) -> Assessment | None:
         """End the session (stops publishing first) and return the final assessment."""
         if self._publisher is not None:
             await self._publisher.close()
         resp = await self._post("end", timeout=timeout_s)
-        ended = SessionEndResponse.model_validate(resp.json())
+        ended = SessionEndResponse.model_validate(resp.json(), extra="ignore")
         if ended.assessment is not None:
             self._set_final(ended.assessment)
             return ended.assessment
@@ -292,7 +292,7 @@ class Session:
     async def ice_servers(self) -> list[IceServer]:
         """The server's STUN/TURN servers for publishing, with fresh TURN credentials (each connection)."""
         resp = await _request(self._http, "GET", self._url("ice-servers"), self.token)
-        return IceServersResponse.model_validate(resp.json()).ice_servers
+        return IceServersResponse.model_validate(resp.json(), extra="ignore").ice_servers
 
     async def _offer(self, offer: Offer) -> dict[str, Any]:
         resp = await self._post("offer", offer.model_dump())
@@ -382,7 +382,7 @@ class Session:
                             if self._closed_event is not None:
                                 break
                     finally:
-                        refused = _WS_CLOSE_CODES.get(ws.close_code or 0)
+                        refused = ERROR_OF_WS_CLOSE.get(ws.close_code or 0)
                 if self._closed_event is not None:
                     break
             except (TimeoutError, OSError, websockets.exceptions.WebSocketException) as exc:

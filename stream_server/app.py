@@ -34,6 +34,7 @@ from stream_server.metrics import ServerMetrics
 from stream_server.protocol import (
     MAX_HTTP_BODY_BYTES,
     PUBLISHER_ONLY_TYPES,
+    WS_CLOSE_OF_ERROR,
     Answer,
     CaptionIn,
     CaptionMessage,
@@ -58,6 +59,7 @@ from stream_server.protocol import (
     TokenResponse,
     TranscriptAckEvent,
     TranscriptLineModel,
+    WsClose,
     error_code_of,
     message_ref,
     parse_client_message,
@@ -90,7 +92,6 @@ STATUS_OF_CODE = {
     "backend_unavailable": 503,
 }
 WS_SEND_TIMEOUT_S = 10.0  # a subscriber that does not take an event for this long is disconnected
-WS_CLOSE_OF_CODE = {"auth_failed": 4401, "token_expired": 4401, "forbidden": 4403, "not_found": 4404}
 
 
 def limit_ice_host_addresses(addresses: list[str]) -> None:
@@ -394,7 +395,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
                     fatal=True,
                 ).model_dump_json()
             )
-            await ws.close(code=WS_CLOSE_OF_CODE.get(code, 1008), reason=code)
+            await ws.close(code=WS_CLOSE_OF_ERROR.get(code, WsClose.POLICY), reason=code)
             return
         await _serve_events(srv, ws, session_id, claims, after_seq)
 
@@ -445,7 +446,7 @@ async def _serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Cla
         live = srv.manager.sessions.get(session_id)
         row = await srv.store.get_session(session_id)
         if row is not None and row["state"] == "closed" and (live is None or live.closed.is_set()):
-            await ws.close(code=1000, reason="session closed")
+            await ws.close(code=WsClose.NORMAL, reason="session closed")
             return
         reader = asyncio.ensure_future(_read_client(srv, ws, session_id, claims, sub))
         while True:
@@ -457,9 +458,12 @@ async def _serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Cla
             event = getter.result()
             if event is None:
                 if sub.overflowed:
-                    await ws.close(code=1013, reason="client too slow; reconnect with after_seq to resume")
+                    await ws.close(
+                        code=WsClose.TRY_AGAIN_LATER,
+                        reason="client too slow; reconnect with after_seq to resume",
+                    )
                 else:
-                    await ws.close(code=1000, reason="session closed")
+                    await ws.close(code=WsClose.NORMAL, reason="session closed")
                 return
             if event.seq and event.seq <= last and event.type not in ("error", "pong"):
                 continue
@@ -468,7 +472,8 @@ async def _serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Cla
             except TimeoutError:  # the client stopped reading: free the slot, it can resume later
                 srv.bus.unsubscribe(sub)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(code=1013, reason="client too slow"), 1.0)
+                    closing = ws.close(code=WsClose.TRY_AGAIN_LATER, reason="client too slow")
+                    await asyncio.wait_for(closing, 1.0)
                 return
     except (WebSocketDisconnect, RuntimeError):
         return
@@ -478,7 +483,7 @@ async def _serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Cla
             reader.cancel()
         if ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                await ws.close(code=1000)
+                await ws.close(code=WsClose.NORMAL)
 
 
 async def _read_client(

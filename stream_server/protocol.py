@@ -1,8 +1,9 @@
 """The wire protocol of ``stream_server``: every WebSocket event, client message and REST body.
 
 One pydantic model per event ``type`` (a ``Literal`` tag), shared by the server, the Python SDK and
-the browser SDK's ``.d.ts``; ``docs/protocol.md`` is generated from this module
-(``python -m stream_server.protocol > docs/protocol.md``).
+the browser SDK; ``scripts/gen_protocol.py`` (``make protocol``) generates ``docs/protocol.md``, the JSON
+Schema ``client_sdk/js/protocol.schema.json`` and the browser SDK's types ``client_sdk/js/mllmdr.d.ts``
+from this module.
 
 Server → client events (``ServerEvent``) all carry ``v`` (protocol version, 1), ``session_id``,
 ``seq`` (per session, strictly increasing; connection-local events such as ``pong`` or an ``error``
@@ -15,7 +16,12 @@ WebSocket ``/v1/sessions/{id}/events?token=…&after_seq=N``: the stored events 
 socket stays open. Close codes: 1000 after ``session.closed`` (or on joining an ended session, after
 its history); 4401 bad or expired token, 4403 token for another session or role, 4404 unknown session
 (each after a fatal ``error`` event naming the code); 1013 the client read too slowly and its bounded
-queue overflowed (reconnect with ``after_seq`` = the last ``seq`` seen); 1009 a frame over 1 MiB.
+queue overflowed (reconnect with ``after_seq`` = the last ``seq`` seen); 1009 a frame over 1 MiB; 1008
+any other fatal error (``WsClose``).
+
+Server events and REST responses are read leniently by the SDKs (``parse_server_event`` ignores fields
+it does not know, so an older SDK keeps working against a newer server); client messages and REST
+request bodies are strict (an unknown field is rejected).
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Annotated, Any, Literal
+from enum import IntEnum
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from typing_extensions import TypeAliasType
 
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError, ProtocolError
@@ -37,38 +45,73 @@ MAX_HTTP_BODY_BYTES = 256 * 1024  # REST bodies (an SDP offer is ~5-10 KiB)
 MAX_TEXT_CHARS = 4000  # one caption line
 MAX_SDP_CHARS = 100_000
 
-ErrorCode = Literal[
-    # from mllmdr_core.errors (exception ``code``s)
-    "internal",
-    "config_invalid",
-    "bundle_invalid",
-    "feature_spec_mismatch",
-    "media_invalid",
-    "auth_failed",
-    "protocol_error",
-    "backend_unavailable",
-    "output_unparsed",
-    "storage_error",
-    "dataset_invalid",
-    # protocol-level
-    "bad_json",  # message is not JSON text / not a JSON object
-    "unknown_type",  # ``type`` missing or not a known client message type
-    "invalid_message",  # known type, fields fail validation
-    "too_large",  # message or body over the size limit
-    "bad_sdp",  # SDP offer could not be parsed or negotiated
-    "forbidden",  # valid token, but its role/session does not allow this
-    "token_expired",
-    "not_found",  # unknown session id
-    "session_closed",  # session already ended
-    "conflict",  # e.g. a second live publisher on one session
-    "rate_limited",
-]
-ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
+# Named aliases (``TypeAliasType``) so that the JSON Schema and the generated TypeScript name them.
+ErrorCode = TypeAliasType(
+    "ErrorCode",
+    Literal[
+        # from mllmdr_core.errors (exception ``code``s)
+        "internal",
+        "config_invalid",
+        "bundle_invalid",
+        "feature_spec_mismatch",
+        "media_invalid",
+        "auth_failed",
+        "protocol_error",
+        "backend_unavailable",
+        "output_unparsed",
+        "storage_error",
+        "dataset_invalid",
+        # protocol-level
+        "bad_json",  # message is not JSON text / not a JSON object
+        "unknown_type",  # ``type`` missing or not a known client message type
+        "invalid_message",  # known type, fields fail validation
+        "too_large",  # message or body over the size limit
+        "bad_sdp",  # SDP offer could not be parsed or negotiated
+        "forbidden",  # valid token, but its role/session does not allow this
+        "token_expired",
+        "not_found",  # unknown session id
+        "session_closed",  # session already ended
+        "conflict",  # e.g. a second live publisher on one session
+        "rate_limited",
+    ],
+)
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode.__value__)
 
-Role = Literal["publisher", "clinician"]
-Speaker = Literal["patient", "clinician", "unknown"]
+Role = TypeAliasType("Role", Literal["publisher", "clinician"])
+Speaker = TypeAliasType("Speaker", Literal["patient", "clinician", "unknown"])
 # pending: media ended, the final assessment waits for the LLM backend (retried; then closed)
-SessionStateName = Literal["created", "live", "reconnecting", "ending", "pending", "closed"]
+SessionStateName = TypeAliasType(
+    "SessionStateName", Literal["created", "live", "reconnecting", "ending", "pending", "closed"]
+)
+# why a session ended (``session.closed``'s ``reason``, ``LiveSession.end``)
+CloseReason = TypeAliasType("CloseReason", Literal["ended", "publisher_gone", "error", "server_shutdown"])
+
+
+class WsClose(IntEnum):
+    """WebSocket close codes of ``/v1/sessions/{id}/events``."""
+
+    NORMAL = 1000  # after session.closed, or on joining an ended session after its history
+    POLICY = 1008  # a fatal error without a code of its own
+    TOO_BIG = 1009  # a frame over 1 MiB (refused by uvicorn)
+    TRY_AGAIN_LATER = 1013  # the client read too slowly: reconnect with after_seq = the last seq seen
+    UNAUTHORIZED = 4401  # bad or expired token
+    FORBIDDEN = 4403  # token for another session or role
+    NOT_FOUND = 4404  # unknown session
+
+
+# the close code after a fatal ``error`` event with this code (any other code: ``WsClose.POLICY``)
+WS_CLOSE_OF_ERROR: dict[str, WsClose] = {
+    "auth_failed": WsClose.UNAUTHORIZED,
+    "token_expired": WsClose.UNAUTHORIZED,
+    "forbidden": WsClose.FORBIDDEN,
+    "not_found": WsClose.NOT_FOUND,
+}
+# the error code an SDK reports when the server refuses its WebSocket with this close code
+ERROR_OF_WS_CLOSE: dict[int, str] = {
+    WsClose.UNAUTHORIZED: "auth_failed",
+    WsClose.FORBIDDEN: "forbidden",
+    WsClose.NOT_FOUND: "not_found",
+}
 
 
 def protocol_error(code: str, message: str) -> ProtocolError:
@@ -87,7 +130,9 @@ def error_code_of(exc: BaseException) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict when constructed or parsed by the server; ``json_schema_serialization_defaults_required``:
+    # in the schema of what the server sends, a field with a default is still always present
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -101,9 +146,9 @@ class TranscriptLineModel(_Model):
     end_s: float = Field(ge=0, allow_inf_nan=False)
     speaker: Speaker = "unknown"
     text: str = Field(max_length=MAX_TEXT_CHARS)
-    source: str = "captions"
+    source: str = Field(default="captions", description='where the line came from: "captions" or an ASR name')
     confidence: float = Field(default=1.0, ge=0, le=1)
-    final: bool = True
+    final: bool = Field(default=True, description="False for an ASR partial that a later line replaces")
 
     @classmethod
     def from_line(cls, line: TranscriptLine) -> TranscriptLineModel:
@@ -134,10 +179,12 @@ class TranscriptLineModel(_Model):
 
 
 class _Event(_Model):
-    v: Literal[1] = PROTOCOL_VERSION
+    v: Literal[1] = Field(default=PROTOCOL_VERSION, description="protocol version")
     session_id: str
-    seq: int = Field(default=0, ge=0)
-    ts: float = Field(default_factory=time.time)
+    seq: int = Field(
+        default=0, ge=0, description="per session, strictly increasing (connection-local events leave gaps)"
+    )
+    ts: float = Field(default_factory=time.time, description="server wall clock, Unix seconds")
 
 
 class SessionCreatedEvent(_Event):
@@ -147,11 +194,15 @@ class SessionCreatedEvent(_Event):
     bundle_id: str
     training_data: str
     non_clinical: bool
-    labels: list[str] = Field(default_factory=list)  # e.g. [SYNTHETIC_LABEL]
+    labels: list[str] = Field(
+        default_factory=list, description="e.g. the non-clinical label of a synthetic bundle"
+    )
     disclaimer: str
-    indicator_interval_s: float
-    checkpoint_interval_s: float | None = None  # None: checkpoints only on request
-    transcript_source: str = "captions"
+    indicator_interval_s: float = Field(description="seconds between indicators events")
+    checkpoint_interval_s: float | None = Field(
+        default=None, description="seconds between scheduled checkpoints; null: only on request"
+    )
+    transcript_source: str = Field(default="captions", description='"captions" or the server\'s ASR')
 
 
 class SessionStatusEvent(_Event):
@@ -160,8 +211,8 @@ class SessionStatusEvent(_Event):
     type: Literal["session.status"] = "session.status"
     state: SessionStateName
     publisher_connected: bool
-    audio: bool = False  # an audio track is being received
-    video: bool = False  # a video track is being received
+    audio: bool = Field(default=False, description="an audio track is being received")
+    video: bool = Field(default=False, description="a video track is being received")
     detail: str = ""
 
 
@@ -169,10 +220,12 @@ class IndicatorsEvent(_Event):
     """Live behavioural indicators over the last ``window_s`` seconds of media (see INDICATOR_INFO)."""
 
     type: Literal["indicators"] = "indicators"
-    media_time_s: float  # session media time the values refer to (end of window)
+    media_time_s: float = Field(description="session media time the values refer to (end of window)")
     window_s: float
-    values: dict[str, float]
-    lag_s: float | None = None  # processing lag behind the newest received media, when known
+    values: dict[str, float] = Field(description="indicator name → value (see INDICATOR_INFO)")
+    lag_s: float | None = Field(
+        default=None, description="processing lag behind the newest received media, when known"
+    )
 
 
 class TranscriptEvent(_Event):
@@ -186,15 +239,21 @@ class TranscriptAckEvent(_Event):
     """A caption was stored (committed) — sent to the publisher that sent it, over WS or HTTP."""
 
     type: Literal["transcript.ack"] = "transcript.ack"
-    ref: str | None = None  # the client's ``id`` of the caption message, if it gave one
-    line_index: int  # 0-based index of the line in the session transcript
+    ref: str | None = Field(
+        default=None, description="the client's id of the caption message, if it gave one"
+    )
+    line_index: int = Field(description="0-based index of the line in the session transcript")
     start_s: float
     end_s: float
 
 
 class CheckpointResultEvent(_Event):
+    """A checkpoint assessment of the session so far (requested by a client or scheduled)."""
+
     type: Literal["checkpoint.result"] = "checkpoint.result"
-    ref: str | None = None  # the ``id`` of the checkpoint.request, when requested by a client
+    ref: str | None = Field(
+        default=None, description="the id of the checkpoint.request, when requested by a client"
+    )
     trigger: Literal["request", "schedule"] = "request"
     assessment: Assessment
 
@@ -207,8 +266,12 @@ class AssessmentResultEvent(_Event):
 
 
 class WarningEvent(_Event):
+    """Something degrades the analysis but the session goes on."""
+
     type: Literal["warning"] = "warning"
-    code: str  # e.g. "no_video_track", "audio_behind", "video_frames_dropped", "publisher_lost"
+    code: str = Field(
+        description='e.g. "no_video_track", "audio_behind", "video_frames_dropped", "publisher_lost"'
+    )
     message: str
     detail: dict[str, float | int | str] = Field(default_factory=dict)
 
@@ -219,21 +282,23 @@ class ErrorEvent(_Event):
     type: Literal["error"] = "error"
     code: ErrorCode
     message: str
-    ref: str | None = None  # the client message ``id`` this answers, if any
-    fatal: bool = False
+    ref: str | None = Field(default=None, description="the client message id this answers, if any")
+    fatal: bool = Field(default=False, description="the session (or this connection) ends")
 
 
 class PongEvent(_Event):
+    """Answer to a ``ping`` message (to this connection only)."""
+
     type: Literal["pong"] = "pong"
-    ref: str | None = None
+    ref: str | None = Field(default=None, description="the ping's id")
 
 
 class SessionClosedEvent(_Event):
     """Last event of a session; the WebSocket is closed (code 1000) after it."""
 
     type: Literal["session.closed"] = "session.closed"
-    reason: Literal["ended", "publisher_gone", "error", "server_shutdown"]
-    final_assessment: bool  # True when an assessment.result was stored
+    reason: CloseReason
+    final_assessment: bool = Field(description="an assessment.result was stored")
     media_time_s: float = 0.0
 
 
@@ -268,11 +333,15 @@ SERVER_EVENT_TYPES: tuple[str, ...] = (
 
 
 def parse_server_event(raw: str | bytes | dict[str, Any]) -> ServerEvent:
-    """Parse one server event (used by the SDKs); raises ``ProtocolError`` with a code."""
+    """Parse one server event (used by the SDKs); raises ``ProtocolError`` with a code.
+
+    Fields this version does not know are ignored (at every depth), so an SDK keeps reading the events
+    of a newer server that adds fields; a missing or mistyped known field is still an error.
+    """
     try:
         if isinstance(raw, dict):
-            return SERVER_EVENT_ADAPTER.validate_python(raw)
-        return SERVER_EVENT_ADAPTER.validate_json(raw)
+            return SERVER_EVENT_ADAPTER.validate_python(raw, extra="ignore")
+        return SERVER_EVENT_ADAPTER.validate_json(raw, extra="ignore")
     except ValidationError as exc:
         raise protocol_error("invalid_message", f"bad server event: {_first_error(exc)}") from exc
 
@@ -282,10 +351,12 @@ def parse_server_event(raw: str | bytes | dict[str, Any]) -> ServerEvent:
 
 
 class _ClientMsg(_Model):
-    id: str | None = Field(default=None, max_length=128)  # echoed as ``ref`` in the answer
+    id: str | None = Field(default=None, max_length=128, description="echoed as ref in the answer")
 
 
 class CaptionMessage(_ClientMsg):
+    """A transcript line from the publisher (answered with ``transcript.ack``). Publisher only."""
+
     type: Literal["caption"] = "caption"
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     speaker: Speaker = "unknown"
@@ -295,14 +366,20 @@ class CaptionMessage(_ClientMsg):
 
 
 class CheckpointRequestMessage(_ClientMsg):
+    """Ask for an assessment now (answered with ``checkpoint.result``)."""
+
     type: Literal["checkpoint.request"] = "checkpoint.request"
 
 
 class SessionEndMessage(_ClientMsg):
+    """End the session; the final ``assessment.result`` and ``session.closed`` follow. Publisher only."""
+
     type: Literal["session.end"] = "session.end"
 
 
 class PingMessage(_ClientMsg):
+    """Keep-alive; answered with ``pong``."""
+
     type: Literal["ping"] = "ping"
 
 
@@ -366,9 +443,9 @@ def message_ref(raw: str | bytes) -> str | None:
 class SessionCreateRequest(_Model):
     """Optional body of ``POST /v1/sessions``."""
 
-    external_id: str | None = Field(default=None, max_length=200)  # the platform's own call id
-    checkpoint_interval_s: float | None = Field(default=None, gt=0)  # override the server default
-    ttl_s: int | None = Field(default=None, ge=10, le=86_400)  # lifetime of the returned tokens
+    external_id: str | None = Field(default=None, max_length=200, description="the platform's own call id")
+    checkpoint_interval_s: float | None = Field(default=None, gt=0, description="override the server default")
+    ttl_s: int | None = Field(default=None, ge=10, le=86_400, description="lifetime of the returned tokens")
 
 
 ICE_URL = re.compile(
@@ -381,7 +458,7 @@ ICE_URL = re.compile(
 class IceServer(_Model):
     """One STUN/TURN server, as the WebRTC ``RTCIceServer`` dictionary (browsers take it as is)."""
 
-    urls: list[str] = Field(min_length=1)  # e.g. "turn:turn.example.org:3478?transport=udp"
+    urls: list[str] = Field(min_length=1, description='e.g. "turn:turn.example.org:3478?transport=udp"')
     username: str | None = Field(default=None, max_length=512)
     credential: str | None = Field(default=None, max_length=512)
 
@@ -414,36 +491,49 @@ class SessionCreated(_Model):
     session_id: str
     publisher_token: str
     clinician_token: str
-    expires_at: float  # token expiry, Unix seconds
+    expires_at: float = Field(description="token expiry, Unix seconds")
     patient_url: str
     panel_url: str
-    # STUN/TURN servers for the publisher's RTCPeerConnection (TURN credentials minted for this session)
-    ice_servers: list[IceServer] = Field(default_factory=list)
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description="STUN/TURN servers for the publisher's RTCPeerConnection (TURN credentials minted "
+        "for this session)",
+    )
 
 
 class IceServersResponse(_Model):
     """Response of ``GET /v1/sessions/{id}/ice-servers`` (publisher token or API key): fresh credentials."""
 
     ice_servers: list[IceServer]
-    expires_at: float | None = None  # when minted TURN credentials stop being accepted (Unix seconds)
+    expires_at: float | None = Field(
+        default=None, description="when minted TURN credentials stop being accepted (Unix seconds)"
+    )
 
 
 class TokenRequest(_Model):
+    """Body of ``POST /v1/sessions/{id}/tokens`` (API key): a fresh token for one role."""
+
     role: Role
     ttl_s: int = Field(default=900, ge=10, le=86_400)
 
 
 class TokenResponse(_Model):
+    """Response of ``POST /v1/sessions/{id}/tokens``."""
+
     token: str
-    expires_at: float
+    expires_at: float = Field(description="token expiry, Unix seconds")
 
 
 class Offer(_Model):
+    """Body of ``POST /v1/sessions/{id}/offer`` (publisher token): the WebRTC SDP offer."""
+
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
     type: Literal["offer"] = "offer"
 
 
 class Answer(_Model):
+    """Response of ``POST /v1/sessions/{id}/offer``: the server's SDP answer."""
+
     sdp: str
     type: Literal["answer"] = "answer"
 
@@ -455,7 +545,7 @@ class CaptionIn(_Model):
     speaker: Speaker = "unknown"
     start_s: float = Field(ge=0, allow_inf_nan=False)
     end_s: float = Field(ge=0, allow_inf_nan=False)
-    id: str | None = Field(default=None, max_length=128)
+    id: str | None = Field(default=None, max_length=128, description="echoed as ref in the ack")
     final: bool = True
 
 
@@ -463,7 +553,9 @@ class CheckpointAccepted(_Model):
     """Response of ``POST /v1/sessions/{id}/checkpoint``; the result follows as ``checkpoint.result``."""
 
     request_id: str
-    assessment: Assessment | None = None  # filled when the request asked ``?wait=true``
+    assessment: Assessment | None = Field(
+        default=None, description="filled when the request asked ?wait=true"
+    )
 
 
 class SessionEndResponse(_Model):
@@ -493,6 +585,8 @@ class SessionInfo(_Model):
 
 
 class IndicatorPoint(_Model):
+    """One stored ``indicators`` event in ``SessionExport``."""
+
     media_time_s: float
     ts: float
     values: dict[str, float]
@@ -506,17 +600,22 @@ class SessionExport(_Model):
     indicators: list[IndicatorPoint]
     checkpoints: list[Assessment]
     assessment: Assessment | None = None
-    events: list[dict[str, Any]] = Field(default_factory=list)  # stored events in seq order
+    events: list[dict[str, Any]] = Field(default_factory=list, description="stored events in seq order")
+
+
+class HTTPErrorDetail(_Model):
+    """The ``error`` object of ``HTTPErrorBody``."""
+
+    code: ErrorCode
+    message: str
 
 
 class HTTPErrorBody(_Model):
     """Body of every non-2xx REST response: ``{"error": {"code": ..., "message": ...}}``."""
 
-    class Detail(_Model):
-        code: ErrorCode
-        message: str
+    Detail: ClassVar[type[HTTPErrorDetail]] = HTTPErrorDetail
 
-    error: Detail
+    error: HTTPErrorDetail
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -669,13 +768,25 @@ def protocol_markdown() -> str:
     out = [
         "# Wire protocol (v1)",
         "",
-        "<!-- generated by `python -m stream_server.protocol > docs/protocol.md`; edit the models -->",
+        "<!-- GENERATED by scripts/gen_protocol.py from stream_server/protocol.py (`make protocol`); "
+        "edit the models -->",
         "",
         (__doc__ or "").strip(),
         "",
         "## Error codes",
         "",
         ", ".join(f"`{c}`" for c in ERROR_CODES),
+        "",
+        "## Named types",
+        "",
+        *(
+            f"- `{alias.__name__}`: " + " | ".join(f"`{v}`" for v in get_args(alias.__value__))
+            for alias in (Role, Speaker, SessionStateName, CloseReason)
+        ),
+        "",
+        "## WebSocket close codes",
+        "",
+        *(f"- `{c.value}` {c.name}" for c in WsClose),
         "",
         'Every non-2xx REST response has the body `{"error": {"code": ..., "message": ...}}`.',
         f"Limits: WebSocket message ≤ {MAX_WS_MESSAGE_BYTES} bytes, REST body ≤ {MAX_HTTP_BODY_BYTES} bytes, "
@@ -697,7 +808,11 @@ def protocol_markdown() -> str:
             out += [section, ""]
         title = f"`{kind}` — {cls.__name__}" if isinstance(kind, str) and kind != "offer" else cls.__name__
         out += [f"### {title}", "", (cls.__doc__ or "").strip(), ""]
-        fields = [f"- `{name}`: {_type_name(info.annotation)}" for name, info in cls.model_fields.items()]
+        fields = [
+            f"- `{name}`: {_type_name(info.annotation)}"
+            + (f" — {info.description}" if info.description else "")
+            for name, info in cls.model_fields.items()
+        ]
         out += [*fields, "", "```json", example.model_dump_json(indent=2), "```", ""]
     return "\n".join(out)
 
@@ -707,7 +822,3 @@ def _type_name(annotation: object) -> str:
     for module in ("typing.", "mllmdr_core.assessment.", "stream_server.protocol.", "__main__."):
         text = text.replace(module, "")
     return text
-
-
-if __name__ == "__main__":
-    print(protocol_markdown())

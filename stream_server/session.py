@@ -37,6 +37,7 @@ from stream_server.protocol import (
     Answer,
     AssessmentResultEvent,
     CheckpointResultEvent,
+    CloseReason,
     ErrorEvent,
     IndicatorsEvent,
     Offer,
@@ -60,7 +61,6 @@ T = TypeVar("T")
 INGEST_BATCH_S = 0.1  # frames gather this long before a worker job (50 audio frames/s per session)
 ASR_DRAIN_TIMEOUT_S = 60.0  # at the end, queued speech gets this long to be transcribed
 ASSESS_ATTEMPTS = 3  # final/checkpoint assessment tries when the LLM backend fails
-CloseReason = Literal["ended", "publisher_gone", "error", "server_shutdown"]
 
 
 class Services:

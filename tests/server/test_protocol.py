@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import pytest
 
@@ -89,3 +90,44 @@ def test_protocol_markdown_lists_every_type() -> None:
     text = p.protocol_markdown()
     for kind in (*p.SERVER_EVENT_TYPES, *p.CLIENT_MESSAGE_TYPES):
         assert f"`{kind}`" in text
+
+
+def test_server_events_tolerate_fields_a_newer_server_adds() -> None:
+    event = next(e for e in p.protocol_examples() if isinstance(e, p.CheckpointResultEvent))
+    data = json.loads(event.model_dump_json())
+    data["added_later"] = {"x": 1}
+    data["assessment"]["added_later"] = 2
+    data["assessment"]["items"][0]["added_later"] = "y"
+    parsed = p.parse_server_event(json.dumps(data))
+    assert parsed == event  # the unknown fields are dropped, every known one kept
+    assert p.parse_server_event(data) == event
+    data["seq"] = "not a number"  # a known field still has to be right
+    with pytest.raises(ProtocolError) as info:
+        p.parse_server_event(data)
+    assert info.value.code == "invalid_message"
+
+
+def test_server_models_stay_strict_when_built() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        p.PongEvent(session_id="s", reff="typo")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="extra"):
+        p.CaptionIn.model_validate({"text": "x", "start_s": 0, "end_s": 1, "who": "patient"})
+
+
+def test_close_codes_and_error_codes_agree() -> None:
+    assert p.WS_CLOSE_OF_ERROR["auth_failed"] == p.WsClose.UNAUTHORIZED == 4401
+    assert p.WS_CLOSE_OF_ERROR["not_found"] == 4404 and p.WS_CLOSE_OF_ERROR["forbidden"] == 4403
+    for close, code in p.ERROR_OF_WS_CLOSE.items():
+        assert code in p.ERROR_CODES
+        assert p.WS_CLOSE_OF_ERROR[code] == close
+    assert set(p.WS_CLOSE_OF_ERROR) <= set(p.ERROR_CODES)
+    closed = p.SessionClosedEvent.model_fields["reason"].annotation
+    assert closed is p.CloseReason
+    assert set(get_args(p.CloseReason.__value__)) == {"ended", "publisher_gone", "error", "server_shutdown"}
+
+
+def test_markdown_documents_descriptions_named_types_and_close_codes() -> None:
+    text = p.protocol_markdown()
+    assert "- `ts`: float — server wall clock, Unix seconds" in text
+    assert "- `CloseReason`: `ended` | `publisher_gone` | `error` | `server_shutdown`" in text
+    assert "- `4404` NOT_FOUND" in text
