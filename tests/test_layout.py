@@ -31,7 +31,7 @@ Graph = dict[str, set[str]]
 
 
 def module_files(root: Path, packages: Iterable[str]) -> dict[str, Path]:
-    """Dotted module name → source file, for every ``.py`` under the packages (``pkg/__init__.py`` → ``pkg``)."""
+    """Dotted module name → source file for every ``.py`` of the packages (``pkg/__init__.py`` is ``pkg``)."""
     out: dict[str, Path] = {}
     for package in packages:
         for path in sorted((root / package).rglob("*.py")):
@@ -52,7 +52,9 @@ def _known(name: str, modules: Mapping[str, Path]) -> str | None:
     return None
 
 
-def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool, modules: Mapping[str, Path]) -> set[str]:
+def _targets(
+    node: ast.Import | ast.ImportFrom, module: str, is_package: bool, modules: Mapping[str, Path]
+) -> set[str]:
     if isinstance(node, ast.Import):
         return {t for alias in node.names if (t := _known(alias.name, modules))}
     if node.level:
@@ -236,7 +238,11 @@ def test_checker_finds_a_circle_through_type_checking(tmp_path: Path) -> None:
     ("src", "text", "arrow"),
     [
         ("mllmdr_core/x.py", "def f():\n    import training.eval\n", ("mllmdr_core.x", "training.eval")),
-        ("mllmdr_core/x.py", "from stream_server import protocol\n", ("mllmdr_core.x", "stream_server.protocol")),
+        (
+            "mllmdr_core/x.py",
+            "from stream_server import protocol\n",
+            ("mllmdr_core.x", "stream_server.protocol"),
+        ),
         ("stream_server/x.py", "from client_sdk.media import f\n", ("stream_server.x", "client_sdk.media")),
         ("training/x.py", "from stream_server.protocol import A\n", ("training.x", "stream_server.protocol")),
         ("training/x.py", "import client_sdk\n", ("training.x", "client_sdk")),
@@ -264,7 +270,9 @@ def test_checker_passes_a_clean_tree(tmp_path: Path) -> None:
             "mllmdr_core/errors.py": "class E(Exception): ...\n",
             "stream_server/protocol.py": "from mllmdr_core import errors\n",
             "stream_server/app.py": "from stream_server import protocol\nfrom mllmdr_core.media import f\n",
-            "client_sdk/session.py": "from stream_server.protocol import A\nfrom stream_server import protocol\n",
+            "client_sdk/session.py": (
+                "from stream_server.protocol import A\nfrom stream_server import protocol\n"
+            ),
             "client_sdk/replay.py": "from mllmdr_core.media import f\nfrom .session import S\n",
             "training/features.py": "from mllmdr_core import media\n",
         },
