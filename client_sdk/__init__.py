@@ -19,7 +19,7 @@ _EXPORTS = {
     "run_batch": "client_sdk.batch",
     "BatchOptions": "client_sdk.batch",
     "read_transcript": "client_sdk.transcripts",
-    "resolve_source": "client_sdk.media",
+    "resolve_source": "mllmdr_core.media",
 }
 __all__ = sorted(_EXPORTS)
 

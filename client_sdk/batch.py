@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.labels import SessionLabel, evaluate, evaluation_markdown, normalise_id, read_labels
-from client_sdk.media import MediaSource
 from client_sdk.replay import DONE_FILE, Replayer, ReplayOptions, write_outputs
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError
+from mllmdr_core.media import MediaSource
 
 _WORKER: Replayer | None = None
 

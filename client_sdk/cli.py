@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from client_sdk.batch import BatchOptions, run_batch
-    from client_sdk.media import find_sources
     from client_sdk.replay import ReplayOptions
+    from mllmdr_core.media import find_sources
 
     if not args.bundle:
         print("mllmdr replay: give --bundle DIR (or set MLLMDR_BUNDLE)", file=sys.stderr)

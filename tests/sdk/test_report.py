@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from client_sdk.media import MediaSource
+from mllmdr_core.media import MediaSource
 from client_sdk.replay import IndicatorSample, ReplayResult
 from client_sdk.report import write_report
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment, Evidence, ItemAssessment, ModelInfo
