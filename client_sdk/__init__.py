@@ -18,7 +18,7 @@ _EXPORTS = {
     "ReplayResult": "client_sdk.replay",
     "run_batch": "client_sdk.batch",
     "BatchOptions": "client_sdk.batch",
-    "read_transcript": "client_sdk.transcripts",
+    "read_transcript": "mllmdr_core.transcripts",
     "resolve_source": "mllmdr_core.media",
 }
 __all__ = sorted(_EXPORTS)

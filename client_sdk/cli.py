@@ -146,7 +146,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 async def _publish(args: argparse.Namespace) -> int:
     from client_sdk.session import Session
-    from client_sdk.transcripts import read_transcript
+    from mllmdr_core.transcripts import read_transcript
 
     if not args.api_key:
         print("mllmdr publish: give --api-key (or set MLLMDR_API_KEY)", file=sys.stderr)

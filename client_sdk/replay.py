@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from client_sdk.transcripts import dump_json, read_transcript
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.media import AudioFrame, MediaSource, iter_frames, resolve_source
+from mllmdr_core.transcripts import dump_json, read_transcript
 
 if TYPE_CHECKING:
     from mllmdr_core.assess import Assessor

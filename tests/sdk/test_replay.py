@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from client_sdk.cli import main
-from mllmdr_core.media import resolve_source
 from client_sdk.replay import DONE_FILE, Replayer, ReplayOptions, write_outputs
 from client_sdk.synth import SyntheticRecording
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
+from mllmdr_core.media import resolve_source
 from mllmdr_core.phq8 import ITEM_KEYS
 
 
