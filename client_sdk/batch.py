@@ -25,6 +25,7 @@ from client_sdk.replay import DONE_FILE, Replayer, ReplayOptions, write_outputs
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError
 from mllmdr_core.media import MediaSource
+from mllmdr_core.metrics import plot_confusion
 
 _WORKER: Replayer | None = None
 
@@ -169,11 +170,7 @@ def run_batch(
 
 
 def _confusion(out: Path, preds: dict[str, dict[str, Any]], labels: dict[str, SessionLabel]) -> None:
-    """``confusion.png`` of the binary screen, drawn by ``training.eval`` when it is installed."""
-    try:
-        from training.eval import plot_confusion
-    except ImportError:
-        return
+    """``confusion.png`` of the binary screen (when some labelled session has a total)."""
     ids = [i for i in sorted(preds) if i in labels and labels[i].total is not None]
     if ids:
         plot_confusion(

@@ -105,4 +105,4 @@ def test_cli_batch_parallel_resume_and_evaluation(
     assert (out / "s1" / DONE_FILE).stat().st_mtime_ns == stamps["s1"]  # not redone
     assert (out / "s2" / DONE_FILE).is_file()
     assert len(list(csv.DictReader((out / "summary.csv").read_text().splitlines()))) == 2
-    assert (out / "confusion.png").is_file()  # drawn by training.eval
+    assert (out / "confusion.png").is_file()  # drawn by mllmdr_core.metrics
