@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from client_sdk.cli import main
-from client_sdk.replay import DONE_FILE, Replayer, ReplayOptions, write_outputs
+from client_sdk.replay import Replayer, ReplayOptions
+from client_sdk.replay_outputs import DONE_FILE, write_outputs
 from client_sdk.synth import SyntheticRecording
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
