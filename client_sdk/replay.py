@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mllmdr_core.assess import Assessor
     from mllmdr_core.bundle import LoadedBundle
 
+
 @dataclass
 class ReplayOptions:
     """How to replay one recording."""
