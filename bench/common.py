@@ -277,10 +277,10 @@ class FeedFrame:
 
 
 def feed_frames(path: Path, *, analysis_fps: float, loops: int = 1) -> Iterator[FeedFrame]:
-    """Decode ``path`` into server-shaped frames (``client_sdk.media``) ``loops`` times back to back;
+    """Decode ``path`` into server-shaped frames (``mllmdr_core.media``) ``loops`` times back to back;
     audio is brought to 48 kHz stereo s16 (sample-hold x3 from the 16 kHz synthetic track) so that the
     server's normaliser does its live work."""
-    from client_sdk.media import AudioFrame, iter_frames, resolve_source
+    from mllmdr_core.media import AudioFrame, iter_frames, resolve_source
 
     src = resolve_source(path)
     offset = 0.0

@@ -39,7 +39,7 @@ from common import (
 async def streaming(bundle: Path, media: Path, work: Path) -> dict[str, Any]:
     import httpx
 
-    from client_sdk.transcripts import read_transcript
+    from mllmdr_core.transcripts import read_transcript
 
     lines = read_transcript(media.with_suffix(".json"))
     async with (

@@ -56,7 +56,7 @@ def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
-    from client_sdk.transcripts import read_transcript
+    from mllmdr_core.transcripts import read_transcript
 
     bundle = build_bundle(args.bundle)
     clip = recording(args.clip_minutes * 60.0)

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.batch import BatchOptions, run_batch
-from client_sdk.media import resolve_source
 from client_sdk.replay import Replayer, ReplayOptions
 from client_sdk.synth import make_recording
+from mllmdr_core.media import resolve_source
 
 HUBERT_BASE = {
     "hidden_size": 768,
@@ -99,7 +99,7 @@ def main() -> None:
                 replay=ReplayOptions(),
                 torch_threads=1,
             )
-            from client_sdk.media import find_sources
+            from mllmdr_core.media import find_sources
 
             res = run_batch(bundle, find_sources(batch_dir), opts, progress=False)
             agg = res.media_s / res.wall_s if res.wall_s else 0.0

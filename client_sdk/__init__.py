@@ -18,8 +18,8 @@ _EXPORTS = {
     "ReplayResult": "client_sdk.replay",
     "run_batch": "client_sdk.batch",
     "BatchOptions": "client_sdk.batch",
-    "read_transcript": "client_sdk.transcripts",
-    "resolve_source": "client_sdk.media",
+    "read_transcript": "mllmdr_core.transcripts",
+    "resolve_source": "mllmdr_core.media",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,6 +1,6 @@
 """Batch replay: many recordings, parallel worker processes, resume, summary CSV and evaluation.
 
-Each session writes ``OUT/<session_id>/`` (see ``replay.write_outputs``); ``assessment.json`` is
+Each session writes ``OUT/<session_id>/`` (see ``replay_outputs.write_outputs``); ``assessment.json`` is
 written last, so a session whose folder holds it is finished and is skipped on the next run
 (``resume``). ``OUT/summary.csv`` lists every finished session; ``OUT/failures.csv`` the ones that
 raised; with labels, ``OUT/evaluation.json`` and ``OUT/evaluation.md``.
@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from client_sdk.labels import SessionLabel, evaluate, evaluation_markdown, normalise_id, read_labels
-from client_sdk.media import MediaSource
-from client_sdk.replay import DONE_FILE, Replayer, ReplayOptions, write_outputs
+from client_sdk.replay import Replayer, ReplayOptions
+from client_sdk.replay_outputs import DONE_FILE, write_outputs
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError
+from mllmdr_core.media import MediaSource
+from mllmdr_core.metrics import plot_confusion
 
 _WORKER: Replayer | None = None
 
@@ -169,11 +171,7 @@ def run_batch(
 
 
 def _confusion(out: Path, preds: dict[str, dict[str, Any]], labels: dict[str, SessionLabel]) -> None:
-    """``confusion.png`` of the binary screen, drawn by ``training.eval`` when it is installed."""
-    try:
-        from training.eval import plot_confusion
-    except ImportError:
-        return
+    """``confusion.png`` of the binary screen (when some labelled session has a total)."""
     ids = [i for i in sorted(preds) if i in labels and labels[i].total is not None]
     if ids:
         plot_confusion(

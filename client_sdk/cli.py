@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from client_sdk.batch import BatchOptions, run_batch
-    from client_sdk.media import find_sources
     from client_sdk.replay import ReplayOptions
+    from mllmdr_core.media import find_sources
 
     if not args.bundle:
         print("mllmdr replay: give --bundle DIR (or set MLLMDR_BUNDLE)", file=sys.stderr)
@@ -146,7 +146,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 async def _publish(args: argparse.Namespace) -> int:
     from client_sdk.session import Session
-    from client_sdk.transcripts import read_transcript
+    from mllmdr_core.transcripts import read_transcript
 
     if not args.api_key:
         print("mllmdr publish: give --api-key (or set MLLMDR_API_KEY)", file=sys.stderr)

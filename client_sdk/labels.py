@@ -3,25 +3,26 @@
 Reads DAIC-WOZ split CSVs (``Participant_ID, PHQ8_Binary, PHQ8_Score, …, PHQ8_NoInterest…``), E-DAIC
 splits (``PHQ_Binary, PHQ_Score``) and ``Detailed_PHQ8_Labels.csv`` (``PHQ_8NoInterest…``), or our own
 ``session_id,total[,interest…]`` CSV. Header cells may carry spaces; IDs may read ``300``, ``300.0`` or
-``300_P``. The metrics come from ``training.metrics`` when it is installed, else from the local copy
-below (same definitions: binary screen at total ≥ 10, MAE, RMSE, Lin's CCC).
+``300_P``. The metrics are ``mllmdr_core.metrics``' (binary screen at total ≥ 10, MAE, RMSE, Lin's CCC),
+the ones training's evaluation reports.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mllmdr_core.errors import DatasetError
+from mllmdr_core.metrics import regression_scores, screen_scores
 from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS, PHQ8_ITEMS
 
 _ID_COLUMNS = ("participant_id", "session_id", "id", "participant")
 _TOTAL_COLUMNS = ("phq8_score", "phq_score", "phq_8total", "total", "phq8_total")
 _BINARY_COLUMNS = ("phq8_binary", "phq_binary", "binary")
+METRICS_FROM = "mllmdr_core.metrics"  # named in evaluation.json / evaluation.md
 
 
 @dataclass(frozen=True)
@@ -105,58 +106,6 @@ def _int(row: Sequence[str], col: int | None, path: Path, lineno: int) -> int:
     return int(value)
 
 
-# --- metrics ------------------------------------------------------------------------------------------
-
-
-def _local_binary(t: Sequence[bool], p: Sequence[bool]) -> dict[str, float]:
-    tp = sum(1 for a, b in zip(t, p, strict=True) if a and b)
-    fp = sum(1 for a, b in zip(t, p, strict=True) if not a and b)
-    fn = sum(1 for a, b in zip(t, p, strict=True) if a and not b)
-    tn = len(t) - tp - fp - fn
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "accuracy": (tp + tn) / max(1, len(t)),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-    }
-
-
-def _local_regression(t: Sequence[float], p: Sequence[float]) -> dict[str, float]:
-    n = len(t)
-    if n == 0:
-        return {"mae": float("nan"), "rmse": float("nan"), "ccc": 0.0}
-    err = [b - a for a, b in zip(t, p, strict=True)]
-    mt, mp = sum(t) / n, sum(p) / n
-    vt = sum((a - mt) ** 2 for a in t) / n
-    vp = sum((b - mp) ** 2 for b in p) / n
-    cov = sum((a - mt) * (b - mp) for a, b in zip(t, p, strict=True)) / n
-    denom = vt + vp + (mt - mp) ** 2
-    return {
-        "mae": sum(abs(e) for e in err) / n,
-        "rmse": math.sqrt(sum(e * e for e in err) / n),
-        "ccc": 2 * cov / denom if n > 1 and denom > 0 else 0.0,
-    }
-
-
-def _metrics(
-    t_bin: list[bool], p_bin: list[bool], t_tot: list[float], p_tot: list[float]
-) -> tuple[dict[str, float], dict[str, float], str]:
-    try:
-        from training.metrics import binary_scores, regression_scores
-    except ImportError:
-        return _local_binary(t_bin, p_bin), _local_regression(t_tot, p_tot), "client_sdk.labels (local copy)"
-    # training.metrics screens totals at the cut-off: feed the binary decisions as 0 / cutoff.
-    binary = binary_scores([BINARY_CUTOFF * int(x) for x in t_bin], [BINARY_CUTOFF * int(x) for x in p_bin])
-    return dict(binary), dict(regression_scores(t_tot, p_tot)), "training.metrics"
-
-
 def evaluate(
     predictions: Mapping[str, Mapping[str, Any]], labels: Mapping[str, SessionLabel]
 ) -> dict[str, Any]:
@@ -173,7 +122,8 @@ def evaluate(
     with_total = [i for i in ids if labels[i].total is not None]
     t_tot = [float(labels[i].total or 0) for i in with_total]
     p_tot = [float(predictions[i]["total"]) for i in with_total]
-    binary, regression, metrics_from = _metrics(t_bin, p_bin, t_tot, p_tot)
+    binary = screen_scores(t_bin, p_bin)
+    regression = regression_scores(t_tot, p_tot)
     with_items = [i for i in ids if labels[i].items]
     item_mae = {
         key: (
@@ -193,7 +143,7 @@ def evaluate(
         "binary": binary,
         "regression": dict(regression),
         "item_mae": item_mae,
-        "metrics_from": metrics_from,
+        "metrics_from": METRICS_FROM,
     }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mllmdr_core.errors import MediaError, MllmdrError
-from stream_server.protocol import IceServer, Offer
+from stream_server.protocol import IceServer, Offer, to_rtc
 
 log = logging.getLogger("client_sdk.publisher")
 
@@ -124,8 +124,6 @@ IceServersFn = Callable[[], Awaitable[list[IceServer]]]
 def rtc_configuration(servers: list[IceServer]) -> Any:
     """aiortc ``RTCConfiguration`` for the server's ICE servers (aiortc uses one STUN and one TURN URL)."""
     from aiortc import RTCConfiguration
-
-    from stream_server.ice import to_rtc
 
     return RTCConfiguration(iceServers=to_rtc(servers))
 

@@ -10,27 +10,22 @@ Then ``SessionState.snapshot()`` → ``Assessor.assess(snapshot, kind="final")``
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from client_sdk.media import AudioFrame, MediaSource, iter_frames, resolve_source
-from client_sdk.transcripts import dump_json, read_transcript
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
 from mllmdr_core.frames import FloatArray, TranscriptLine
+from mllmdr_core.media import AudioFrame, MediaSource, iter_frames, resolve_source
 from mllmdr_core.snapshot import finite
+from mllmdr_core.transcripts import read_transcript
 
 if TYPE_CHECKING:
     from mllmdr_core.assess import Assessor
     from mllmdr_core.bundle import LoadedBundle
-
-DONE_FILE = "assessment.json"
 
 
 @dataclass
@@ -204,48 +199,3 @@ def _push_all(
     return series
 
 
-def write_outputs(result: ReplayResult, out_dir: str | Path, *, report: bool = True) -> Path:
-    """Write ``assessment.json`` (last, as the done-marker), ``transcript.json``, ``indicators.csv``,
-    ``replay.json`` and the markdown/HTML report into ``out_dir``; returns ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "transcript.json").write_text(dump_json(result.transcript))
-    names = sorted({k for s in result.indicators for k in s.values})
-    rows = ["media_time_s," + ",".join(names)]
-    rows += [
-        f"{s.media_time_s:.3f}," + ",".join(_num(s.values.get(n)) for n in names) for s in result.indicators
-    ]
-    (out / "indicators.csv").write_text("\n".join(rows) + "\n")
-    meta = {
-        "session_id": result.source.session_id,
-        "source": {
-            k: str(v) if v is not None else None
-            for k, v in (
-                ("audio", result.source.audio),
-                ("video", result.source.video),
-                ("transcript", result.source.transcript),
-            )
-        },
-        "kind": result.source.kind,
-        "media_s": result.media_s,
-        "wall_s": result.wall_s,
-        "rtf": result.rtf,
-        "stats": result.stats,
-        "session_indicators": result.session_indicators,
-        "assessed_indicators": result.assessed_indicators,
-    }
-    (out / "replay.json").write_text(json.dumps(meta, indent=1, default=float))
-    if report:
-        from client_sdk.report import write_report
-
-        write_report(result, out)
-    tmp = out / (DONE_FILE + ".tmp")
-    tmp.write_text(result.assessment.model_dump_json(indent=1))
-    tmp.replace(out / DONE_FILE)
-    return out
-
-
-def _num(value: float | None) -> str:
-    if value is None or not np.isfinite(value):
-        return ""
-    return f"{value:.6g}"

@@ -26,10 +26,8 @@ _TITLES = {item.key: item.title for item in PHQ8_ITEMS}
 
 
 def _units() -> dict[str, str]:
-    try:
-        from mllmdr_core.features.indicators import INDICATOR_INFO
-    except ImportError:  # indicators module not installed: plot without units
-        return {}
+    from mllmdr_core.features.indicators import INDICATOR_INFO
+
     return {name: str(getattr(info, "unit", "")) for name, info in INDICATOR_INFO.items()}
 
 

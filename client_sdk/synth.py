@@ -20,9 +20,9 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from client_sdk.transcripts import dump_json
 from mllmdr_core.errors import MediaError
 from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.transcripts import dump_json
 
 AUDIO_RATE = 48000
 SCRIPT: tuple[tuple[str, str], ...] = (

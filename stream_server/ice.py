@@ -14,18 +14,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import time
 from typing import TYPE_CHECKING
 
 from stream_server.protocol import IceServer
+from stream_server.protocol import to_rtc as to_rtc  # defined beside IceServer: the SDK converts too
 
 if TYPE_CHECKING:
-    from aiortc import RTCIceServer
-
     from stream_server.settings import Settings
-
-log = logging.getLogger("stream_server.ice")
 
 
 def turn_rest_credentials(
@@ -55,27 +51,3 @@ def credentials_expire_at(settings: Settings, *, now: float | None = None) -> fl
     """When credentials minted now expire (None when nothing is minted)."""
     minted = settings.turn_secret and any(s.is_turn and s.username is None for s in settings.ice_servers)
     return float(int((time.time() if now is None else now) + settings.turn_ttl_s)) if minted else None
-
-
-def to_rtc(servers: list[IceServer]) -> list[RTCIceServer]:
-    """aiortc ``RTCIceServer``s; URLs aiortc cannot use (``stuns:``, IPv6 literals) are left out (logged).
-
-    aiortc uses the first STUN and the first TURN URL it understands; browsers use them all.
-    """
-    from aiortc import RTCIceServer
-    from aiortc.rtcicetransport import parse_stun_turn_uri
-
-    out: list[RTCIceServer] = []
-    for server in servers:
-        urls: list[str] = []
-        for url in server.urls:
-            try:
-                if parse_stun_turn_uri(url)["scheme"] in ("stun", "turn", "turns"):
-                    urls.append(url)
-                    continue
-            except ValueError:
-                pass
-            log.debug("ICE URL %s not usable by aiortc; the server's peer connection skips it", url)
-        if urls:
-            out.append(RTCIceServer(urls=urls, username=server.username, credential=server.credential))
-    return out

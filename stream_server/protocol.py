@@ -27,10 +27,11 @@ request bodies are strict (an unknown field is rejected).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from enum import IntEnum
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from typing_extensions import TypeAliasType
@@ -38,6 +39,9 @@ from typing_extensions import TypeAliasType
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError, ProtocolError
 from mllmdr_core.frames import TranscriptLine
+
+if TYPE_CHECKING:
+    from aiortc import RTCIceServer
 
 PROTOCOL_VERSION: Literal[1] = 1
 MAX_WS_MESSAGE_BYTES = 64 * 1024  # a client message larger than this gets error "too_large"
@@ -822,3 +826,32 @@ def _type_name(annotation: object) -> str:
     for module in ("typing.", "mllmdr_core.assessment.", "stream_server.protocol.", "__main__."):
         text = text.replace(module, "")
     return text
+
+
+_log = logging.getLogger(__name__)
+
+
+def to_rtc(servers: list[IceServer]) -> list[RTCIceServer]:
+    """aiortc ``RTCIceServer``s; URLs aiortc cannot use (``stuns:``, IPv6 literals) are left out (logged).
+
+    aiortc uses the first STUN and the first TURN URL it understands; browsers use them all. The server's
+    and the Python SDK's peer connections both call this.
+    """
+    from aiortc import RTCIceServer
+    from aiortc.rtcicetransport import parse_stun_turn_uri
+
+    out: list[RTCIceServer] = []
+    for server in servers:
+        urls: list[str] = []
+        for url in server.urls:
+            try:
+                if parse_stun_turn_uri(url)["scheme"] in ("stun", "turn", "turns"):
+                    urls.append(url)
+                    continue
+            except ValueError:
+                pass
+            _log.debug("ICE URL %s not usable by aiortc; this peer connection skips it", url)
+        if urls:
+            out.append(RTCIceServer(urls=urls, username=server.username, credential=server.credential))
+    return out
+

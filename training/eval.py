@@ -33,14 +33,14 @@ import torch
 from tqdm import tqdm
 
 from mllmdr_core.assess import Assessor
+from mllmdr_core.metrics import is_grounded, plot_confusion, screening_report
 from mllmdr_core.model.lqformer import LQFormer
 from mllmdr_core.model.mllm import MLlmDR
-from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS, ITEM_MAX
+from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX
 from mllmdr_core.prompt import parse_output
 from mllmdr_core.snapshot import SessionSnapshot
 from training.dataset import SessionLabels
 from training.features import load_features
-from training.metrics import is_grounded, screening_report
 
 ABLATIONS = ("all", "text", "av", "no_lqformer")
 TARGETS = {"f1_all": 0.90, "mae_all": 2.0, "masked_f1_gain": 0.3}
@@ -201,38 +201,6 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
             "met": gain >= TARGETS["masked_f1_gain"],
         }
     return out
-
-
-def plot_confusion(true_totals: Sequence[int], pred_totals: Sequence[int], out_png: Path, title: str) -> Path:
-    """2×2 confusion matrix of the binary screen (total ≥ 10)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = np.asarray(true_totals) >= BINARY_CUTOFF
-    p = np.asarray(pred_totals) >= BINARY_CUTOFF
-    cm = np.array([[np.sum(~t & ~p), np.sum(~t & p)], [np.sum(t & ~p), np.sum(t & p)]])
-    fig, ax = plt.subplots(figsize=(3.8, 3.4))
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(
-            j,
-            i,
-            str(v),
-            ha="center",
-            va="center",
-            fontsize=14,
-            color="white" if v > cm.max() / 2 else "black",
-        )
-    ax.set_xticks([0, 1], ["pred < 10", "pred ≥ 10"])
-    ax.set_yticks([0, 1], ["true < 10", "true ≥ 10"])
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
 
 
 def _row(name: str, m: dict[str, Any]) -> str:

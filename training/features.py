@@ -1,7 +1,7 @@
 """Feature extraction for a corpus through :class:`~mllmdr_core.session_state.SessionState`.
 
 The same code path as the live server and offline replay: media files are decoded by
-``client_sdk.media.iter_frames`` (``av``; 20 ms s16 audio frames at the source rate, RGB video thinned
+``mllmdr_core.media.iter_frames`` (``av``; 20 ms s16 audio frames at the source rate, RGB video thinned
 to the analysis rate like the server's ingest) and pushed, with their timestamps, into a
 ``SessionState`` built from the bundle config, so training features equal what the server computes for
 the same recording. One ``.npz`` per session in the cache directory:
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from client_sdk.media import AudioFrame, MediaSource, iter_frames
 from mllmdr_core.config import MllmdrConfig
 from mllmdr_core.errors import MllmdrError
 from mllmdr_core.frames import FloatArray
+from mllmdr_core.media import AudioFrame, MediaSource, iter_frames
 
 
 @dataclass(frozen=True)

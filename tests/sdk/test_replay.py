@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from client_sdk.cli import main
-from client_sdk.media import resolve_source
-from client_sdk.replay import DONE_FILE, Replayer, ReplayOptions, write_outputs
+from client_sdk.replay import Replayer, ReplayOptions
+from client_sdk.replay_outputs import DONE_FILE, write_outputs
 from client_sdk.synth import SyntheticRecording
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
+from mllmdr_core.media import resolve_source
 from mllmdr_core.phq8 import ITEM_KEYS
 
 
@@ -105,4 +106,4 @@ def test_cli_batch_parallel_resume_and_evaluation(
     assert (out / "s1" / DONE_FILE).stat().st_mtime_ns == stamps["s1"]  # not redone
     assert (out / "s2" / DONE_FILE).is_file()
     assert len(list(csv.DictReader((out / "summary.csv").read_text().splitlines()))) == 2
-    assert (out / "confusion.png").is_file()  # drawn by training.eval
+    assert (out / "confusion.png").is_file()  # drawn by mllmdr_core.metrics

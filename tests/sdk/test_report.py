@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from client_sdk.media import MediaSource
 from client_sdk.replay import IndicatorSample, ReplayResult
 from client_sdk.report import write_report
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment, Evidence, ItemAssessment, ModelInfo
 from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.media import MediaSource
 from mllmdr_core.phq8 import ITEM_KEYS
 
 

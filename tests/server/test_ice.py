@@ -11,8 +11,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from client_sdk.session import Session
 from mllmdr_core.errors import ConfigError
 from stream_server.engine import Engine
-from stream_server.ice import credentials_expire_at, ice_servers_for, to_rtc, turn_rest_credentials
-from stream_server.protocol import IceServer
+from stream_server.ice import credentials_expire_at, ice_servers_for, turn_rest_credentials
+from stream_server.protocol import IceServer, to_rtc
 from stream_server.settings import Settings
 
 from .conftest import API_KEY, make_settings, run_server

@@ -10,7 +10,8 @@ from training.data.cmdc import CmdcReader
 from training.data.daic import DaicWozReader
 from training.data.edaic import EDaicReader
 from training.data.openface import OPENFACE_FEATURE_NAMES, OPENFACE_SPEC
-from training.data.records import AudioRef, PHQLabels, SessionRecord, VisualTable
+from training.data.records import AudioRef, PHQLabels, SessionRecord
+from training.data.visual_table import VisualTable
 
 __all__ = [
     "OPENFACE_FEATURE_NAMES",

@@ -6,7 +6,8 @@ Layout under ``root``::
     dev_split_Depression_AVEC2017.csv    same columns
     test_split_Depression_AVEC2017.csv   participant_ID, Gender (labels from full_test_split.csv if present)
     300_P/300_TRANSCRIPT.csv             tab-separated: start_time, stop_time, speaker, value
-                                         (speaker Ellie → clinician, Participant → patient)
+                                         (Ellie → clinician, Participant → patient; read by
+                                         ``mllmdr_core.transcripts``)
     300_P/300_AUDIO.wav                  16 kHz mono (interviewer and participant)
     300_P/300_CLNF_{pose,gaze,AUs}.txt   optional, comma-separated "frame, timestamp, confidence, success, …"
     300_P/300_VIDEO.mp4, synth_meta.json synthetic corpus only
@@ -18,8 +19,8 @@ import json
 from pathlib import Path
 
 from mllmdr_core.errors import DatasetError
-from mllmdr_core.frames import Speaker, TranscriptLine
 from mllmdr_core.phq8 import TOTAL_MAX
+from mllmdr_core.transcripts import read_transcript
 from training.data.records import AudioRef, PHQLabels, SessionRecord
 from training.data.split_reader import SplitFileReader
 from training.data.tables import (
@@ -39,7 +40,6 @@ SPLIT_FILES = {
     "test": "test_split_Depression_AVEC2017.csv",
 }
 FULL_TEST_FILE = "full_test_split.csv"
-SPEAKERS: dict[str, Speaker] = {"ellie": "clinician", "participant": "patient"}
 
 
 def labels_from_row(row: Row, path: Path) -> PHQLabels:
@@ -49,28 +49,6 @@ def labels_from_row(row: Row, path: Path) -> PHQLabels:
         binary=int_cell(row, BINARY_KEYS, path, lo=0, hi=1),
         items=item_cells(row, path),
     )
-
-
-def read_daic_transcript(path: Path) -> list[TranscriptLine]:
-    """Tab-separated DAIC-WOZ transcript → lines (Ellie → clinician, Participant → patient)."""
-    lines: list[TranscriptLine] = []
-    rows = read_rows(path, "\t", required=("starttime", "stoptime", "speaker", "value"), quotes=False)
-    for row in rows:
-        c = row.cells
-        speaker = SPEAKERS.get(c["speaker"].lower())
-        if speaker is None:
-            raise DatasetError(
-                f"{path}:{row.line}: unknown speaker {c['speaker']!r} (expected Ellie or Participant)"
-            )
-        try:
-            start, stop = float(c["starttime"]), float(c["stoptime"])
-        except ValueError as exc:
-            raise DatasetError(f"{path}:{row.line}: times must be numbers ({exc})") from exc
-        if stop < start:
-            raise DatasetError(f"{path}:{row.line}: stop_time {stop} before start_time {start}")
-        if c["value"]:
-            lines.append(TranscriptLine(start, stop, speaker, c["value"], source="dataset"))
-    return lines
 
 
 class DaicWozReader(SplitFileReader):
@@ -99,7 +77,7 @@ class DaicWozReader(SplitFileReader):
 
     def read_session(self, sid: str, split: str, labels: PHQLabels) -> SessionRecord:
         folder, audio = self.session_paths(sid, split)
-        transcript = read_daic_transcript(folder / f"{sid}_TRANSCRIPT.csv")
+        transcript = read_transcript(folder / f"{sid}_TRANSCRIPT.csv", "daic")
         clnf = tuple(folder / f"{sid}_CLNF_{kind}.txt" for kind in ("pose", "gaze", "AUs"))
         present = [p.is_file() for p in clnf]
         if any(present) and not all(present):

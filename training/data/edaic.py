@@ -5,17 +5,15 @@ Layout under ``root`` (label files may also sit in ``root/labels/``)::
     {train,dev,test}_split.csv   Participant_ID, Gender, PHQ_Binary, PHQ_Score, PCL-C (PTSD), PTSD Severity
     Detailed_PHQ8_Labels.csv     Participant_ID, PHQ_8NoInterest … PHQ_8Moving, PHQ_8Total (not every session)
     300_P/300_AUDIO.wav          16 kHz mono
-    300_P/300_Transcript.csv     comma-separated Start_Time, End_Time, Text, Confidence (participant, ASR)
+    300_P/300_Transcript.csv     Start_Time, End_Time, Text, Confidence (participant, ASR)
     300_P/features/300_OpenFace2.1.0_Pose_gaze_AUs.csv   OpenFace 2.1 output, header cells separated by ", "
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mllmdr_core.errors import DatasetError
-from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.phq8 import TOTAL_MAX
+from mllmdr_core.transcripts import read_transcript
 from training.data.daic import labels_from_row
 from training.data.records import AudioRef, PHQLabels, SessionRecord
 from training.data.split_reader import SplitFileReader
@@ -23,24 +21,6 @@ from training.data.tables import find_file, int_cell, item_cells, normalize_id, 
 
 SPLIT_FILES = {"train": "train_split.csv", "dev": "dev_split.csv", "test": "test_split.csv"}
 DETAILED_FILE = "Detailed_PHQ8_Labels.csv"
-
-
-def read_edaic_transcript(path: Path) -> list[TranscriptLine]:
-    """Comma-separated E-DAIC transcript (participant speech, automatic transcription)."""
-    lines: list[TranscriptLine] = []
-    for row in read_rows(path, ",", required=("starttime", "endtime", "text", "confidence")):
-        c = row.cells
-        try:
-            start, end, conf = float(c["starttime"]), float(c["endtime"]), float(c["confidence"])
-        except ValueError as exc:
-            raise DatasetError(
-                f"{path}:{row.line}: Start_Time/End_Time/Confidence must be numbers ({exc})"
-            ) from exc
-        if end < start:
-            raise DatasetError(f"{path}:{row.line}: End_Time {end} before Start_Time {start}")
-        if c["text"]:
-            lines.append(TranscriptLine(start, end, "patient", c["text"], source="dataset", confidence=conf))
-    return lines
 
 
 class EDaicReader(SplitFileReader):
@@ -81,7 +61,7 @@ class EDaicReader(SplitFileReader):
 
     def read_session(self, sid: str, split: str, labels: PHQLabels) -> SessionRecord:
         folder, audio = self.session_paths(sid, split)
-        transcript = read_edaic_transcript(folder / f"{sid}_Transcript.csv")
+        transcript = read_transcript(folder / f"{sid}_Transcript.csv", "edaic")
         openface = folder / "features" / f"{sid}_OpenFace2.1.0_Pose_gaze_AUs.csv"
         return SessionRecord(
             session_id=sid,

@@ -20,7 +20,7 @@ import numpy as np
 
 from mllmdr_core.errors import DatasetError
 from mllmdr_core.frames import FloatArray
-from training.data.records import VisualTable
+from training.data.visual_table import VisualTable
 
 OPENFACE_SPEC = "openface-pose-gaze-au-v1"
 OPENFACE_AU_NAMES: tuple[str, ...] = tuple(

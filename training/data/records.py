@@ -11,6 +11,8 @@ import numpy as np
 from mllmdr_core.errors import DatasetError
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS
+from training.data.openface import OPENFACE_SPEC, read_clnf, read_openface_csv, stack_tables
+from training.data.visual_table import VisualTable
 from training.data.wav import read_wav_16k
 
 VisualFormat = Literal["clnf", "openface", "openface-per-question"]
@@ -41,25 +43,6 @@ class PHQLabels:
         if total is not None:
             binary = int(total >= BINARY_CUTOFF)
         return PHQLabels(total=total, binary=binary, items=items, scale=scale)
-
-
-@dataclass(frozen=True)
-class VisualTable:
-    """Per-frame visual features mapped to a declared spec (see ``training/data/openface.py``)."""
-
-    spec: str
-    names: tuple[str, ...]
-    times: FloatArray  # (T,) seconds
-    values: FloatArray  # (T, D) with D == len(names)
-    missing: tuple[str, ...]  # spec columns the source lacks (filled with 0.0)
-    sources: tuple[Path, ...]
-
-    def __post_init__(self) -> None:
-        if self.values.shape != (len(self.times), len(self.names)):
-            raise DatasetError(
-                f"{', '.join(map(str, self.sources)) or 'visual table'}: values {self.values.shape} "
-                f"!= ({len(self.times)} times, {len(self.names)} names)"
-            )
 
 
 @dataclass(frozen=True)
@@ -94,14 +77,10 @@ class SessionRecord:
 
     @property
     def visual_spec(self) -> str | None:
-        from training.data.openface import OPENFACE_SPEC
-
         return OPENFACE_SPEC if self.visual_format is not None else None
 
     def load_visual(self) -> VisualTable | None:
         """Read and map the visual feature files (``None`` when the session has none)."""
-        from training.data.openface import read_clnf, read_openface_csv, stack_tables
-
         if self.visual_format is None:
             return None
         if self.visual_format == "clnf":

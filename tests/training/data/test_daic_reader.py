@@ -149,7 +149,7 @@ def test_malformed_transcript_names_file_and_line(tmp_path: Path) -> None:
     path.write_text(TRANSCRIPT.replace("Participant\tokay", "Interviewer\tokay"))
     _expect(root, r"301_TRANSCRIPT\.csv:3: unknown speaker 'Interviewer'")
     path.write_text(TRANSCRIPT.replace("41.5\t43.2", "41.5\tlate"))
-    _expect(root, r"301_TRANSCRIPT\.csv:4: times must be numbers")
+    _expect(root, r"301_TRANSCRIPT\.csv:4: stop_time is not a number: 'late'")
     path.write_text(TRANSCRIPT.replace("41.5\t43.2", "45.0\t43.2"))
     _expect(root, r"301_TRANSCRIPT\.csv:4: stop_time 43.2 before start_time 45.0")
     path.write_text(TRANSCRIPT.replace("40.100\t41.000\t", "40.100\t"))

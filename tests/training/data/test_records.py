@@ -9,7 +9,8 @@ import pytest
 
 from mllmdr_core.errors import DatasetError
 from mllmdr_core.phq8 import ITEM_KEYS
-from training.data.records import PHQLabels, VisualTable
+from training.data.records import PHQLabels
+from training.data.visual_table import VisualTable
 
 
 def test_labels_derive_total_and_binary_and_drop_incomplete_items() -> None:

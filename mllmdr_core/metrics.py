@@ -1,9 +1,12 @@
-"""Screening metrics: binary precision/recall/F1 (total ≥ 10), MAE, RMSE, CCC, per-item MAE, grounding."""
+"""Screening metrics, once for training evaluation and replay: binary precision/recall/F1 of the screen
+(total ≥ 10), MAE, RMSE, Lin's CCC, per-item MAE, the grounding check of rationales, and the confusion
+plot of the binary screen (matplotlib, imported when drawn)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +18,15 @@ def binary_scores(
     y_true: Sequence[float], y_pred: Sequence[float], cutoff: int = BINARY_CUTOFF
 ) -> dict[str, float]:
     """Precision, recall, F1 and accuracy of the positive screen (total ≥ ``cutoff``) + confusion counts."""
-    t = np.asarray(y_true, dtype=float) >= cutoff
-    p = np.asarray(y_pred, dtype=float) >= cutoff
+    return screen_scores(
+        list(np.asarray(y_true, dtype=float) >= cutoff), list(np.asarray(y_pred, dtype=float) >= cutoff)
+    )
+
+
+def screen_scores(true_positive: Sequence[bool], pred_positive: Sequence[bool]) -> dict[str, float]:
+    """Precision, recall, F1 and accuracy of screening decisions already made + confusion counts."""
+    t = np.asarray(true_positive, dtype=bool)
+    p = np.asarray(pred_positive, dtype=bool)
     tp = int(np.sum(t & p))
     fp = int(np.sum(~t & p))
     fn = int(np.sum(t & ~p))
@@ -109,3 +119,35 @@ def is_grounded(rationale: str, transcript_text: str, indicator_names: Iterable[
     if not quotes and not mentions:
         return False
     return all(_norm_words(q) in transcript for q in quotes)
+
+
+def plot_confusion(true_totals: Sequence[int], pred_totals: Sequence[int], out_png: Path, title: str) -> Path:
+    """2×2 confusion matrix of the binary screen (total ≥ 10)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(true_totals) >= BINARY_CUTOFF
+    p = np.asarray(pred_totals) >= BINARY_CUTOFF
+    cm = np.array([[np.sum(~t & ~p), np.sum(~t & p)], [np.sum(t & ~p), np.sum(t & p)]])
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            fontsize=14,
+            color="white" if v > cm.max() / 2 else "black",
+        )
+    ax.set_xticks([0, 1], ["pred < 10", "pred ≥ 10"])
+    ax.set_yticks([0, 1], ["true < 10", "true ≥ 10"])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_sdk.media import (
+from client_sdk.synth import SyntheticRecording, make_recording
+from mllmdr_core.errors import MediaError
+from mllmdr_core.media import (
     AudioFrame,
     VideoFrame,
     find_sources,
@@ -18,8 +20,18 @@ from client_sdk.media import (
     probe_duration,
     resolve_source,
 )
-from client_sdk.synth import SyntheticRecording
-from mllmdr_core.errors import MediaError
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> SyntheticRecording:
+    """A 6 s mp4 (h264 + aac, 320x240 at 15 fps) with its transcript beside it."""
+    return make_recording(tmp_path_factory.mktemp("rec"), duration_s=6.0, name="rec", container="mp4")
+
+
+@pytest.fixture(scope="module")
+def wav_y4m(tmp_path_factory: pytest.TempPathFactory) -> SyntheticRecording:
+    """The same kind of interview as a wav + y4m pair."""
+    return make_recording(tmp_path_factory.mktemp("pair"), duration_s=6.0, name="pair", wav_y4m=True)
 
 
 def test_audio_frames_are_20ms_at_source_rate(recording: SyntheticRecording) -> None:

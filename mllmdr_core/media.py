@@ -1,4 +1,4 @@
-"""Recorded media → timestamped frames, and recordings → replayable sources.
+"""Recorded media → timestamped frames, and recordings → replayable sources (replay and training).
 
 Replay must feed ``SessionState`` the same way the server does: audio as 20 ms interleaved s16 frames
 at the source rate and layout (the server gets 20 ms frames from aiortc), video as RGB frames stamped

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from client_sdk.transcripts import (
+from mllmdr_core.errors import DatasetError
+from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.transcripts import (
     detect_format,
     dump_json,
     dump_srt,
@@ -15,8 +17,6 @@ from client_sdk.transcripts import (
     read_transcript,
     speaker_from_name,
 )
-from mllmdr_core.errors import DatasetError
-from mllmdr_core.frames import TranscriptLine
 
 DAIC = (
     "start_time\tstop_time\tspeaker\tvalue\n"
@@ -58,6 +58,21 @@ def test_edaic_csv_with_quoted_commas_and_confidence() -> None:
     assert [ln.text for ln in lines] == ["i'm doing fine", "well, i do not sleep much"]
     assert all(ln.speaker == "patient" for ln in lines)
     assert lines[0].confidence == pytest.approx(0.9344)
+
+
+def test_daic_strict_reading() -> None:
+    """Header names without case/underscores, cells verbatim (no CSV quoting), empty rows left out, sorted."""
+    text = (
+        "Start_Time\tStop_Time\tSpeaker\tValue\n"
+        '5.0\t6.0\tparticipant\ti wake up at "four"\n'
+        "1.0\t2.0\tELLIE\thow do you sleep\n"
+        "6.5\t7.0\tParticipant\t\n"
+    )
+    lines = parse_transcript(text, "daic")
+    assert [(ln.start_s, ln.speaker, ln.text) for ln in lines] == [
+        (1.0, "clinician", "how do you sleep"),
+        (5.0, "patient", 'i wake up at "four"'),
+    ]
 
 
 def test_edaic_tolerates_spaced_headers() -> None:
@@ -128,10 +143,37 @@ def test_json_lines_sorted_and_speaker_names() -> None:
             "daic",
             r"<t>:2: stop_time is not a number",
         ),
-        ("start_time\tstop_time\tspeaker\n", "daic", r"<t>:1: missing column 'value'"),
-        ("start_time\tstop_time\tspeaker\tvalue\n1.0\t2.0\n", "daic", r"<t>:2: expected 4 tab-separated"),
-        ("Start_Time,End_Time,Text\n5.0,4.0,backwards\n", "edaic", r"<t>:2: bad time range"),
-        ("Start_Time,End_Time\n", "edaic", r"missing column 'text'"),
+        ("start_time\tstop_time\tspeaker\n", "daic", r"<t>:1: header lacks column\(s\) value;"),
+        ("start_time\tstop_time\tspeaker\tvalue\n1.0\t2.0\n", "daic", r"<t>:2: expected 4 fields, found 2"),
+        (
+            "start_time\tstop_time\tspeaker\tvalue\n1.0\t2.0\tEllie\thi\textra\n",
+            "daic",
+            r"<t>:2: expected 4 fields, found 5",
+        ),
+        (
+            "start_time\tstop_time\tspeaker\tvalue\n1.0\t2.0\tInterviewer\thi\n",
+            "daic",
+            r"<t>:2: unknown speaker 'Interviewer' \(expected Ellie or Participant\)",
+        ),
+        (
+            "start_time\tstop_time\tspeaker\tvalue\n-1.0\t2.0\tEllie\thi\n",
+            "daic",
+            r"<t>:2: start_time -1.0 is negative",
+        ),
+        ("start_time\tstop_time\tspeaker\tvalue\nnan\t2.0\tEllie\thi\n", "daic", r"<t>:2: start_time is NaN"),
+        ("", "daic", r"<t>:1: empty DAIC-WOZ transcript"),
+        (
+            "Start_Time,End_Time,Text,Confidence\n5.0,4.0,backwards,0.9\n",
+            "edaic",
+            r"<t>:2: End_Time 4.0 before Start_Time 5.0",
+        ),
+        ("Start_Time,End_Time\n", "edaic", r"<t>:1: header lacks column\(s\) Text, Confidence;"),
+        ("Start_Time,End_Time,Text\n1.0,2.0,hi\n", "edaic", r"<t>:1: header lacks column\(s\) Confidence;"),
+        (
+            "Start_Time,End_Time,Text,Confidence\n1.0,2.0,hi,\n",
+            "edaic",
+            r"<t>:2: Confidence is not a number: ''",
+        ),
         ("00:00:01.000 --> 00:00:02.000\nhi\n", "vtt", r"<t>:1: a WebVTT file must start"),
         ("WEBVTT\n\n00:00:01.000 --> 1 minute\nhi\n", "vtt", r"<t>:3: bad timestamp '1'"),
         ("1\nhello there\n\n", "srt", r"<t>:1: expected a cue timing line"),
@@ -155,7 +197,7 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
 
 
 def test_files_and_text_agree_for_dataset_formats(tmp_path: Path) -> None:
-    """read_transcript (training.data readers when installed) and parse_transcript give the same lines."""
+    """read_transcript (a file, as the dataset readers use it) and parse_transcript give the same lines."""
     for fname, text, fmt in (("300_TRANSCRIPT.csv", DAIC, "daic"), ("600_Transcript.csv", EDAIC, "edaic")):
         path = tmp_path / fname
         path.write_text(text)

@@ -11,9 +11,12 @@ Formats (picked by :func:`detect_format` from the name and the first bytes, or n
 - ``vtt``    — WebVTT captions; the speaker from a ``<v Name>`` voice tag or a ``Name:`` prefix.
 - ``srt``    — SubRip captions; the speaker from a ``Name:`` prefix.
 
-Malformed input raises :class:`~mllmdr_core.errors.DatasetError` naming ``file:line``. Files of the
-two dataset formats are read by ``training.data``'s readers when that package is installed (one home
-for dataset formats); :func:`parse_transcript` keeps its own parsers for text and for SDK-only installs.
+The two dataset formats are read strictly (the dataset readers of ``training.data`` and replay use
+these parsers): header names compared without case, spaces or underscores; every row has the header's
+number of fields; DAIC-WOZ cells are taken verbatim (no CSV quoting), E-DAIC's may be quoted; times and
+confidences are numbers (not NaN), ``0 <= start <= end``; a DAIC-WOZ speaker other than Ellie or
+Participant is an error; rows with empty text are left out. Malformed input raises
+:class:`~mllmdr_core.errors.DatasetError` naming ``file:line``.
 """
 
 from __future__ import annotations
@@ -84,27 +87,7 @@ def read_transcript(path: str | Path, fmt: TranscriptFormat | None = None) -> li
         raise DatasetError(f"{p}: transcript file not found") from exc
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{p}: transcript is not UTF-8 text ({exc.reason})") from exc
-    kind = fmt or detect_format(p, text[:4096])
-    dataset_reader = _dataset_reader(kind)
-    if dataset_reader is not None:  # one home for dataset formats: the training readers
-        return sorted(dataset_reader(p), key=lambda line: (line.start_s, line.end_s))
-    return parse_transcript(text, kind, name=str(p))
-
-
-def _dataset_reader(fmt: str) -> Callable[[Path], list[TranscriptLine]] | None:
-    """``training.data``'s DAIC-WOZ / E-DAIC transcript reader when installed (else ours is used)."""
-    try:
-        if fmt == "daic":
-            from training.data.daic import read_daic_transcript
-
-            return read_daic_transcript
-        if fmt == "edaic":
-            from training.data.edaic import read_edaic_transcript
-
-            return read_edaic_transcript
-    except ImportError:
-        return None
-    return None
+    return parse_transcript(text, fmt or detect_format(p, text[:4096]), name=str(p))
 
 
 def parse_transcript(text: str, fmt: TranscriptFormat, *, name: str = "<transcript>") -> list[TranscriptLine]:
@@ -212,73 +195,77 @@ def dump_json(lines: Iterable[TranscriptLine]) -> str:
 
 # --- DAIC-WOZ / E-DAIC --------------------------------------------------------------------------------
 
-
-def _rows(text: str, delimiter: str) -> list[tuple[int, list[str]]]:
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
-    return [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+_DAIC_SPEAKERS: dict[str, Speaker] = {"ellie": "clinician", "participant": "patient"}
 
 
-def _header_index(header: Sequence[str], wanted: Sequence[str], name: str) -> list[int]:
-    norm = [h.strip().lower() for h in header]
-    idx = []
-    for col in wanted:
-        if col not in norm:
-            raise DatasetError(f"{name}:1: missing column {col!r} (header: {list(header)})")
-        idx.append(norm.index(col))
-    return idx
+def _header_key(cell: str) -> str:
+    """``" Start_Time"`` → ``"starttime"``."""
+    return re.sub(r"[^a-z0-9]", "", cell.lower())
+
+
+def _table(
+    text: str, name: str, delimiter: str, columns: Sequence[str], *, quotes: bool, title: str
+) -> list[tuple[int, dict[str, str]]]:
+    """(line, {column: stripped cell}) for every non-blank row under a header holding ``columns``."""
+    reader = csv.reader(
+        io.StringIO(text),
+        delimiter=delimiter,
+        skipinitialspace=True,
+        quoting=csv.QUOTE_MINIMAL if quotes else csv.QUOTE_NONE,
+    )
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        raise DatasetError(f"{name}:1: empty {title} transcript (no header)")
+    header_line, header = rows[0]
+    keys = [_header_key(cell) for cell in header]
+    missing = [col for col in columns if _header_key(col) not in keys]
+    if missing:
+        raise DatasetError(
+            f"{name}:{header_line}: header lacks column(s) {', '.join(missing)}; "
+            f"found {[cell.strip() for cell in header]}"
+        )
+    out = []
+    for lineno, row in rows[1:]:
+        if len(row) != len(keys):
+            raise DatasetError(f"{name}:{lineno}: expected {len(keys)} fields, found {len(row)}")
+        cells = dict(zip(keys, (cell.strip() for cell in row), strict=True))
+        out.append((lineno, {col: cells[_header_key(col)] for col in columns}))
+    return out
+
+
+def _span(cells: dict[str, str], start_col: str, end_col: str, name: str, lineno: int) -> tuple[float, float]:
+    start = _float(cells[start_col], name, lineno, start_col)
+    end = _float(cells[end_col], name, lineno, end_col)
+    if start < 0.0:
+        raise DatasetError(f"{name}:{lineno}: {start_col} {start} is negative")
+    if end < start:
+        raise DatasetError(f"{name}:{lineno}: {end_col} {end} before {start_col} {start}")
+    return start, end
 
 
 def _parse_daic(text: str, name: str) -> list[TranscriptLine]:
-    rows = _rows(text, "\t")
-    if not rows:
-        raise DatasetError(f"{name}:1: empty DAIC-WOZ transcript")
-    i_start, i_stop, i_spk, i_val = _header_index(
-        rows[0][1], ("start_time", "stop_time", "speaker", "value"), name
-    )
+    columns = ("start_time", "stop_time", "speaker", "value")
     out = []
-    for lineno, row in rows[1:]:
-        if len(row) <= max(i_start, i_stop, i_spk, i_val):
-            raise DatasetError(f"{name}:{lineno}: expected 4 tab-separated fields, got {len(row)}")
-        out.append(
-            _line(
-                name,
-                lineno,
-                _float(row[i_start], name, lineno, "start_time"),
-                _float(row[i_stop], name, lineno, "stop_time"),
-                speaker_from_name(row[i_spk]),
-                row[i_val],
-                "dataset",
+    for lineno, cells in _table(text, name, "\t", columns, quotes=False, title="DAIC-WOZ"):
+        speaker = _DAIC_SPEAKERS.get(cells["speaker"].lower())
+        if speaker is None:
+            raise DatasetError(
+                f"{name}:{lineno}: unknown speaker {cells['speaker']!r} (expected Ellie or Participant)"
             )
-        )
+        start, stop = _span(cells, "start_time", "stop_time", name, lineno)
+        if cells["value"]:
+            out.append(_line(name, lineno, start, stop, speaker, cells["value"], "dataset"))
     return out
 
 
 def _parse_edaic(text: str, name: str) -> list[TranscriptLine]:
-    rows = _rows(text, ",")
-    if not rows:
-        raise DatasetError(f"{name}:1: empty E-DAIC transcript")
-    i_start, i_end, i_text = _header_index(rows[0][1], ("start_time", "end_time", "text"), name)
-    norm = [h.strip().lower() for h in rows[0][1]]
-    i_conf = norm.index("confidence") if "confidence" in norm else None
+    columns = ("Start_Time", "End_Time", "Text", "Confidence")
     out = []
-    for lineno, row in rows[1:]:
-        if len(row) <= max(i_start, i_end, i_text):
-            raise DatasetError(f"{name}:{lineno}: expected Start_Time, End_Time, Text, got {len(row)} fields")
-        conf = 1.0
-        if i_conf is not None and i_conf < len(row) and row[i_conf].strip():
-            conf = _float(row[i_conf], name, lineno, "Confidence")
-        out.append(
-            _line(
-                name,
-                lineno,
-                _float(row[i_start], name, lineno, "Start_Time"),
-                _float(row[i_end], name, lineno, "End_Time"),
-                "patient",
-                row[i_text],
-                "dataset",
-                conf,
-            )
-        )
+    for lineno, cells in _table(text, name, ",", columns, quotes=True, title="E-DAIC"):
+        start, end = _span(cells, "Start_Time", "End_Time", name, lineno)
+        conf = _float(cells["Confidence"], name, lineno, "Confidence")
+        if cells["Text"]:
+            out.append(_line(name, lineno, start, end, "patient", cells["Text"], "dataset", conf))
     return out
 
 
