@@ -186,26 +186,6 @@ class Store:
             values["ended_at"] = time.time()
         await self._write(sessions.update().where(sessions.c.id == session_id).values(**values))
 
-    async def update_meta(self, session_id: str, updates: dict[str, Any]) -> None:
-        """Merge ``updates`` into the session's ``meta`` (a ``None`` value removes the key)."""
-        try:
-            async with self._engine.begin() as conn:
-                raw = (
-                    await conn.execute(sa.select(sessions.c.meta).where(sessions.c.id == session_id))
-                ).scalar_one_or_none()
-                meta = json.loads(raw or "{}")
-                meta.update(updates)
-                meta = {k: v for k, v in meta.items() if v is not None}
-                await conn.execute(
-                    sessions.update().where(sessions.c.id == session_id).values(meta=json.dumps(meta))
-                )
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database write failed: {type(exc).__name__}: {exc}") from exc
-
-    async def sessions_in_state(self, state: str) -> list[str]:
-        rows = await self._read(sa.select(sessions.c.id).where(sessions.c.state == state))
-        return [r["id"] for r in rows]
-
     # ---- pending final assessments (claims shared by every instance on this database)
     async def park_pending(
         self, session_id: str, snapshot: bytes, info: dict[str, Any], *, owner: str, claim_ttl_s: float
