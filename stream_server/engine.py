@@ -189,10 +189,10 @@ class CoreEngine:
     def _warm_face_tracker(self) -> None:
         """Import mediapipe now: the first import takes ~2 s with the GIL held, which would stall every
         live session when the first video frame arrives (later trackers take ~0.03 s)."""
-        from mllmdr_core.features.face import SPEC, FaceTracker
+        from mllmdr_core.features.face import face_tracker_specs, make_face_tracker
 
-        if self.config.visual.spec == SPEC:  # other specs fail later, with their own error
-            FaceTracker(self.config.visual).close()
+        if self.config.visual.spec in face_tracker_specs():  # other specs fail later, with their own error
+            make_face_tracker(self.config.visual).close()
 
     def _transcriber(self) -> Any:
         if self._source == "captions":
