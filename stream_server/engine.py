@@ -137,7 +137,8 @@ class CoreEngine:
         asr_threads: int = 1,
         asr_max_backlog_s: float = DEFAULT_MAX_BACKLOG_S,
     ) -> None:
-        """``backend``: an ``LLMBackend`` (e.g. the vLLM client); default the embedded transformers one.
+        """``backend``: an ``LLMBackend``, or ``VLLMSettings`` (a vLLM client built for the bundle);
+        default the embedded transformers one.
 
         ``transcript_source``: ``captions`` (no ASR), ``pocketsphinx``, ``whisper`` (``whisper_model``), or
         ``auto`` (the server's default): ASR on the patient's speech — Whisper when ``whisper_model`` is
@@ -154,9 +155,12 @@ class CoreEngine:
         if transcript_source == "whisper" and not whisper_model:
             raise ConfigError("transcript source 'whisper' needs whisper_model (a local path or HF id)")
         from mllmdr_core.assess import Assessor
+        from mllmdr_core.backends.vllm_backend import VLLMSettings
         from mllmdr_core.bundle import load_bundle
 
         self._bundle: Any = load_bundle(Path(bundle_path))
+        if isinstance(backend, VLLMSettings):  # built for this bundle: its max_new_tokens, placeholder ids
+            backend = backend.for_bundle(self._bundle)
         self._assessor: Any = Assessor(self._bundle, backend)
         self.config: Any = self._bundle.config
         non_clinical = bool(self._bundle.non_clinical)
