@@ -13,10 +13,12 @@ Prints the figures and writes ``bench/results/encoder_streaming.json``.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 import wave
@@ -128,7 +130,12 @@ def main() -> None:
     result["rtf_seconds"] = args.rtf_seconds
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    provenance = {
+        "bench": "encoder_streaming",
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join([".venv/bin/python", *sys.argv]),
+    }
+    out.write_text(json.dumps({**provenance, **result}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -10,7 +10,8 @@ Measures, with the project's own classes (MLlmDR: LQ-formers + LoRA r=16 on q_pr
 3. whether vLLM is importable on this machine (its figures need ``bench/gpu_vllm.py``).
 
 Usage: ``python bench/gpu_check.py [--tiny]`` (``--tiny`` runs the same code on a tiny config on CPU).
-Prints a JSON summary on the last line and writes it to ``$OUT/gpu_check.json`` when ``OUT`` is set.
+Prints a JSON summary on the last line and writes it to ``$OUT/gpu_check.json`` when ``OUT`` is set
+(the current result is kept as ``bench/results/gpu_check.json``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import importlib.util
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -203,6 +205,9 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     text_tokens = 64 if args.tiny else args.text_tokens
     summary: dict[str, Any] = {
+        "bench": "gpu_check",
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "command": " ".join(["python", *sys.argv]),
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "model": "tiny" if args.tiny else "LLaMA-3-8B config, random init, bf16, LoRA r=16 q_proj/v_proj",

@@ -11,7 +11,8 @@ Concurrency 1, 8 and 32 = that many assessments submitted at once:
   ``load_format="dummy"``, prefix caching off, all 8·N item requests in flight (continuous batching).
 
 Prints p50/p95 latency to the final item of each assessment and generated tokens/s, then one JSON line
-(also written to ``$OUT/gpu_vllm.json`` when ``OUT`` is set). Self-contained (torch + transformers
+(also written to ``$OUT/gpu_vllm.json`` when ``OUT`` is set; the current result is kept as
+``bench/results/gpu_vllm.json``). Self-contained (torch + transformers
 [+ vllm]); no project imports, so it runs in the vLLM venv too.
 
     python bench/gpu_vllm.py                 # on the GPU machine
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -269,6 +271,9 @@ def main() -> None:
     new_tokens = args.new_tokens or (8 if args.tiny else 96)
     levels = [int(c) for c in args.concurrency.split(",")]
     result: dict[str, Any] = {
+        "bench": "gpu_vllm",
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "command": " ".join(["python", *sys.argv]),
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "torch": torch.__version__,
         "model": "tiny" if args.tiny else "llama-3-8b-shaped (random, bf16)",

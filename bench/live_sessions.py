@@ -315,13 +315,14 @@ async def main_async(args: argparse.Namespace) -> None:
         results[kind] = rows
         best[kind] = max((r["n"] for r in rows if r["real_time"]), default=0)
         print(f"bundle {kind}: largest real-time N = {best[kind]}", flush=True)
-    name = "live_sessions" + (f"_{args.tag}" if args.tag else "")
+    name = "live_sessions"  # one current file; earlier runs live in git history
     png = RESULTS / f"{name}_lag.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(results, png)
     path = write_result(
         name,
         {
+            "tag": args.tag,
             "targets": {
                 "demo": ">= 8 real-time sessions",
                 "hubert-base": ">= 4 real-time sessions",
@@ -352,7 +353,7 @@ def main() -> None:
     )
     p.add_argument("--max-n", type=int, default=12)
     p.add_argument("--n", default="", help="comma-separated N values instead of 1, 2, 4, ... --max-n")
-    p.add_argument("--tag", default="", help="results go to bench/results/live_sessions_<tag>.json")
+    p.add_argument("--tag", default="", help="a label recorded in bench/results/live_sessions.json")
     p.add_argument(
         "--publisher",
         choices=["passthrough", "reencode"],

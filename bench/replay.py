@@ -14,13 +14,14 @@ h264 + aac mp4, and its transcript) is replayed with ``client_sdk.replay`` throu
 RTF = media seconds / wall seconds (> 1: faster than real time). Without ``--bundle`` the tiny
 random-init bundle (``mllmdr_core.testing.build_tiny_bundle``) is used; ``--hubert base`` swaps in a
 HuBERT-base-sized random-init audio encoder (768 hidden, 12 layers) so the audio cost is realistic.
-Prints the figures and writes ``bench/results/replay.json`` (``replay-hubert-base.json`` with
-``--hubert base``).
+Prints the figures and writes them into ``bench/results/replay.json`` under ``runs[<--hubert>]``
+(``bundle`` or ``base``), keeping the other run's figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -132,11 +133,20 @@ def main() -> None:
             "figure includes process start and bundle load per worker",
             **figures,
         }
-        results = Path(__file__).parent / "results"
-        results.mkdir(exist_ok=True)
-        name = "replay.json" if args.hubert == "bundle" else f"replay-hubert-{args.hubert}.json"
-        (results / name).write_text(json.dumps(out, indent=1, default=str))
-        print(f"wrote {results / name}")
+        out["date_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+        path = Path(__file__).parent / "results" / "replay.json"
+        path.parent.mkdir(exist_ok=True)
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        runs = {**doc.get("runs", {}), args.hubert: out}
+        doc = {
+            "bench": "replay",
+            "date_utc": out["date_utc"],
+            "command": " ; ".join(r["command"] for r in runs.values()),
+            "machine": {"cpu": out["cpu"], "cores": out["cores"]},
+            "runs": runs,
+        }
+        path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"wrote {path} (runs: {', '.join(runs)})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -4,22 +4,24 @@ Run: ``.venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--table]``
 
 Each benchmark is its own script, run as a subprocess with the flags below; ``--quick`` caps N and
 durations for a shared or small machine (the figures then say so in their JSON). GPU benchmarks
-(``bench/gpu_*.py``) are not run here: they need a GPU host (see their docstrings). ``--table`` only
-prints the markdown table from the JSON files already in ``bench/results/``.
+(``bench/gpu_*.py``) are not run here: they need a GPU host (see their docstrings). Each benchmark
+writes one current file, ``bench/results/<name>.json``. ``--table`` only prints the markdown table
+(``bench/make_table.py``) from the JSON files already in ``bench/results/``; ``--write-table`` also puts
+it into ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from make_table import DOC, replace_table, table  # bench/ is the script's directory
+
 BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
 
 # name -> (script, full flags, quick flags)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
@@ -49,66 +51,12 @@ def run(names: list[str], quick: bool) -> dict[str, Any]:
     return status
 
 
-def _load(name: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def table() -> str:
-    """Markdown rows: benchmark | figure | target | met | load | date | command."""
-    rows = [
-        "| benchmark | figure | target | met | load (1/5/15 min) | date (UTC) | command |",
-        "|---|---|---|---|---|---|---|",
-    ]
-
-    def add(doc: dict[str, Any], figure: str, target: str, met: bool | None) -> None:
-        load = doc.get("load_avg_end") or doc.get("load_avg_start") or []
-        mark = "–" if met is None else ("yes" if met else "**no**")
-        rows.append(
-            f"| {doc['bench']} | {figure} | {target} | {mark} | {'/'.join(str(x) for x in load)} "
-            f"| {doc.get('date_utc', '')} | `{doc.get('command', '')}` |"
-        )
-
-    live = _load("live_sessions")
-    if live:
-        for kind, best in live["largest_real_time_n"].items():
-            need = 8 if kind == "demo" else 4
-            rows_k = live["rows"][kind]
-            tested = max(r["n"] for r in rows_k)
-            p95 = {r["n"]: r["lag_p95_s"] for r in rows_k}
-            add(
-                live,
-                f"{kind}: largest real-time N = {best} (tested up to {tested}; lag p95 by N {p95})",
-                f"≥ {need}",
-                best >= need,
-            )
-    hang = _load("hangup_latency")
-    if hang:
-        s, o = hang["streaming"], hang["offline"]
-        add(
-            hang,
-            f"{hang['minutes']:g}-min session: hang-up → final {s['hangup_latency_s']} s "
-            f"vs offline {o['total_s']} s ({hang['ratio_pct']} %)",
-            "≤ 5 %",
-            bool(hang["meets_target"]),
-        )
-    long = _load("long_session")
-    if long:
-        add(
-            long,
-            f"{long['minutes']:g}-min session: RSS slope {long['slope_mb_per_hour_second_half']} MB/h "
-            f"(2nd half), peak {long['rss_peak_mb']} MB",
-            "flat",
-            None,
-        )
-    return "\n".join(rows)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs (shared/small machines)")
     p.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run only these")
     p.add_argument("--table", action="store_true", help="only print the table of existing results")
+    p.add_argument("--write-table", action="store_true", help="also write the table into docs/benchmarks.md")
     args = p.parse_args()
     if not args.table:
         names = args.only or list(BENCHES)
@@ -117,6 +65,8 @@ def main() -> None:
         if failed:
             print("failed:", ", ".join(failed), file=sys.stderr)
     print(table())
+    if args.write_table:
+        DOC.write_text(replace_table(DOC.read_text(), table()))
     if not args.table and failed:
         sys.exit(1)
 

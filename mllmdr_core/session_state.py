@@ -45,7 +45,8 @@ from mllmdr_core.errors import MediaError, MllmdrError
 from mllmdr_core.features.audio import AudioNormalizer
 from mllmdr_core.features.buffer import FeatureBuffer
 from mllmdr_core.features.encoder import EncodedFrames, StreamingHubertEncoder
-from mllmdr_core.features.face import VISUAL_DIM, FaceTracker
+from mllmdr_core.features.face import SPEC as INDICATOR_VISUAL_SPEC
+from mllmdr_core.features.face import FaceTracker, make_face_tracker, visual_dim
 from mllmdr_core.features.indicators import IndicatorTracker
 from mllmdr_core.features.spec import audio_feature_dim
 from mllmdr_core.features.vad import VoiceActivityDetector
@@ -87,7 +88,9 @@ class SessionState:
         self._normalizer = AudioNormalizer()
         self._vad = VoiceActivityDetector(config.vad)
         self._tracker = IndicatorTracker()
-        self._visual = FeatureBuffer(VISUAL_DIM, config.visual.analysis_fps, config.buffer)
+        self._visual = FeatureBuffer(
+            visual_dim(config.visual.spec), config.visual.analysis_fps, config.buffer
+        )
         self._audio: FeatureBuffer | None = None  # built with the encoder (its width)
         self._lines: list[TranscriptLine] = []
         self._t0: float | None = None  # session time of the first audio sample
@@ -251,14 +254,15 @@ class SessionState:
             return
         self._last_slot = slot
         if self._face is None:
-            self._face = FaceTracker(self.config.visual)
+            self._face = make_face_tracker(self.config.visual)
         t = time.perf_counter()
         obs = self._face.process(rgb, t_s)
         self._stats["face_s"] += time.perf_counter() - t
         self._stats["video_frames_analysed"] += 1
         self._stats["faces_found"] += int(obs.present)
         self._visual.append(t_s, obs.vector)
-        self._tracker.add_visual(t_s, obs.vector)
+        if self.config.visual.spec == INDICATOR_VISUAL_SPEC:  # indicators read that layout
+            self._tracker.add_visual(t_s, obs.vector)
 
     # ---- transcript, read-outs -----------------------------------------------------------------
     def add_transcript(self, line: TranscriptLine) -> None:

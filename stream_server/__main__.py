@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import importlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,7 +89,6 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
 async def serve(settings: Settings) -> None:
     import uvicorn
 
-    from mllmdr_core.backends.vllm_backend import backend_from_env
     from stream_server.app import create_app
     from stream_server.engine import CoreEngine
 
@@ -103,7 +101,7 @@ async def serve(settings: Settings) -> None:
         bundle,
         transcript_source=settings.transcript_source,
         whisper_model=settings.whisper_model,
-        backend=backend_from_env(os.environ),  # MLLMDR_LLM_BACKEND=vllm: remote vLLM (docs/deploy.md)
+        backend=settings.vllm(),  # MLLMDR_LLM_BACKEND=vllm: remote vLLM (docs/deploy.md); None: embedded
     )
     log.info("loaded bundle %s from %s", engine.info.bundle_id, bundle)
     app = create_app(settings, engine)

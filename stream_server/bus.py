@@ -1,8 +1,10 @@
 """EventBus: assigns per-session ``seq``, persists events, fans them out to subscribers.
 
-``InProcessEventBus`` serves one process; a Postgres LISTEN/NOTIFY implementation can replace it for
-several server nodes (same interface). Subscribers get bounded queues: a subscriber that stops reading
-overflows and is disconnected (it can rejoin and replay history), so it never slows ingest.
+``InProcessEventBus`` delivers to the subscribers of this process (the SQLite store); with Postgres,
+``fanout.PostgresEventBus`` extends it with LISTEN/NOTIFY so several server instances see every
+session's events (``fanout.make_event_bus`` picks one from the database URL). Subscribers get bounded
+queues: a subscriber that stops reading overflows and is disconnected (it can rejoin and replay
+history), so it never slows ingest.
 """
 
 from __future__ import annotations

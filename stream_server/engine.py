@@ -112,7 +112,8 @@ class CoreEngine:
         asr_threads: int = 1,
         asr_max_backlog_s: float = DEFAULT_MAX_BACKLOG_S,
     ) -> None:
-        """``backend``: an ``LLMBackend`` (e.g. the vLLM client); default the embedded transformers one.
+        """``backend``: an ``LLMBackend``, or ``VLLMSettings`` (a vLLM client built for the bundle);
+        default the embedded transformers one.
 
         ``transcript_source``: ``captions`` (no ASR), ``pocketsphinx``, ``whisper`` (``whisper_model``), or
         ``auto`` (the server's default): ASR on the patient's speech — Whisper when ``whisper_model`` is
@@ -129,9 +130,12 @@ class CoreEngine:
         if transcript_source == "whisper" and not whisper_model:
             raise ConfigError("transcript source 'whisper' needs whisper_model (a local path or HF id)")
         from mllmdr_core.assess import Assessor
+        from mllmdr_core.backends.vllm_backend import VLLMSettings
         from mllmdr_core.bundle import load_bundle
 
         self._bundle: Any = load_bundle(Path(bundle_path))
+        if isinstance(backend, VLLMSettings):  # built for this bundle: its max_new_tokens, placeholder ids
+            backend = backend.for_bundle(self._bundle)
         self._assessor: Any = Assessor(self._bundle, backend)
         self.config: Any = self._bundle.config
         non_clinical = bool(self._bundle.non_clinical)
@@ -164,10 +168,10 @@ class CoreEngine:
     def _warm_face_tracker(self) -> None:
         """Import mediapipe now: the first import takes ~2 s with the GIL held, which would stall every
         live session when the first video frame arrives (later trackers take ~0.03 s)."""
-        from mllmdr_core.features.face import SPEC, FaceTracker
+        from mllmdr_core.features.face import face_tracker_specs, make_face_tracker
 
-        if self.config.visual.spec == SPEC:  # other specs fail later, with their own error
-            FaceTracker(self.config.visual).close()
+        if self.config.visual.spec in face_tracker_specs():  # other specs fail later, with their own error
+            make_face_tracker(self.config.visual).close()
 
     def _transcriber(self) -> Any:
         if self._source == "captions":

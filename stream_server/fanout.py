@@ -30,6 +30,7 @@ from mllmdr_core.errors import StorageError
 from stream_server.bus import InProcessEventBus, Subscription
 from stream_server.metrics import ServerMetrics
 from stream_server.protocol import ServerEvent, parse_server_event
+from stream_server.settings import database_backend
 from stream_server.store import Store
 
 log = logging.getLogger("stream_server.fanout")
@@ -39,13 +40,9 @@ CHANNEL = "mllmdr_events"
 def asyncpg_dsn(database_url: str) -> str:
     """``postgresql+asyncpg://u:p@h:port/db`` (SQLAlchemy URL) → ``postgresql://…`` for asyncpg."""
     url = make_url(database_url)
-    if not url.drivername.startswith("postgresql"):
+    if database_backend(database_url) != "postgresql":
         raise StorageError(f"LISTEN/NOTIFY fan-out needs a Postgres DATABASE_URL, got {url.drivername}")
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def is_postgres(database_url: str) -> bool:
-    return make_url(database_url).drivername.startswith("postgresql")
 
 
 class PostgresEventBus(InProcessEventBus):
@@ -222,7 +219,7 @@ def make_event_bus(
     database_url: str, store: Store, metrics: ServerMetrics, queue_size: int = 1000
 ) -> InProcessEventBus:
     """Postgres → ``PostgresEventBus`` (fan-out across instances); SQLite → ``InProcessEventBus``."""
-    if is_postgres(database_url):
+    if database_backend(database_url) == "postgresql":
         return PostgresEventBus(store, metrics, database_url, queue_size)
     return InProcessEventBus(store, metrics, queue_size)
 

@@ -274,7 +274,7 @@ class WarningEvent(_Event):
 
     type: Literal["warning"] = "warning"
     code: str = Field(
-        description='e.g. "no_video_track", "audio_behind", "video_frames_dropped", "publisher_lost"'
+        description='e.g. "no_video_track", "no_audio_track", "audio_behind", "asr_behind", "publisher_lost"'
     )
     message: str
     detail: dict[str, float | int | str] = Field(default_factory=dict)

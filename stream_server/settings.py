@@ -1,8 +1,12 @@
 """Runtime settings of ``mllmdr-server``: defaults, overridden by ``MLLMDR_*`` environment variables.
 
-``DATABASE_URL`` (no prefix) selects the store: ``sqlite+aiosqlite:///var/mllmdr.db`` by default,
-``postgresql+asyncpg://…`` for Postgres. ``MLLMDR_ICE_SERVERS`` is a JSON list of ``RTCIceServer``
-dictionaries (``stream_server/ice.py``); list-valued ``MLLMDR_ICE_HOST_ADDRESSES`` is comma-separated.
+The one place the server reads its environment: limits, database, LLM backend, ICE. Every field
+``name`` is ``MLLMDR_<NAME>``; ``DATABASE_URL`` (no prefix) selects the store:
+``sqlite+aiosqlite:///var/mllmdr.db`` by default, ``postgresql+asyncpg://…`` for Postgres
+(:func:`database_backend` decides which, for every caller). ``MLLMDR_LLM_BACKEND=vllm`` with the
+``MLLMDR_VLLM_*`` fields selects a remote vLLM (:meth:`Settings.vllm` → the core's ``VLLMSettings``).
+``MLLMDR_ICE_SERVERS`` is a JSON list of ``RTCIceServer`` dictionaries (``stream_server/ice.py``);
+list-valued ``MLLMDR_ICE_HOST_ADDRESSES`` is comma-separated.
 """
 
 from __future__ import annotations
@@ -11,12 +15,29 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mllmdr_core.errors import ConfigError
 from stream_server.protocol import IceServer
+
+if TYPE_CHECKING:  # the backend module imports torch; the entry script must stay light (asr.py)
+    from mllmdr_core.backends.vllm_backend import VLLMSettings
+
+DatabaseBackend = Literal["sqlite", "postgresql"]
+
+
+def database_backend(url: str) -> DatabaseBackend:
+    """Which store a SQLAlchemy URL selects: ``sqlite[+driver]:`` or ``postgresql[+driver]:``."""
+    dialect = url.split(":", 1)[0].split("+", 1)[0].lower() if ":" in url else ""
+    if dialect == "sqlite":
+        return "sqlite"
+    if dialect in ("postgresql", "postgres"):
+        return "postgresql"
+    raise ConfigError(
+        f"database URL must be sqlite+aiosqlite:///… or postgresql+asyncpg://…, got dialect {dialect!r}"
+    )
 
 
 class Settings(BaseModel):
@@ -60,6 +81,36 @@ class Settings(BaseModel):
     turn_ttl_s: int = Field(default=4 * 3600, ge=60, le=7 * 86_400)  # must outlast a call
     pending_claim_ttl_s: float = Field(default=60.0, gt=0)  # an instance's hold on a pending session
     pending_scan_s: float = Field(default=30.0, gt=0)  # look for unclaimed pending sessions this often
+    # LLM backend: the embedded transformers model, or a remote vLLM (docs/deploy.md; core VLLMSettings)
+    llm_backend: Literal["transformers", "vllm"] = "transformers"  # "" and "embedded" = transformers
+    vllm_url: str | None = None
+    vllm_model: str | None = None  # the server's --served-model-name
+    vllm_export: str | None = None  # merged export dir: hidden size checked before sending
+    vllm_api_key: str | None = None
+    vllm_max_tokens: int | None = Field(default=None, ge=1)  # None: the bundle's llm.max_new_tokens
+    vllm_suppress_placeholders: bool = True  # logit bias −100 on <AudioHere>/<VideoHere>, as embedded
+    vllm_timeout_s: float = Field(default=120.0, gt=0)  # one HTTP attempt
+    vllm_connect_timeout_s: float = Field(default=5.0, gt=0)
+    vllm_retries: int = Field(default=2, ge=0)  # more attempts after connection errors, 408/429/5xx
+    vllm_backoff_s: float = Field(default=0.5, ge=0)  # first back-off, doubled per retry
+    vllm_wire_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+    @field_validator("llm_backend", mode="before")
+    @classmethod
+    def _backend_alias(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return "transformers" if value in ("", "embedded") else value
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        try:
+            database_backend(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _turn_needs_credentials(self) -> Settings:
@@ -76,6 +127,36 @@ class Settings(BaseModel):
             if (server.username is None) != (server.credential is None):
                 raise ValueError(f"ice_servers[{i}]: give username and credential together")
         return self
+
+    @model_validator(mode="after")
+    def _vllm_needs_url_and_model(self) -> Settings:
+        if self.llm_backend == "vllm" and not (self.vllm_url and self.vllm_model):
+            raise ValueError("MLLMDR_LLM_BACKEND=vllm needs MLLMDR_VLLM_URL and MLLMDR_VLLM_MODEL")
+        return self
+
+    def vllm(self) -> VLLMSettings | None:
+        """The vLLM backend's settings, or None for the embedded transformers backend."""
+        from mllmdr_core.backends.vllm_backend import VLLMSettings
+
+        if self.llm_backend != "vllm" or not self.vllm_url or not self.vllm_model:
+            return None
+        return VLLMSettings(
+            url=self.vllm_url,
+            model=self.vllm_model,
+            export=self.vllm_export,
+            api_key=self.vllm_api_key,
+            max_tokens=self.vllm_max_tokens,
+            suppress_placeholders=self.vllm_suppress_placeholders,
+            timeout_s=self.vllm_timeout_s,
+            connect_timeout_s=self.vllm_connect_timeout_s,
+            retries=self.vllm_retries,
+            backoff_s=self.vllm_backoff_s,
+            wire_dtype=self.vllm_wire_dtype,
+        )
+
+    @property
+    def database_backend(self) -> DatabaseBackend:
+        return database_backend(self.database_url)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import StorageError
 from stream_server.protocol import TranscriptLineModel
+from stream_server.settings import database_backend
 
 metadata = sa.MetaData()
 
@@ -103,6 +104,8 @@ events = sa.Table(
 def sqlite_path(url: str) -> Path | None:
     """The file of a ``sqlite+aiosqlite:///path`` URL (None for Postgres or in-memory)."""
     prefix = "sqlite+aiosqlite:///"
+    if database_backend(url) != "sqlite":
+        return None
     if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
         return Path(url[len(prefix) :])
     return None
@@ -113,17 +116,18 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.backend = database_backend(url)
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._engine: AsyncEngine = create_async_engine(url)
-        if url.startswith("sqlite"):
+        if self.backend == "sqlite":
             sa_event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def init(self) -> None:
         try:
             async with self._engine.begin() as conn:
-                if self._engine.dialect.name == "postgresql":
+                if self.backend == "postgresql":
                     # Several instances start at once: serialise schema creation (lock ends with the tx).
                     await conn.execute(sa.text("SELECT pg_advisory_xact_lock(726351)"))
                 await conn.run_sync(metadata.create_all)
@@ -185,26 +189,6 @@ class Store:
         if ended:
             values["ended_at"] = time.time()
         await self._write(sessions.update().where(sessions.c.id == session_id).values(**values))
-
-    async def update_meta(self, session_id: str, updates: dict[str, Any]) -> None:
-        """Merge ``updates`` into the session's ``meta`` (a ``None`` value removes the key)."""
-        try:
-            async with self._engine.begin() as conn:
-                raw = (
-                    await conn.execute(sa.select(sessions.c.meta).where(sessions.c.id == session_id))
-                ).scalar_one_or_none()
-                meta = json.loads(raw or "{}")
-                meta.update(updates)
-                meta = {k: v for k, v in meta.items() if v is not None}
-                await conn.execute(
-                    sessions.update().where(sessions.c.id == session_id).values(meta=json.dumps(meta))
-                )
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database write failed: {type(exc).__name__}: {exc}") from exc
-
-    async def sessions_in_state(self, state: str) -> list[str]:
-        rows = await self._read(sa.select(sessions.c.id).where(sessions.c.state == state))
-        return [r["id"] for r in rows]
 
     # ---- pending final assessments (claims shared by every instance on this database)
     async def park_pending(
@@ -310,7 +294,7 @@ class Store:
 
     async def _meta_for_update(self, conn: Any, session_id: str) -> dict[str, Any]:
         stmt = sa.select(sessions.c.meta).where(sessions.c.id == session_id)
-        if self._engine.dialect.name == "postgresql":
+        if self.backend == "postgresql":
             stmt = stmt.with_for_update()  # the row stays ours until commit (SQLite: one writer anyway)
         raw = (await conn.execute(stmt)).scalar_one_or_none()
         meta: dict[str, Any] = json.loads(raw or "{}")

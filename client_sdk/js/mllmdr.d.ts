@@ -458,7 +458,7 @@ export interface WarningEvent {
   /** server wall clock, Unix seconds */
   ts: number;
   type: "warning";
-  /** e.g. "no_video_track", "audio_behind", "video_frames_dropped", "publisher_lost" */
+  /** e.g. "no_video_track", "no_audio_track", "audio_behind", "asr_behind", "publisher_lost" */
   code: string;
   message: string;
   detail: Record<string, number | string>;

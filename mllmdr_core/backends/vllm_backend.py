@@ -21,16 +21,18 @@ import base64
 import io
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import torch
 
 from mllmdr_core.backends.base import ItemOutput, ItemRequest
 from mllmdr_core.errors import BackendError, ConfigError
+
+if TYPE_CHECKING:
+    from mllmdr_core.bundle import LoadedBundle
 
 _WIRE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -292,32 +294,47 @@ def _error_message(resp: httpx.Response) -> str:
     return resp.text[:300]
 
 
-def backend_from_env(environ: Mapping[str, str]) -> VLLMBackend | None:
-    """The LLM backend a deployment asks for, from ``MLLMDR_*`` variables (see deploy/, docs/deploy.md).
+@dataclass(frozen=True)
+class VLLMSettings:
+    """Every option of a :class:`VLLMBackend` a deployment sets (the server fills it from its settings).
 
-    ``MLLMDR_LLM_BACKEND``: "transformers" (default, embedded → ``None``) or "vllm", which needs
-    ``MLLMDR_VLLM_URL`` and ``MLLMDR_VLLM_MODEL`` (the ``--served-model-name``); optional
-    ``MLLMDR_VLLM_EXPORT`` (merged export dir: hidden size checked locally), ``MLLMDR_VLLM_API_KEY``,
-    ``MLLMDR_VLLM_TIMEOUT_S``, ``MLLMDR_VLLM_RETRIES``, ``MLLMDR_VLLM_MAX_TOKENS``.
+    ``max_tokens`` None: the bundle's ``llm.max_new_tokens``, as the embedded backend generates.
+    ``suppress_placeholders``: the ``<AudioHere>``/``<VideoHere>`` ids get a −100 logit bias, as the
+    embedded backend suppresses them. ``export``: the merged export dir (hidden size checked locally).
     """
-    kind = environ.get("MLLMDR_LLM_BACKEND", "transformers").strip().lower()
-    if kind in ("", "transformers", "embedded"):
-        return None
-    if kind != "vllm":
-        raise ConfigError(f"MLLMDR_LLM_BACKEND={kind!r}: use 'transformers' or 'vllm'")
-    url, model = environ.get("MLLMDR_VLLM_URL"), environ.get("MLLMDR_VLLM_MODEL")
-    if not url or not model:
-        raise ConfigError("MLLMDR_LLM_BACKEND=vllm needs MLLMDR_VLLM_URL and MLLMDR_VLLM_MODEL")
-    try:
+
+    url: str
+    model: str
+    export: str | None = None
+    api_key: str | None = None
+    max_tokens: int | None = None
+    suppress_placeholders: bool = True
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    wire_dtype: str = "bfloat16"
+
+    def build(self, *, max_new_tokens: int, placeholder_ids: tuple[int, ...]) -> VLLMBackend:
+        """The backend for a bundle whose model generates ``max_new_tokens`` and has ``placeholder_ids``."""
         kwargs: dict[str, Any] = {
-            "timeout_s": float(environ.get("MLLMDR_VLLM_TIMEOUT_S", "120")),
-            "retries": int(environ.get("MLLMDR_VLLM_RETRIES", "2")),
-            "max_tokens": int(environ.get("MLLMDR_VLLM_MAX_TOKENS", "96")),
-            "api_key": environ.get("MLLMDR_VLLM_API_KEY") or None,
+            "max_tokens": self.max_tokens if self.max_tokens is not None else max_new_tokens,
+            "suppress_token_ids": tuple(placeholder_ids) if self.suppress_placeholders else (),
+            "api_key": self.api_key,
+            "timeout_s": self.timeout_s,
+            "connect_timeout_s": self.connect_timeout_s,
+            "retries": self.retries,
+            "backoff_s": self.backoff_s,
+            "wire_dtype": self.wire_dtype,
         }
-    except ValueError as exc:
-        raise ConfigError(f"bad MLLMDR_VLLM_* number: {exc}") from exc
-    export = environ.get("MLLMDR_VLLM_EXPORT")
-    if export:
-        return VLLMBackend.from_export(url, export, model, **kwargs)
-    return VLLMBackend(url, model, **kwargs)
+        if self.export:
+            return VLLMBackend.from_export(self.url, self.export, self.model, **kwargs)
+        return VLLMBackend(self.url, self.model, **kwargs)
+
+    def for_bundle(self, bundle: LoadedBundle) -> VLLMBackend:
+        """The backend for a loaded bundle (its ``llm.max_new_tokens`` and placeholder token ids)."""
+        model = bundle.model
+        return self.build(
+            max_new_tokens=int(bundle.config.llm.max_new_tokens),
+            placeholder_ids=(int(model.audio_token_id), int(model.video_token_id)),
+        )

@@ -2,9 +2,10 @@
 
 Audio "hubert+prosody-v1": pooled HuBERT last hidden states (5 Hz by default) ⊕ prosody
 (f0_semitones, energy_db, voiced) ⊕ speech flag — width hidden_size + 4 (``features/encoder.py``);
-without prosody the spec is "hubert-v1" (width hidden_size). Visual "mediapipe-face-v1": the 19-value
-face vector of ``features/face.py``. Dataset readers may declare "openface-pose-gaze-au-v1" (OpenFace
-CSV columns), which no live extractor produces: a server refuses such a bundle.
+without prosody the spec is "hubert-v1" (width hidden_size). Visual: the spec of a registered face
+tracker (``features/face.py``), "mediapipe-face-v1" (19 values) by default. Dataset readers may
+declare "openface-pose-gaze-au-v1" (OpenFace CSV columns), which no live extractor produces: a server
+refuses such a bundle.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from transformers import HubertConfig
 
 from mllmdr_core.config import MllmdrConfig
 from mllmdr_core.errors import ConfigError, FeatureSpecError
-from mllmdr_core.features.face import SPEC as VISUAL_SPEC
-from mllmdr_core.features.face import VISUAL_DIM
+from mllmdr_core.features.face import face_tracker_specs, visual_dim
 from mllmdr_core.features.prosody import PROSODY_NAMES
 
 AUDIO_SPEC = "hubert+prosody-v1"
@@ -61,13 +61,14 @@ def audio_feature_dim(cfg: MllmdrConfig) -> int:
 
 
 def extractor_spec(cfg: MllmdrConfig) -> FeatureSpec:
-    """What the live extractors (StreamingHubertEncoder, FaceTracker) produce for ``cfg``."""
+    """What the live extractors (StreamingHubertEncoder, the face tracker of ``cfg.visual.spec``) produce."""
     audio = (AUDIO_SPEC if cfg.audio.prosody else AUDIO_SPEC_NO_PROSODY, audio_feature_dim(cfg))
-    if cfg.visual.spec != VISUAL_SPEC:
+    if cfg.visual.spec not in face_tracker_specs():
         raise FeatureSpecError(
-            f"visual spec {cfg.visual.spec!r} is not producible live; the face tracker makes {VISUAL_SPEC!r}"
+            f"visual spec {cfg.visual.spec!r} is not producible live; face trackers make "
+            + ", ".join(repr(s) for s in face_tracker_specs())
         )
-    return FeatureSpec(audio[0], audio[1], VISUAL_SPEC, VISUAL_DIM)
+    return FeatureSpec(audio[0], audio[1], cfg.visual.spec, visual_dim(cfg.visual.spec))
 
 
 def ensure_supported(spec: FeatureSpec, cfg: MllmdrConfig) -> None:

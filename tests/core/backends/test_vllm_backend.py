@@ -39,7 +39,7 @@ from mllmdr_core.backends.merge import (
     load_serving_manifest,
 )
 from mllmdr_core.backends.transformers_backend import TransformersBackend
-from mllmdr_core.backends.vllm_backend import VLLMBackend, backend_from_env, encode_prompt_embeds
+from mllmdr_core.backends.vllm_backend import VLLMBackend, VLLMSettings, encode_prompt_embeds
 from mllmdr_core.errors import BackendError, BundleError, ConfigError
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
@@ -76,6 +76,7 @@ class FakeVLLM:
         self.script: list[int] = []
         self.delay_s = 0.0
         self.bodies: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []  # Authorization header of each POST
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -111,6 +112,7 @@ class FakeVLLM:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.bodies.append(body)
+                fake.auth.append(self.headers.get("Authorization"))
                 time.sleep(fake.delay_s)
                 if fake.script:
                     status = fake.script.pop(0)
@@ -509,25 +511,35 @@ def test_bf16_export_for_gpu_serving(model: MLlmDR, tmp_path: Path) -> None:
     assert next(model.llm.parameters()).dtype == torch.float32  # the source model is untouched
 
 
-def test_backend_from_env(export_dir: Path) -> None:
-    assert backend_from_env({}) is None and backend_from_env({"MLLMDR_LLM_BACKEND": "transformers"}) is None
-    with pytest.raises(ConfigError, match="needs MLLMDR_VLLM_URL"):
-        backend_from_env({"MLLMDR_LLM_BACKEND": "vllm"})
-    with pytest.raises(ConfigError, match="'transformers' or 'vllm'"):
-        backend_from_env({"MLLMDR_LLM_BACKEND": "tgi"})
-    env = {
-        "MLLMDR_LLM_BACKEND": "vllm",
-        "MLLMDR_VLLM_URL": "http://vllm:8000/",
-        "MLLMDR_VLLM_MODEL": "mllmdr",
-        "MLLMDR_VLLM_EXPORT": str(export_dir),
-        "MLLMDR_VLLM_MAX_TOKENS": "64",
-    }
-    backend = backend_from_env(env)
-    assert backend is not None
-    with backend:
+def test_vllm_settings_build_honours_every_option(export_dir: Path, fake: FakeVLLM) -> None:
+    placeholders = (7, 8)  # the bundle's <AudioHere>/<VideoHere> ids
+    with VLLMSettings("http://vllm:8000/", "mllmdr", export=str(export_dir), max_tokens=64).build(
+        max_new_tokens=24, placeholder_ids=placeholders
+    ) as backend:
         assert (backend.base_url, backend.model_name, backend.hidden_size, backend.max_tokens) == (
             "http://vllm:8000",
             "mllmdr",
             64,
             64,
         )
+        assert backend.suppress_token_ids == placeholders  # on by default, as the embedded backend does
+    options = VLLMSettings(
+        fake.url, MODEL_NAME, api_key="s3cret", timeout_s=7.0, connect_timeout_s=1.5, retries=3,
+        backoff_s=0.01, wire_dtype="float32",
+    )
+    with options.build(max_new_tokens=24, placeholder_ids=placeholders) as backend:
+        timeout = backend._http().timeout
+        assert (timeout.read, timeout.connect, backend.retries, backend.backoff_s) == (7.0, 1.5, 3, 0.01)
+        assert backend.hidden_size is None and backend.wire_dtype == torch.float32
+        backend.generate(_items())
+    body = fake.bodies[-1]
+    assert body["max_tokens"] == 24  # unset: the bundle's llm.max_new_tokens
+    assert body["logit_bias"] == {"7": -100.0, "8": -100.0}
+    assert _decode(body["prompt_embeds"][0]).dtype == torch.float32 and fake.auth[-1] == "Bearer s3cret"
+    off = VLLMSettings(fake.url, MODEL_NAME, max_tokens=5, suppress_placeholders=False)
+    with off.build(max_new_tokens=24, placeholder_ids=placeholders) as backend:
+        backend.generate(_items())
+    assert fake.bodies[-1]["max_tokens"] == 5 and "logit_bias" not in fake.bodies[-1]
+    assert fake.auth[-1] is None
+    with pytest.raises(ConfigError, match="wire_dtype"):
+        VLLMSettings(fake.url, MODEL_NAME, wire_dtype="int8").build(max_new_tokens=24, placeholder_ids=())

@@ -1,25 +1,38 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 from skimage import data
 
-from mllmdr_core.config import VisualConfig
-from mllmdr_core.errors import ConfigError
+from mllmdr_core.config import AudioEncoderConfig, MllmdrConfig, VisualConfig
+from mllmdr_core.errors import ConfigError, FeatureSpecError
 from mllmdr_core.features.face import (
-    EYE_L,
-    EYE_R,
+    _REGISTRY,
     IDX,
-    POSE_MODEL,
+    SPEC,
     VISUAL_DIM,
     VISUAL_FEATURE_NAMES,
     FaceTracker,
+    face_tracker_specs,
+    make_face_tracker,
+    register_face_tracker,
+    visual_dim,
+)
+from mllmdr_core.features.face_mediapipe import (
+    EYE_L,
+    EYE_R,
+    POSE_MODEL,
+    MediapipeFaceTracker,
     geometry_vector,
     head_pose,
 )
+from mllmdr_core.features.spec import extractor_spec
+from mllmdr_core.frames import FaceObservation
+from mllmdr_core.session_state import SessionState
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +42,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture()
 def tracker() -> Iterator[FaceTracker]:
-    ft = FaceTracker(VisualConfig())
+    ft = make_face_tracker(VisualConfig())
     yield ft
     ft.close()
 
@@ -61,7 +74,7 @@ def test_still_image_repeated_has_near_zero_motion(tracker: FaceTracker, astrona
 
 def test_roll_follows_image_rotation_and_mirror(astronaut: np.ndarray) -> None:
     def pose(img: np.ndarray) -> np.ndarray:
-        ft = FaceTracker(VisualConfig())
+        ft = MediapipeFaceTracker(VisualConfig())
         try:
             obs = ft.process(np.ascontiguousarray(img), 0.0)
         finally:
@@ -132,9 +145,92 @@ def test_head_pose_recovers_known_rotation(axis: int, sign: float) -> None:
 
 def test_names_close_and_spec() -> None:
     assert len(VISUAL_FEATURE_NAMES) == VISUAL_DIM == len(set(VISUAL_FEATURE_NAMES)) == 19
-    ft = FaceTracker(VisualConfig())
+    ft = MediapipeFaceTracker(VisualConfig())
     ft.close()
     ft.close()
     assert not ft.process(np.zeros((64, 64, 3), np.uint8), 0.0).present
     with pytest.raises(ConfigError):
-        FaceTracker(VisualConfig(spec="openface-pose-gaze-au-v1"))
+        MediapipeFaceTracker(VisualConfig(spec="openface-pose-gaze-au-v1"))
+
+
+# ---- the interface: registry, a second implementation, SessionState uses the configured one
+
+
+def test_mediapipe_is_the_registered_default() -> None:
+    assert face_tracker_specs() == (SPEC,) and SPEC == VisualConfig().spec == "mediapipe-face-v1"
+    assert visual_dim(SPEC) == VISUAL_DIM == 19
+    ft = make_face_tracker(VisualConfig())
+    try:
+        assert type(ft) is MediapipeFaceTracker and isinstance(ft, FaceTracker) and ft.spec == SPEC
+    finally:
+        ft.close()
+    with pytest.raises(ConfigError, match="no face tracker produces visual spec 'openface-pose-gaze-au-v1'"):
+        make_face_tracker(VisualConfig(spec="openface-pose-gaze-au-v1"))
+    with pytest.raises(ConfigError, match="registered: mediapipe-face-v1"):
+        visual_dim("nope")
+
+
+class MeanColourTracker:
+    """A second tracker: the frame's mean R, G, B / 255 (3 values), to prove the interface suffices."""
+
+    spec = "mean-colour-v1"
+    built: ClassVar[list[MeanColourTracker]] = []
+
+    def __init__(self, cfg: VisualConfig) -> None:
+        self.cfg = cfg
+        self.closed = 0
+        self.times: list[float] = []
+        MeanColourTracker.built.append(self)
+
+    def process(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
+        self.times.append(t_s)
+        vec = np.asarray(rgb, dtype=np.float32).reshape(-1, 3).mean(axis=0) / 255.0
+        return FaceObservation(t_s=t_s, vector=vec.astype(np.float32), present=True)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture()
+def mean_colour() -> Iterator[type[MeanColourTracker]]:
+    register_face_tracker(MeanColourTracker.spec, 3, MeanColourTracker)
+    MeanColourTracker.built.clear()
+    try:
+        yield MeanColourTracker
+    finally:
+        del _REGISTRY[MeanColourTracker.spec]
+
+
+def test_second_tracker_satisfies_the_interface_and_spec(mean_colour: type[MeanColourTracker]) -> None:
+    cfg = VisualConfig(spec="mean-colour-v1")
+    ft = make_face_tracker(cfg)
+    assert isinstance(ft, mean_colour) and isinstance(ft, FaceTracker)
+    obs = ft.process(np.full((4, 4, 3), (255, 0, 51), np.uint8), 0.5)
+    assert np.allclose(obs.vector, [1.0, 0.0, 0.2]) and obs.t_s == 0.5
+    assert face_tracker_specs() == (SPEC, "mean-colour-v1")
+    mc = MllmdrConfig(audio=AudioEncoderConfig(hubert={"hidden_size": 8}), visual=cfg)
+    live = extractor_spec(mc)
+    assert (live.visual_spec, live.visual_dim) == ("mean-colour-v1", 3)
+
+
+def test_session_state_uses_the_configured_tracker(mean_colour: type[MeanColourTracker]) -> None:
+    cfg = MllmdrConfig(visual=VisualConfig(spec="mean-colour-v1", analysis_fps=5.0))
+    state = SessionState(cfg, session_id="s1")
+    for k in range(10):  # 30 fps for 1/3 s → slots 0 and 1 at 5 fps
+        state.push_video(np.full((8, 8, 3), 10 * k, np.uint8), k / 30.0)
+    _, visual = state.features()
+    [ft] = mean_colour.built
+    assert ft.times == [0.0, 6 / 30.0]
+    assert visual.shape == (2, 3) and np.allclose(visual[:, 0], [0.0, 60 / 255.0])
+    assert state.stats["video_frames_analysed"] == 2.0 and state.stats["faces_found"] == 2.0
+    assert state.indicators()["smile_ratio"] == 0.0  # indicators read the mediapipe layout only: not fed
+    state.close()
+    assert ft.closed == 1  # the state built it, so the state closes it
+
+
+def test_unregistered_spec_is_refused_live() -> None:
+    cfg = MllmdrConfig(audio=AudioEncoderConfig(hubert={"hidden_size": 8}), visual=VisualConfig(spec="x-v1"))
+    with pytest.raises(FeatureSpecError, match="face trackers make 'mediapipe-face-v1'"):
+        extractor_spec(cfg)
+    with pytest.raises(ConfigError, match="no face tracker produces visual spec 'x-v1'"):
+        SessionState(cfg, session_id="s1")

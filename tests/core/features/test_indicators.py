@@ -6,7 +6,7 @@ from skimage import data
 
 from mllmdr_core.config import AudioEncoderConfig, VADConfig, VisualConfig
 from mllmdr_core.features.encoder import StreamingHubertEncoder, build_hubert
-from mllmdr_core.features.face import IDX, VISUAL_DIM, FaceTracker
+from mllmdr_core.features.face import IDX, VISUAL_DIM, make_face_tracker
 from mllmdr_core.features.indicators import (
     INDICATOR_INFO,
     INDICATOR_KEYS,
@@ -57,7 +57,7 @@ def test_half_speech_ratio_and_pauses_from_vad() -> None:
 
 def test_still_image_has_near_zero_expressivity_and_head_motion() -> None:
     img = np.ascontiguousarray(data.astronaut())
-    ft = FaceTracker(VisualConfig())
+    ft = make_face_tracker(VisualConfig())
     tr = IndicatorTracker()
     try:
         for i in range(8):

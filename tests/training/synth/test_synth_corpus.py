@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mllmdr_core.config import VisualConfig
-from mllmdr_core.features.face import FaceTracker
+from mllmdr_core.features.face import make_face_tracker
 from mllmdr_core.features.interview import pair_qa
 from training.data import DaicWozReader
 from training.synth import SynthConfig, generate_corpus, plan_session
@@ -79,7 +79,7 @@ def test_layout_is_read_by_the_daic_reader(corpus: Path) -> None:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
         assert frames[0].shape == (240, 320, 3)
         assert len(frames) == pytest.approx(meta["speech_stats"]["duration_s"] * 5, abs=2)
-        tracker = FaceTracker(VisualConfig())
+        tracker = make_face_tracker(VisualConfig())
         try:  # mediapipe finds the face on sampled frames of the 320x240, 5 fps video
             present = [
                 tracker.process(f, i / 5).present for i, f in enumerate(frames[:: len(frames) // 6][:6])

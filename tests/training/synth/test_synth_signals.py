@@ -8,7 +8,7 @@ import pytest
 from skimage import data as skdata
 
 from mllmdr_core.config import VisualConfig
-from mllmdr_core.features.face import IDX, FaceTracker
+from mllmdr_core.features.face import IDX, FaceTracker, make_face_tracker
 from mllmdr_core.phq8 import ITEM_KEYS
 from training.synth.face import CROP, LANDMARKS, FaceRig, make_timeline
 from training.synth.plan import PITCH_RANGES, SessionPlan, plan_session
@@ -21,7 +21,7 @@ def _plan(level: int) -> SessionPlan:
 
 @pytest.fixture(scope="module")
 def tracker() -> FaceTracker:
-    return FaceTracker(VisualConfig())
+    return make_face_tracker(VisualConfig())
 
 
 def _speech_stats(level: int) -> dict[str, float]:

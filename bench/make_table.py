@@ -1,0 +1,233 @@
+"""The figures table of ``docs/benchmarks.md``, generated from the current files in ``bench/results/``.
+
+Run: ``.venv/bin/python bench/make_table.py [--write]`` — prints the table; ``--write`` replaces the
+part of ``docs/benchmarks.md`` between :data:`BEGIN` and :data:`END` with it. Each benchmark keeps ONE
+current result file, ``bench/results/<name>.json`` (earlier runs live in git history); a row gives its
+headline figures, the target where there is one, machine, load average, date and command, all read from
+the file. ``tests/test_bench_table.py`` fails when the committed table differs from a fresh generation.
+Standard library only: no project imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN = "<!-- BEGIN GENERATED TABLE (bench/make_table.py --write) -->"
+END = "<!-- END GENERATED TABLE -->"
+HEADER = (
+    "| benchmark | figures | target | met | machine | load 1/5/15 min (end) | date (UTC) | command |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    figures: str
+    target: str = "–"
+    met: bool | None = None
+    source: Doc | None = None  # provenance (date, command, load, machine) when not the file's own
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _machine(doc: Doc) -> str:
+    m = doc.get("machine")
+    if isinstance(m, dict):
+        if "device" in m:
+            return str(m["device"])
+        cores = m.get("cores") or m.get("cpu_count")
+        cpu = m.get("cpu") or m.get("platform", "")
+        mem = f", {m['mem_gb']} GB" if "mem_gb" in m else ""
+        return f"{cores} × {cpu}{mem}" if cores else f"{cpu}{mem}"
+    threads = doc.get("threads")
+    return f"{m or doc.get('cpu', '')}, {threads} torch threads" if threads else str(m or "")
+
+
+def _load(doc: Doc) -> str:
+    load = doc.get("load_avg_end") or doc.get("loadavg_end")
+    if load:
+        return "/".join(f"{x:.2g}" if x < 10 else f"{x:.3g}" for x in load)
+    if isinstance(doc.get("machine"), dict) and "load_avg_1m" in doc["machine"]:
+        return f"{doc['machine']['load_avg_1m']} (1 min)"
+    return str(doc.get("load_text", "–"))
+
+
+def _date(value: object) -> str:
+    """``2026-11-26 14:51`` whatever the script wrote (ISO ``T…Z`` included)."""
+    if not value:
+        return "–"
+    return " / ".join(part.replace("T", " ").removesuffix("Z")[:16] for part in str(value).split(" / "))
+
+
+def live_sessions(doc: Doc) -> list[Row]:
+    rows = []
+    for kind, best in doc["largest_real_time_n"].items():
+        tags = {r.get("run") for r in doc["rows"][kind]}
+        runs = [r for r in doc.get("runs", []) if r["tag"] in tags]
+        source = {
+            **doc,
+            "date_utc": " / ".join(r["date_utc"] for r in runs) or doc["date_utc"],
+            "command": " ; ".join(r["command"] for r in runs) or doc["command"],
+            "load_avg_end": runs[-1]["load_avg_end"] if runs else doc.get("load_avg_end"),
+        }
+        one = [r for r in doc["rows"][kind] if r.get("servers", 1) == 1]
+        at = [r["lag_p95_s"] for r in one if r["n"] == best]
+        figure = f"{kind}: largest real-time N = **{best}**"
+        if at:
+            figure += f" (lag p95 {_num(max(at))} s)"
+        over = sorted({r["n"] for r in one if r["n"] > best and not r["real_time"]})
+        if over:
+            worst = max(r["lag_p95_s"] for r in one if r["n"] == over[0] and not r["real_time"])
+            figure += f"; N = {over[0]}: p95 {_num(worst)} s, not real time"
+        need = 8 if kind == "demo" else 4
+        rows.append(Row(f"live_sessions ({kind})", figure, f"≥ {need}", best >= need, source))
+    return rows
+
+
+def hangup_latency(doc: Doc) -> list[Row]:
+    s, o = doc["streaming"], doc["offline"]
+    figure = (
+        f"{doc['minutes']:g}-min session: hang-up → final **{s['hangup_latency_s']} s** vs offline "
+        f"{o['total_s']} s = **{doc['ratio_pct']} %**"
+    )
+    return [Row("hangup_latency", figure, "≤ 5 %", bool(doc["meets_target"]))]
+
+
+def long_session(doc: Doc) -> list[Row]:
+    figure = (
+        f"{doc['minutes']:g}-min session: RSS {doc['rss_start_mb']} → {doc['rss_end_mb']} MB, slope "
+        f"**{doc['slope_mb_per_hour_second_half']} MB/h** (2nd half), peak {doc['rss_peak_mb']} MB; "
+        f"end → final {doc['end_to_final_s']} s"
+    )
+    return [Row("long_session", figure, "flat")]
+
+
+def replay(doc: Doc) -> list[Row]:
+    rows = []
+    for key, run in doc["runs"].items():
+        rtf = run["single_worker"]["rtf"]
+        figure = f"{run['recording_s'] / 60:g}-min recording, single worker RTF **{rtf}**"
+        if "all_cores" in run:
+            every = run["all_cores"]
+            figure += f", all {every['workers']} cores aggregate RTF {every['aggregate_rtf']}"
+        load = "→".join(_num(x) for x in run.get("load_average_1m_at_start_and_end", []))
+        source = {**doc, **run, "machine": doc.get("machine"), "load_text": f"{load} (1 min, start→end)"}
+        rows.append(Row(f"replay ({key})", f"{figure} ({run['bundle']})", source=source))
+    return rows
+
+
+def encoder_streaming(doc: Doc) -> list[Row]:
+    cost, cos = doc["encoder_cost"], doc["cosine_vs_whole"]
+    h = doc["config"]["hubert"]
+    fp32, int8 = cost["fp32"]["x_realtime"], cost["int8"]["x_realtime"]
+    figure = (
+        f"HuBERT {h['hidden_size']} hidden × {h['num_hidden_layers']} layers, "
+        f"{doc['config']['window_s']:g} s windows: fp32 **{fp32:.1f}x** real time, int8 **{int8:.1f}x** "
+        f"(cosine to fp32 {cost['int8']['cosine_to_fp32']:.4f}); cosine to whole-utterance encoding by left "
+        "context " + ", ".join(f"{float(k):g} s {v['mean']:.3f}" for k, v in cos.items())
+    )
+    return [Row("encoder_streaming", figure)]
+
+
+def transcribe_wer(doc: Doc) -> list[Row]:
+    rows = []
+    for source, sets in doc["results"].items():
+        figure = ", ".join(
+            f"{name} WER **{r['wer']:.2f}** (RTF {r['rtf']:.2f}, CPU RTF {r['cpu_rtf']:.2f})"
+            for name, r in sets.items()
+        )
+        rows.append(Row(f"transcribe_wer ({source})", figure))
+    return rows
+
+
+def gpu_check(doc: Doc) -> list[Row]:
+    emb = ", ".join(
+        f"{r['concurrency']} concurrent × {r['sessions_per_call']} per call: p50 {r['p50_s']} s "
+        f"({r['generated_tokens_per_s']} tok/s)"
+        for r in doc["embedded"]
+    )
+    t = doc["train_step"]
+    figure = (
+        f"{doc['model']}: embedded generation {emb}; train step {t['step_s_median_rest']} s "
+        f"({t['batch_items']} items × {t['tokens_per_item']} tokens, peak {t['peak_mem_gib']} GiB)"
+    )
+    return [Row("gpu_check", figure)]
+
+
+def gpu_vllm(doc: Doc) -> list[Row]:
+    emb = doc["embedded"]
+    levels = ", ".join(f"{c}: p50 {v['p50_s']} s / p95 {v['p95_s']} s" for c, v in emb.items() if c.isdigit())
+    vllm = "vLLM not available on that machine" if not doc.get("vllm_available") else f"vLLM {doc['vllm']}"
+    figure = (
+        f"{doc['items']} items × ({doc['soft_tokens']} soft + {doc['text_tokens']} text), "
+        f"{doc['new_tokens']} new tokens, embedded by concurrency {levels}, peak {emb['peak_mem_gib']} GiB; "
+        f"payload {doc['payload']['assessment_base64_mib']} MiB per assessment; {vllm}"
+    )
+    return [Row("gpu_vllm", figure)]
+
+
+BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
+    "live_sessions": live_sessions,
+    "hangup_latency": hangup_latency,
+    "long_session": long_session,
+    "replay": replay,
+    "encoder_streaming": encoder_streaming,
+    "transcribe_wer": transcribe_wer,
+    "gpu_check": gpu_check,
+    "gpu_vllm": gpu_vllm,
+}
+
+
+def table(results: Path = RESULTS) -> str:
+    """The markdown table of every benchmark that has a current result file."""
+    lines = [HEADER]
+    for name, rows in BENCHMARKS.items():
+        path = results / f"{name}.json"
+        if not path.exists():
+            continue
+        doc = json.loads(path.read_text())
+        for row in rows(doc):
+            src = row.source or doc
+            mark = "–" if row.met is None else ("yes" if row.met else "**no**")
+            lines.append(
+                f"| {row.label} | {row.figures} | {row.target} | {mark} | {_machine(src)} | {_load(src)} "
+                f"| {_date(src.get('date_utc'))} | `{src.get('command', '')}` |"
+            )
+    return "\n".join(lines)
+
+
+def replace_table(text: str, new_table: str) -> str:
+    """``text`` with the part between the markers replaced by ``new_table``."""
+    head, sep, rest = text.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise SystemExit(f"{DOC}: markers {BEGIN!r} … {END!r} not found")
+    return f"{head}{BEGIN}\n{new_table}\n{END}{tail}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--write", action="store_true", help=f"replace the generated table in {DOC.name}")
+    args = p.parse_args()
+    new = table()
+    if args.write:
+        DOC.write_text(replace_table(DOC.read_text(), new))
+        print(f"wrote the table into {DOC}")
+    else:
+        print(new)
+
+
+if __name__ == "__main__":
+    main()
