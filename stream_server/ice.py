@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING
 
 from stream_server.protocol import IceServer
-from stream_server.protocol import to_rtc as to_rtc  # defined beside IceServer: the SDK converts too
 
 if TYPE_CHECKING:
     from stream_server.settings import Settings

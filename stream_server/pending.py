@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import StorageError
@@ -40,9 +40,7 @@ from stream_server.protocol import (
     SessionStatusEvent,
     error_code_of,
 )
-
-if TYPE_CHECKING:
-    from stream_server.session import Services
+from stream_server.services import Services
 
 log = logging.getLogger("stream_server.pending")
 

@@ -88,7 +88,7 @@ def _cases() -> dict[str, Callable[[float], tuple[list[QueuedAudio], list[Queued
 
 async def _drain(live: Any) -> None:
     for _ in range(3000):
-        if not live.queues.audio and not live.queues.video:
+        if not live.ingest.queues.audio and not live.ingest.queues.video:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.3)  # the batch the worker took
@@ -104,12 +104,12 @@ async def test_odd_media_is_analysed_or_refused_with_a_typed_error(server: Runni
         errors_before = len(clin.of("error"))
         audio, video = make(float(live.media_time_s))
         for a in audio:
-            live.queues.put_audio(a)
+            live.ingest.queues.put_audio(a)
         for v in video:
-            live.queues.put_video(v)
-        live.queues.wake.set()
+            live.ingest.queues.put_video(v)
+        live.ingest.queues.wake.set()
         await _drain(live)
-        await live.emit_indicators()
+        await live.feed.emit()
         await clin.wait("indicators", sum(outcomes.values()) + 1, timeout=30)
         new_errors = clin.of("error")[errors_before:]
         assert all(e["code"] in ("media_invalid",) and e["fatal"] is False for e in new_errors), (

@@ -93,7 +93,7 @@ async def test_pending_session_assessed_exactly_once_by_two_instances_after_a_de
         assert r.status_code == 200
         r = await p.http.post(f"/v1/sessions/{sid}/end", headers=p.api())
         assert r.json()["state"] == "pending"
-        p_owner = p.app.state.server.services.pending.owner
+        p_owner = p.app.state.server.pending.owner
     # 2. P dies holding its claim: the row as kill -9 leaves it (P's clean exit above released it)
     store = Store(db)
     dead_until = time.time() + 1.5
@@ -115,7 +115,7 @@ async def test_pending_session_assessed_exactly_once_by_two_instances_after_a_de
         winner = a if holders[0] is eng_a else b
         row = await store.get_session(sid)
         assert row is not None and row["state"] == "pending"
-        assert row["claimed_by"] == winner.app.state.server.services.pending.owner
+        assert row["claimed_by"] == winner.app.state.server.pending.owner
         flaky.failures = 0  # the backend is back
         result = (await clin.wait("assessment.result", timeout=30))[0]["assessment"]
         await clin.wait("session.closed", timeout=10)

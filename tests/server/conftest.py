@@ -17,8 +17,12 @@ import uvicorn
 import websockets
 
 from stream_server.app import create_app
+from stream_server.bus import InProcessEventBus
 from stream_server.engine import CoreEngine, Engine
+from stream_server.metrics import ServerMetrics
+from stream_server.services import Services
 from stream_server.settings import Settings
+from stream_server.store import Store
 
 API_KEY = "test-api-key-0123456789"
 
@@ -188,3 +192,19 @@ async def server(tmp_path: Path, engine: Engine) -> AsyncIterator[RunningServer]
 def bundle_arg(tiny_bundle: Path) -> str:
     """Bundle path for subprocess servers."""
     return str(tiny_bundle)
+
+
+@pytest.fixture
+async def services(tmp_path: Path, engine: Engine) -> AsyncIterator[Services]:
+    """Real shared services for one session's parts (SQLite store, in-process bus), session s_test."""
+    settings = make_settings(tmp_path, record_audio=False).ensure_secrets()
+    store = Store(settings.database_url)
+    await store.init()
+    metrics = ServerMetrics()
+    svc = Services(settings, engine, store, InProcessEventBus(store, metrics), metrics)
+    await store.create_session("s_test", engine.info.bundle_id, {})
+    try:
+        yield svc
+    finally:
+        svc.close()
+        await store.close()

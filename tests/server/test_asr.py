@@ -164,14 +164,16 @@ async def test_indicators_keep_flowing_while_speech_to_text_is_held(
         sid = s["session_id"]
         clin = await server.events(sid, s["clinician_token"])
         live = server.app.state.server.manager.sessions[sid]
-        assert live.asr is not None
-        held = HeldTranscriber(live.asr.inner)
-        live.asr.inner = held
+        assert live.transcript.asr is not None
+        held = HeldTranscriber(live.transcript.asr.inner)
+        live.transcript.asr.inner = held
         pub = await publish(server.http, sid, s["publisher_token"], interview)
         assert await asyncio.to_thread(held.started.wait, 30)  # a segment closed; its text is held
         held_at = live.media_time_s
         await clin.wait("indicators", pred=lambda e: e["media_time_s"] > held_at + 2.0, timeout=30)
-        assert not clin.of("transcript") and not live.asr.idle  # speech waits; the analysis did not
+        assert (
+            not clin.of("transcript") and not live.transcript.asr.idle
+        )  # speech waits; the analysis did not
         held.gate.set()
         line = (await clin.wait("transcript", timeout=60))[0]["line"]
         assert line["source"] == "asr:pocketsphinx"

@@ -227,8 +227,8 @@ async def test_end_flushes_the_last_speech_segment_into_the_final_assessment(
         live = server.app.state.server.manager.sessions[sid]
         step = AUDIO_RATE // 50  # 20 ms frames, as a WebRTC track delivers them
         for i in range(0, len(speech), step):
-            live.queues.put_audio(QueuedAudio(speech[i : i + step], AUDIO_RATE, 1, time.monotonic()))
-        live.queues.wake.set()
+            live.ingest.queues.put_audio(QueuedAudio(speech[i : i + step], AUDIO_RATE, 1, time.monotonic()))
+        live.ingest.queues.wake.set()
         r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
         final = r.json()["assessment"]
         assert final["model"]["transcript_source"] == "asr:pocketsphinx"

@@ -1,0 +1,153 @@
+"""Media ingest: bounded queues → a worker thread → ``SessionState`` (and the optional audio recording)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+
+from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
+from stream_server.live.events import SessionEvents
+from stream_server.live.state import GuardedState
+from stream_server.live.tasks import TaskSet
+from stream_server.protocol import WarningEvent
+from stream_server.recorder import AudioRecorder
+from stream_server.services import Services
+
+INGEST_BATCH_S = 0.1  # frames gather this long before a worker job (50 audio frames/s per session)
+
+
+class MediaIngest:
+    """Owns the session's queues and the worker task that empties them into the state."""
+
+    def __init__(
+        self, session_id: str, services: Services, state: GuardedState, events: SessionEvents
+    ) -> None:
+        cfg = services.settings
+        self.session_id = session_id
+        self.svc = services
+        self.state = state
+        self.events = events
+        self.queues = MediaQueues(cfg.audio_queue_frames, cfg.video_queue_frames)
+        self.media_time_s = 0.0
+        self.last_lag_s: float | None = None
+        self.recorder = AudioRecorder(cfg.var_path / "recordings", session_id) if cfg.record_audio else None
+        self.analysis_fps = float(
+            getattr(getattr(getattr(services.engine, "config", None), "visual", None), "analysis_fps", 5.0)
+        )
+        self.tasks = TaskSet(f"{session_id}:media")
+        self._closed = False
+
+    def start(self) -> None:
+        self.tasks.start("worker", self._worker())
+
+    def drain_for(self, track: Any) -> TrackDrain:
+        """A drain feeding this session's queues from ``track`` (media time continues after a re-offer)."""
+        return TrackDrain(
+            track,
+            self.queues,
+            time_base_s=self.media_time_s,
+            analysis_fps=self.analysis_fps,
+            on_frame=self._on_frame,
+            on_drop=self._on_drop,
+        )
+
+    def _on_frame(self, kind: str) -> None:
+        self.svc.metrics.frames.inc(1.0, kind)
+
+    def _on_drop(self, kind: str, total: int) -> None:
+        self.svc.metrics.dropped.inc(1.0, kind)
+        if kind == "audio" and self.events.claim_once("audio_behind"):
+            warning = WarningEvent(
+                session_id=self.session_id,
+                code="audio_behind",
+                message="analysis is far behind: oldest audio dropped",
+                detail={"dropped": total},
+            )
+            self.events.spawn(self.events.publish(warning))
+
+    async def _worker(self) -> None:
+        """Moves queued frames into the worker thread, batch by batch, until stopped."""
+        while True:
+            await self.queues.wake.wait()
+            await asyncio.sleep(INGEST_BATCH_S)  # gather frames: one worker job per batch, not per frame
+            self.queues.wake.clear()
+            await self.process_queued()
+
+    async def process_queued(self) -> None:
+        """Everything queued → the state (an error event per failed batch; the next batch still runs)."""
+        while self.queues.audio or self.queues.video:
+            audio, video = self.queues.take()
+            try:
+                await self.svc.run(self._process, audio, video)
+            except Exception as exc:
+                await self.events.error(exc)
+
+    def _process(self, audio: list[QueuedAudio], video: list[QueuedVideo]) -> None:
+        """Worker thread: frames → SessionState."""
+        m = self.svc.metrics
+        with self.state.locked() as state:
+            for group in audio_groups(audio):
+                t0 = time.perf_counter()
+                samples = np.concatenate([a.samples for a in group])
+                state.push_audio(samples, group[0].sample_rate, channels=group[0].channels)
+                if self.recorder is not None:
+                    self.recorder.write(samples, group[0].sample_rate, group[0].channels)
+                m.stage_seconds.observe(time.perf_counter() - t0, "audio")
+            for item in video:
+                t0 = time.perf_counter()
+                rgb = video_frame_to_rgb(item.frame)
+                m.stage_seconds.observe(time.perf_counter() - t0, "video_decode")
+                t1 = time.perf_counter()
+                state.push_video(rgb, item.t_s)
+                m.stage_seconds.observe(time.perf_counter() - t1, "video")
+            self.media_time_s = max(
+                self.media_time_s, float(state.media_time_s), max((v.t_s for v in video), default=0.0)
+            )
+        now = time.monotonic()
+        newest = max([a.received_at for a in audio] + [v.received_at for v in video], default=None)
+        if newest is not None:
+            self.last_lag_s = now - newest
+            m.lag_seconds.observe(self.last_lag_s, "media")
+
+    async def stop(self) -> None:
+        """The worker stops; what is still queued stays for ``finish``."""
+        await self.tasks.aclose()
+
+    async def finish(self) -> None:
+        """End of media: the worker stops, the queues are processed, the state flushed."""
+        await self.stop()
+        await self.process_queued()
+        await self.svc.run(self.state.flush)
+
+    async def aclose(self) -> None:
+        """Idempotent: worker stopped, queues cleared, recording closed."""
+        await self.stop()
+        self.queues.clear()
+        if self.recorder is not None and not self._closed:
+            with contextlib.suppress(Exception):
+                await self.svc.run(self._close_recorder)
+        self._closed = True
+
+    def _close_recorder(self) -> None:
+        with self.state.locked():  # a batch still in a worker thread may be writing
+            if self.recorder is not None:
+                self.recorder.close()
+
+
+def audio_groups(audio: list[QueuedAudio]) -> list[list[QueuedAudio]]:
+    """Consecutive frames with the same rate and layout (a mid-stream change starts a new group)."""
+    groups: list[list[QueuedAudio]] = []
+    for item in audio:
+        if groups and (groups[-1][0].sample_rate, groups[-1][0].channels, groups[-1][0].samples.dtype) == (
+            item.sample_rate,
+            item.channels,
+            item.samples.dtype,
+        ):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups

@@ -1,0 +1,158 @@
+"""The events WebSocket: stored history after ``after_seq``, then live events; client messages answered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from mllmdr_core.errors import AuthError, MllmdrError
+from stream_server.auth import Claims
+from stream_server.bus import Subscription
+from stream_server.protocol import (
+    PUBLISHER_ONLY_TYPES,
+    WS_CLOSE_OF_ERROR,
+    CaptionMessage,
+    CheckpointRequestMessage,
+    ErrorEvent,
+    PingMessage,
+    PongEvent,
+    SessionEndMessage,
+    TranscriptLineModel,
+    WsClose,
+    error_code_of,
+    message_ref,
+    parse_client_message,
+    protocol_error,
+)
+from stream_server.routes.sessions import quiet
+from stream_server.server import Server, ServerDep
+
+router = APIRouter()
+WS_SEND_TIMEOUT_S = 10.0  # a subscriber that does not take an event for this long is disconnected
+
+
+@router.websocket("/v1/sessions/{session_id}/events")
+async def events(
+    srv: ServerDep, ws: WebSocket, session_id: str, token: str | None = None, after_seq: int = 0
+) -> None:
+    await ws.accept()
+    try:
+        claims = srv.issuer.verify(token, session_id, ("publisher", "clinician"))
+        if await srv.store.get_session(session_id) is None:
+            raise protocol_error("not_found", f"unknown session {session_id}")
+    except MllmdrError as exc:
+        code = error_code_of(exc)
+        srv.metrics.ws_errors.inc(1.0, code)
+        await ws.send_text(
+            ErrorEvent(
+                session_id=session_id,
+                code=code,  # type: ignore[arg-type]
+                message=str(exc),
+                fatal=True,
+            ).model_dump_json()
+        )
+        await ws.close(code=WS_CLOSE_OF_ERROR.get(code, WsClose.POLICY), reason=code)
+        return
+    await serve_events(srv, ws, session_id, claims, after_seq)
+
+
+async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Claims, after_seq: int) -> None:
+    """History (stored events after ``after_seq``), then live events; client messages answered in turn."""
+    sub = srv.bus.subscribe(session_id)
+    reader: asyncio.Task[None] | None = None
+    try:
+        last = after_seq
+        for stored in await srv.bus.history(session_id, after_seq):
+            await ws.send_text(json.dumps(stored))
+            last = max(last, int(stored["seq"]))
+        live = srv.manager.get(session_id)
+        row = await srv.store.get_session(session_id)
+        if row is not None and row["state"] == "closed" and (live is None or not live.live):
+            await ws.close(code=WsClose.NORMAL, reason="session closed")
+            return
+        reader = asyncio.ensure_future(read_client(srv, ws, session_id, claims, sub))
+        while True:
+            getter = asyncio.ensure_future(sub.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return  # client went away
+            event = getter.result()
+            if event is None:
+                if sub.overflowed:
+                    await ws.close(
+                        code=WsClose.TRY_AGAIN_LATER,
+                        reason="client too slow; reconnect with after_seq to resume",
+                    )
+                else:
+                    await ws.close(code=WsClose.NORMAL, reason="session closed")
+                return
+            if event.seq and event.seq <= last and event.type not in ("error", "pong"):
+                continue
+            try:
+                await asyncio.wait_for(ws.send_text(event.model_dump_json()), WS_SEND_TIMEOUT_S)
+            except TimeoutError:  # the client stopped reading: free the slot, it can resume later
+                srv.bus.unsubscribe(sub)
+                with contextlib.suppress(Exception):
+                    closing = ws.close(code=WsClose.TRY_AGAIN_LATER, reason="client too slow")
+                    await asyncio.wait_for(closing, 1.0)
+                return
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    finally:
+        srv.bus.unsubscribe(sub)
+        if reader is not None:
+            reader.cancel()
+        if ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(code=WsClose.NORMAL)
+
+
+async def read_client(srv: Server, ws: WebSocket, session_id: str, claims: Claims, sub: Subscription) -> None:
+    """Client messages in turn: each answered (ack, pong, result events) or refused with an error event."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("text")
+        if raw is None:
+            raw = message.get("bytes") or b""
+        ref: str | None = None
+        try:
+            msg = parse_client_message(raw)
+            ref = msg.id
+            if msg.type in PUBLISHER_ONLY_TYPES and claims.role != "publisher":
+                raise protocol_error("forbidden", f"a {claims.role} may not send {msg.type}")
+            if isinstance(msg, PingMessage):
+                seq = await srv.bus.allocate_seq(session_id)
+                sub.offer(PongEvent(session_id=session_id, seq=seq, ref=ref))
+                continue
+            session = await srv.manager.get_live(session_id)
+            if isinstance(msg, CaptionMessage):
+                line = TranscriptLineModel(
+                    start_s=msg.start_s, end_s=msg.end_s, speaker=msg.speaker, text=msg.text, final=msg.final
+                )
+                await session.add_caption(line, ref=ref)  # the ack is broadcast
+            elif isinstance(msg, CheckpointRequestMessage):
+                session.spawn(quiet(session.checkpoint(ref=ref)))
+            elif isinstance(msg, SessionEndMessage):
+                session.spawn(session.end("ended"))
+        except (MllmdrError, AuthError) as exc:
+            code = error_code_of(exc)
+            srv.metrics.ws_errors.inc(1.0, code)
+            if ref is None:
+                ref = message_ref(raw)  # invalid messages still answer to their id
+            seq = await srv.bus.allocate_seq(session_id)
+            sub.offer(
+                ErrorEvent(
+                    session_id=session_id,
+                    seq=seq,
+                    code=code,  # type: ignore[arg-type]
+                    message=str(exc)[:500],
+                    ref=ref,
+                )
+            )
