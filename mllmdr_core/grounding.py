@@ -120,6 +120,28 @@ def check(rationale: str, prompt: str, score: int | None = None) -> GroundingRes
     return GroundingResult((n - len(bad)) / n if n else 1.0, tuple(bad))
 
 
+def segments(rationale: str, ungrounded: Iterable[str]) -> list[tuple[str, bool]]:
+    """``rationale`` (whitespace collapsed) cut into ``(text, is_ungrounded)`` runs, for display."""
+    text = " ".join(rationale.split())
+    marks: list[tuple[int, int]] = []
+    for sentence in ungrounded:
+        at = text.find(sentence)
+        if at >= 0 and sentence:
+            marks.append((at, at + len(sentence)))
+    out: list[tuple[str, bool]] = []
+    pos = 0
+    for start, end in sorted(marks):
+        if start < pos:
+            continue
+        if start > pos:
+            out.append((text[pos:start], False))
+        out.append((text[start:end], True))
+        pos = end
+    if pos < len(text):
+        out.append((text[pos:], False))
+    return out
+
+
 def grounding_share(scores: Iterable[float]) -> float | None:
     """Mean of the item grounding scores; ``None`` for none."""
     values = list(scores)
