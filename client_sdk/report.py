@@ -94,7 +94,8 @@ def _rationale_md(item: ItemAssessment) -> str:
 def _rationale_html(item: ItemAssessment) -> str:
     e = html.escape
     return "".join(
-        f"<span class='ungrounded'>{e(t)}</span> <span class='ungrounded-label'>({e(UNGROUNDED_LABEL)})</span>"
+        f"<span class='ungrounded'>{e(t)}</span> "
+        f"<span class='ungrounded-label'>({e(UNGROUNDED_LABEL)})</span>"
         if bad
         else e(t)
         for t, bad in segments(item.rationale, _ungrounded(item))

@@ -42,9 +42,9 @@ from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
 from mllmdr_core.features.encoder import StreamingHubertEncoder
 from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
-from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, is_positive_screen
 from mllmdr_core.grounding import check as check_grounding
 from mllmdr_core.grounding import grounding_share
+from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, is_positive_screen
 from mllmdr_core.prompt import ItemPrompt, item_prompts, parse_output, transcript_coverage
 from mllmdr_core.session_state import SessionState
 from mllmdr_core.snapshot import SessionSnapshot

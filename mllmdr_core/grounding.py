@@ -41,7 +41,9 @@ _WORD_NUMBERS = {
     "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
 }
 _NUMBER_WORD_RE = re.compile(r"\b(?:" + "|".join(_WORD_NUMBERS) + r")\b", re.IGNORECASE)
-_FIXED_PREFIXES = ("Rate PHQ-8 item ", SCALE_LINE, REPLY_LINE, f"Audio: {AUDIO_TOKEN}", f"Video: {VIDEO_TOKEN}")
+_FIXED_PREFIXES = (
+    "Rate PHQ-8 item ", SCALE_LINE, REPLY_LINE, f"Audio: {AUDIO_TOKEN}", f"Video: {VIDEO_TOKEN}"
+)
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,8 @@ class ServerMetrics:
         self.assessments = Counter("mllmdr_assessments_total", "Assessments produced.", ["kind"])
         self.grounding = Histogram(
             "mllmdr_assessment_grounding",
-            "Grounding share of each assessment (mllmdr_core.grounding: rationale sentences found in the prompt).",
+            "Grounding share of each assessment (mllmdr_core.grounding: rationale sentences found in "
+            "the item prompts).",
             ["kind"],
             buckets=GROUNDING_BUCKETS,
         )

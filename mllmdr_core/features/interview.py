@@ -273,7 +273,8 @@ def pair_turns(
 ) -> list[QAPair]:
     """One pair with no question per patient turn (:func:`patient_turns`): the pairing when only the
     patient is heard and no interview script is known."""
-    return [_Pair(None, turn).build() for turn in patient_turns(lines, turn_gap_s=turn_gap_s, max_turn_s=max_turn_s)]
+    turns = patient_turns(lines, turn_gap_s=turn_gap_s, max_turn_s=max_turn_s)
+    return [_Pair(None, turn).build() for turn in turns]
 
 
 def pair_with_script(

@@ -264,7 +264,9 @@ def test_coverage_prompts_and_grounding_are_recorded(
         *TRANSCRIPT[2:],
     ]
     texts = ["Evaluation Result: 1. Evaluation Reason: Some signs."] * 8
-    texts[2] = 'Evaluation Result: 2. Evaluation Reason: Says "I wake up at three every night". Sleeps 5 hours.'
+    texts[2] = (
+        'Evaluation Result: 2. Evaluation Reason: Says "I wake up at three every night". Sleeps 5 hours.'
+    )
     audio, visual = _features(bundle)
     snapshot = SessionSnapshot.of(audio=audio, visual=visual, transcript=lines, window=(0.0, 60.0))
     assessor = Assessor(bundle, ScriptedBackend(texts))
@@ -284,7 +286,8 @@ def test_coverage_prompts_and_grounding_are_recorded(
     assert [it.grounding.score for it in result.items if it.grounding] == [1.0, 1.0, 0.5, 1, 1, 1, 1, 1]
     assert result.grounding_share == pytest.approx(7.5 / 8)
     again = Assessment.model_validate_json(result.model_dump_json())  # round trip keeps the new fields
-    assert again.transcript_coverage == result.transcript_coverage and again.items[2].grounding == sleep.grounding
+    assert again.transcript_coverage == result.transcript_coverage
+    assert again.items[2].grounding == sleep.grounding
     old = result.model_dump(exclude={"transcript_coverage", "grounding_share"})
     for item in old["items"]:
         del item["prompt"], item["pairs"], item["grounding"]

@@ -24,7 +24,8 @@ def test_quotes_found_in_the_prompt_transcript_are_grounded() -> None:
 def test_quotes_not_in_the_prompt_transcript_are_ungrounded() -> None:
     text = 'Reports "I can\'t concentrate on anything". Also "wake up at 3". Mentions "Scale: 0 not at all".'
     got = check(text, PROMPT, 2)
-    assert got.ungrounded == ('Reports "I can\'t concentrate on anything".', 'Mentions "Scale: 0 not at all".')
+    assert got.ungrounded == (
+        'Reports "I can\'t concentrate on anything".', 'Mentions "Scale: 0 not at all".')
     assert got.score == 1 / 3
     # whole words only, and the parts of an ellipsis quote must come in order
     assert check('Says "wake u".', PROMPT, 1).score == 0.0

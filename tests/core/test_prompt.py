@@ -138,7 +138,8 @@ def test_budget_keeps_whole_pairs_most_relevant_first() -> None:
     free = item_prompts(transcript, has_audio=False, has_video=False)["sleep"]
     assert [p.answer_text for p in free.pairs] == [LONG_ANSWER, "Badly.", "I cannot sleep."]
     budget = len(free.text) - 20  # the least relevant pair no longer fits
-    sleep = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= budget)["sleep"]
+    fitted = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= budget)
+    sleep = fitted["sleep"]
     assert [p.answer_text for p in sleep.pairs] == [LONG_ANSWER, "Badly."]
     assert sleep.text.splitlines()[2:6] == [
         "Q: How have you been sleeping?", "A: Badly.", "Q: Do you wake up at night?", f"A: {LONG_ANSWER}"]
@@ -168,7 +169,8 @@ def test_budget_drops_a_pair_that_does_not_fit_and_keeps_a_smaller_one() -> None
         _line(10, "clinician", "How are you?"), _line(13, "patient", "I nap a lot."),
     ]
     base = len(item_prompts([], has_audio=False, has_video=False)["sleep"].text)
-    sleep = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= base + 80)["sleep"]
+    fitted = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= base + 80)
+    sleep = fitted["sleep"]
     assert [p.answer_text for p in sleep.pairs] == ["I nap a lot."]
     assert "x" * 10 not in sleep.text
 

@@ -58,7 +58,9 @@ class XSSEngine:
                     "rationale": f"rationale {PAYLOADS[i % len(PAYLOADS)]}",
                     "evidence": [Evidence(kind="transcript", text=PAYLOADS[(i + 1) % len(PAYLOADS)])],
                     # the marked (ungrounded) span is built from model text too
-                    "grounding": Grounding(score=0.0, ungrounded=[f"rationale {PAYLOADS[i % len(PAYLOADS)]}"]),
+                    "grounding": Grounding(
+                        score=0.0, ungrounded=[f"rationale {PAYLOADS[i % len(PAYLOADS)]}"]
+                    ),
                 }
             )
             for i, item in enumerate(result.items)

@@ -90,7 +90,8 @@ def test_ungrounded_sentences_are_marked(tmp_path: Path) -> None:
         in md.read_text()
     )
     assert (
-        "Says &quot;I wake up at four&quot;. <span class='ungrounded'>Sleeps &lt;i&gt;5&lt;/i&gt; hours.</span> "
+        "Says &quot;I wake up at four&quot;. "
+        "<span class='ungrounded'>Sleeps &lt;i&gt;5&lt;/i&gt; hours.</span> "
         "<span class='ungrounded-label'>(not found in what the model saw)</span> Tired." in page.read_text()
     )
     assert "class='ungrounded'" not in page.read_text().replace(

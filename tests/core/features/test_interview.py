@@ -14,9 +14,9 @@ from mllmdr_core.features.interview import (
     pair_qa,
     pair_transcript,
     pair_turns,
-    patient_turns,
     pair_with_script,
     pairs_for_item,
+    patient_turns,
 )
 from mllmdr_core.frames import QAPair, Speaker, TranscriptLine
 from mllmdr_core.phq8 import ITEM_KEYS
