@@ -1,5 +1,6 @@
 """A replay's files: ``assessment.json`` (written last, the done-marker), ``transcript.json``,
-``indicators.csv``, ``replay.json`` and the markdown/HTML report."""
+``indicators.csv``, ``replay.json``, ``prompts.json`` (item key → the exact prompt text the model got)
+and the markdown/HTML report."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ DONE_FILE = "assessment.json"
 
 def write_outputs(result: ReplayResult, out_dir: str | Path, *, report: bool = True) -> Path:
     """Write ``assessment.json`` (last, as the done-marker), ``transcript.json``, ``indicators.csv``,
-    ``replay.json`` and the markdown/HTML report into ``out_dir``; returns ``out_dir``."""
+    ``replay.json``, ``prompts.json`` (item key → the exact prompt text the model got) and the
+    markdown/HTML report into ``out_dir``; returns ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "transcript.json").write_text(dump_json(result.transcript))
@@ -46,6 +48,7 @@ def write_outputs(result: ReplayResult, out_dir: str | Path, *, report: bool = T
         "assessed_indicators": result.assessed_indicators,
     }
     (out / "replay.json").write_text(json.dumps(meta, indent=1, default=float))
+    (out / "prompts.json").write_text(json.dumps(result.assessment.prompts(), indent=1, ensure_ascii=False))
     if report:
         write_report(result, out)
     tmp = out / (DONE_FILE + ".tmp")

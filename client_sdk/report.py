@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mllmdr_core.assessment import ItemAssessment
+from mllmdr_core.grounding import segments
 from mllmdr_core.phq8 import PHQ8_ITEMS, TOTAL_MAX
 
 if TYPE_CHECKING:
@@ -21,7 +23,10 @@ table { border-collapse: collapse; width: 100% }
 td, th { border: 1px solid #ccc; padding: 4px 6px; text-align: left; vertical-align: top }
 .label { background: #fff3cd; padding: 6px; border: 1px solid #e0c36c }
 .pos { color: #a40000; font-weight: bold }
+.ungrounded { background: #fde2e2; text-decoration: underline wavy #a40000 }
+.ungrounded-label { color: #a40000; font-size: 85%; font-style: italic }
 """
+UNGROUNDED_LABEL = "not found in what the model saw"
 _TITLES = {item.key: item.title for item in PHQ8_ITEMS}
 
 
@@ -71,6 +76,30 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _ungrounded(item: ItemAssessment) -> list[str]:
+    return item.grounding.ungrounded if item.grounding is not None else []
+
+
+def _rationale_md(item: ItemAssessment) -> str:
+    """The rationale with ungrounded sentences marked ⚠ and labelled (``grounding.segments``)."""
+    parts = [
+        f"⚠ **{t.strip()}** _({UNGROUNDED_LABEL})_" if bad else t
+        for t, bad in segments(item.rationale, _ungrounded(item))
+    ]
+    return "".join(parts).strip().replace("|", "\\|")
+
+
+def _rationale_html(item: ItemAssessment) -> str:
+    e = html.escape
+    return "".join(
+        f"<span class='ungrounded'>{e(t)}</span> "
+        f"<span class='ungrounded-label'>({e(UNGROUNDED_LABEL)})</span>"
+        if bad
+        else e(t)
+        for t, bad in segments(item.rationale, _ungrounded(item))
+    )
+
+
 def render_markdown(result: ReplayResult, plot: str | None) -> str:
     a = result.assessment
     out = [f"# Replay report — session `{a.session_id}`", ""]
@@ -95,7 +124,7 @@ def render_markdown(result: ReplayResult, plot: str | None) -> str:
     ]
     for item in a.items:
         evidence = "; ".join(e.text for e in item.evidence[:3]).replace("|", "\\|")
-        rationale = item.rationale.replace("|", "\\|").replace("\n", " ")
+        rationale = _rationale_md(item)
         flag = " (fallback)" if item.fallback else ""
         out.append(
             f"| {_TITLES.get(item.key, item.key)} | {item.score}{flag} | {_fmt(item.maa_score)} | "
@@ -148,7 +177,7 @@ def render_html(result: ReplayResult, plot_png: bytes | None) -> str:
         flag = " (fallback)" if item.fallback else ""
         parts.append(
             f"<tr><td>{e(_TITLES.get(item.key, item.key))}</td><td>{item.score}{flag}</td>"
-            f"<td>{e(_fmt(item.maa_score))}</td><td>{e(item.rationale)}</td><td>{ev}</td></tr>"
+            f"<td>{e(_fmt(item.maa_score))}</td><td>{_rationale_html(item)}</td><td>{ev}</td></tr>"
         )
     parts.append(
         "</table><h2>Indicators (whole session)</h2><table><tr><th>Indicator</th><th>Value</th>"

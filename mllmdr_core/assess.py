@@ -9,7 +9,9 @@ The only place that assembles an ``Assessment``: live checkpoints and finals, pe
     audio (Ta, Da), visual (Tv, Dv) --LQ-formers (once, shared by the 8 items)--> 32 + 32 soft tokens
     --splice--> 8 × (L_i, d_llm) --backend.generate (one batch)--> text + MAA score per item
     --prompt.parse_output--> score; no usable score → MAA score (rounded, clamped), flagged ``fallback``
-    → evidence per item (the item's Q/A spans, its indicators, time ranges) → Assessment
+    → evidence per item (the item's Q/A spans, its indicators, time ranges), the item's exact prompt and
+    pairs, the rationale's grounding against that prompt (``grounding.check``) → Assessment, with
+    ``transcript_coverage`` (``prompt.transcript_coverage``) and ``grounding_share``
 
 Thread-safe for concurrent calls (the backend serialises generation); call it off the event loop.
 """
@@ -25,15 +27,25 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment, Evidence, ItemAssessment, ModelInfo
+from mllmdr_core.assessment import (
+    SYNTHETIC_LABEL,
+    Assessment,
+    Evidence,
+    Grounding,
+    ItemAssessment,
+    ModelInfo,
+    PromptPair,
+)
 from mllmdr_core.backends.base import ItemOutput, ItemRequest, LLMBackend
 from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
 from mllmdr_core.features.encoder import StreamingHubertEncoder
 from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
+from mllmdr_core.grounding import check as check_grounding
+from mllmdr_core.grounding import grounding_share
 from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, is_positive_screen
-from mllmdr_core.prompt import ItemPrompt, item_prompts, parse_output
+from mllmdr_core.prompt import ItemPrompt, item_prompts, parse_output, transcript_coverage
 from mllmdr_core.session_state import SessionState
 from mllmdr_core.snapshot import SessionSnapshot
 
@@ -192,7 +204,7 @@ class Assessor:
         if any(o.maa_score is None for o in outputs):
             outputs = self._with_local_maa(outputs, embeds)
         items = [
-            self._item(key, out, prompts[key].pairs, snapshot.indicators)
+            self._item(key, out, prompts[key], snapshot.indicators)
             for key, out in zip(ITEM_KEYS, outputs, strict=True)
         ]
         total = sum(it.score for it in items)
@@ -219,6 +231,8 @@ class Assessor:
             total=total,
             binary=is_positive_screen(total),
             maa_total=maa_total,
+            transcript_coverage=transcript_coverage(lines, prompts),
+            grounding_share=grounding_share(it.grounding.score for it in items if it.grounding is not None),
             model=ModelInfo(
                 bundle_id=self.bundle.bundle_id,
                 training_data=self.bundle.training_data,
@@ -257,7 +271,7 @@ class Assessor:
         return fixed
 
     def _item(
-        self, key: str, out: ItemOutput, pairs: Sequence[QAPair], indicators: Mapping[str, float]
+        self, key: str, out: ItemOutput, prompt: ItemPrompt, indicators: Mapping[str, float]
     ) -> ItemAssessment:
         parsed = parse_output(out.text)
         maa_item = _maa_to_item(out.maa_score)
@@ -267,6 +281,7 @@ class Assessor:
         else:
             score, fallback = (maa_item if maa_item is not None else 0), True
             rationale = FALLBACK_NOTE + (f" Generated text: {parsed.reason}" if parsed.reason else "")
+        grounded = check_grounding(rationale, prompt.text, score)  # what the clinician reads
         return ItemAssessment(
             key=key,
             score=score,
@@ -275,5 +290,16 @@ class Assessor:
             rationale=rationale,
             fallback=fallback,
             raw_text=out.text,
-            evidence=transcript_evidence(pairs) + indicator_evidence(key, indicators),
+            evidence=transcript_evidence(prompt.pairs) + indicator_evidence(key, indicators),
+            prompt=prompt.text,
+            pairs=[
+                PromptPair(
+                    question=p.question.text if p.question else None,
+                    answer=p.answer_text,
+                    start_s=p.start_s,
+                    end_s=p.end_s,
+                )
+                for p in prompt.pairs
+            ],
+            grounding=Grounding(score=grounded.score, ungrounded=list(grounded.ungrounded)),
         )

@@ -29,6 +29,22 @@ class Evidence(BaseModel):
     end_s: float | None = None
 
 
+class PromptPair(BaseModel):
+    """A question/answer pair as shown in an item prompt (an answer may be some of its sentences)."""
+
+    question: str | None = None
+    answer: str
+    start_s: float
+    end_s: float
+
+
+class Grounding(BaseModel):
+    """``mllmdr_core.grounding.check`` of the rationale against the item's prompt."""
+
+    score: float = Field(ge=0.0, le=1.0)  # share of the rationale's sentences that are grounded
+    ungrounded: list[str] = Field(default_factory=list)  # sentences not found in what the model saw
+
+
 class ItemAssessment(BaseModel):
     key: str
     score: int = Field(ge=0, le=3)  # the reported score
@@ -38,6 +54,9 @@ class ItemAssessment(BaseModel):
     fallback: bool = False  # True when the text held no score and the MAA score was used
     raw_text: str = ""
     evidence: list[Evidence] = Field(default_factory=list)
+    prompt: str = ""  # the exact prompt text the model got for this item
+    pairs: list[PromptPair] = Field(default_factory=list)  # the pairs the prompt shows, most relevant first
+    grounding: Grounding | None = None  # None only in results stored before the check existed
 
 
 class ModelInfo(BaseModel):
@@ -62,10 +81,18 @@ class Assessment(BaseModel):
     total: int = Field(ge=0, le=24)
     binary: bool  # total ≥ 10
     maa_total: float | None = None
+    # share (0–1) of the patient's transcript words in the window that reached at least one item prompt;
+    # None when the window holds no patient words
+    transcript_coverage: float | None = Field(default=None, ge=0.0, le=1.0)
+    grounding_share: float | None = Field(default=None, ge=0.0, le=1.0)  # mean item grounding score
     model: ModelInfo
     labels: list[str] = Field(default_factory=list)  # human-facing labels, e.g. SYNTHETIC_LABEL
     disclaimer: str = DISCLAIMER
     timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    def prompts(self) -> dict[str, str]:
+        """Item key → the exact prompt text the model got (``prompts.json`` of a replay)."""
+        return {item.key: item.prompt for item in self.items}
 
     @model_validator(mode="after")
     def _consistent(self) -> Assessment:

@@ -4,8 +4,7 @@ plot of the binary screen (matplotlib, imported when drawn)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,31 +93,6 @@ def screening_report(
         **regression_scores(t_tot, p_tot),
         "item_mae": item_mae(true_items, pred_items),
     }
-
-
-_QUOTE_RE = re.compile(r"[\"“”']([^\"“”']{3,})[\"“”']")
-
-
-def _norm_words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9.]+", " ", text.lower()).split())
-
-
-def quoted_spans(rationale: str) -> list[str]:
-    """Quoted spans ("…" or '…' of 3+ characters) in a rationale."""
-    return [m.group(1).strip() for m in _QUOTE_RE.finditer(rationale) if m.group(1).strip()]
-
-
-def is_grounded(rationale: str, transcript_text: str, indicator_names: Iterable[str]) -> bool:
-    """A rationale is grounded when it cites something (a quote or an indicator name) and every quote
-    occurs in the transcript (case and punctuation ignored)."""
-    transcript = _norm_words(transcript_text)
-    quotes = quoted_spans(rationale)
-    names = [n for n in indicator_names if n]
-    low = rationale.lower()
-    mentions = [n for n in names if n.lower() in low or n.replace("_", " ").lower() in low]
-    if not quotes and not mentions:
-        return False
-    return all(_norm_words(q) in transcript for q in quotes)
 
 
 def plot_confusion(true_totals: Sequence[int], pred_totals: Sequence[int], out_png: Path, title: str) -> Path:

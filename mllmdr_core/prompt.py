@@ -12,6 +12,13 @@ Prompt (one per PHQ-8 item, kept short because every token is paid for in vLLM p
 
 Target: ``Evaluation Result: N. Evaluation Reason: <reason>``.
 
+No silent loss (:func:`item_prompts`): questions and answers are never clipped (whitespace is collapsed,
+so every ``Q:``/``A:`` is one line). Per item the pairs are ranked (``interview.pairs_for_item``: the
+item's most relevant first, at most ``max_pairs``) and kept greedily while the prompt fits the budget
+(``fits``); a pair that does not fit whole is split into its sentences (same question), which are kept
+the same way, the item's most relevant sentences first. Kept pairs are shown in time order.
+:func:`transcript_coverage` says which share of the patient's words reached at least one prompt.
+
 Parser rules (:func:`parse_output`), applied after normalising markdown (``**``, ``__``, backticks),
 full-width colons/digits and case:
 
@@ -33,10 +40,10 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from mllmdr_core.features.interview import pair_transcript, pairs_for_item
+from mllmdr_core.features.interview import item_scores, pair_transcript, pairs_for_item
 from mllmdr_core.frames import QAPair, TranscriptLine
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
 from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX, PHQ8_ITEMS
@@ -45,7 +52,6 @@ ITEMS_BY_KEY = {item.key: item for item in PHQ8_ITEMS}
 SCALE_LINE = "Scale: 0 not at all, 1 several days, 2 more than half the days, 3 nearly every day."
 REPLY_LINE = 'Reply "Evaluation Result: N. Evaluation Reason: ..."'
 DEFAULT_MAX_PAIRS = 6
-MAX_ANSWER_CHARS = 400
 MAX_REASON_CHARS = 600
 
 
@@ -61,6 +67,31 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _render(item_key: str, pairs: Sequence[QAPair], *, has_audio: bool, has_video: bool) -> str:
+    """The prompt text for ``pairs`` exactly as given (no selection, no reordering, nothing clipped)."""
+    item = ITEMS_BY_KEY.get(item_key)
+    if item is None:
+        raise KeyError(f"unknown PHQ-8 item {item_key!r}; expected one of {sorted(ITEMS_BY_KEY)}")
+    lines = [f'Rate PHQ-8 item "{item.title}": {item.question}.', SCALE_LINE]
+    for pair in pairs:
+        if pair.question is not None and pair.question.text.strip():
+            lines.append(f"Q: {_one_line(pair.question.text)}")
+        answer = _one_line(pair.answer_text)
+        lines.append(f"A: {answer if answer else '(no answer)'}")
+    if not pairs:
+        lines.append("(no interview answers yet)")
+    if has_audio:
+        lines.append(f"Audio: {AUDIO_TOKEN}")
+    if has_video:
+        lines.append(f"Video: {VIDEO_TOKEN}")
+    lines.append(REPLY_LINE)
+    return "\n".join(lines)
+
+
 def build_item_prompt(
     item_key: str,
     qa_pairs: Sequence[QAPair],
@@ -71,32 +102,87 @@ def build_item_prompt(
 ) -> str:
     """The prompt for one PHQ-8 item: instruction, the item's most relevant Q/A pairs (in time order,
     at most ``max_pairs``, chosen by ``features.interview.pairs_for_item``), and the modality slots."""
-    item = ITEMS_BY_KEY.get(item_key)
-    if item is None:
+    if item_key not in ITEMS_BY_KEY:
         raise KeyError(f"unknown PHQ-8 item {item_key!r}; expected one of {sorted(ITEMS_BY_KEY)}")
     chosen = sorted(pairs_for_item(qa_pairs, item_key, max_pairs), key=lambda p: p.start_s)
-    lines = [f'Rate PHQ-8 item "{item.title}": {item.question}.', SCALE_LINE]
-    for pair in chosen:
-        if pair.question is not None and pair.question.text.strip():
-            lines.append(f"Q: {_clip(pair.question.text, MAX_ANSWER_CHARS)}")
-        answer = pair.answer_text
-        lines.append(f"A: {_clip(answer, MAX_ANSWER_CHARS) if answer else '(no answer)'}")
-    if not chosen:
-        lines.append("(no interview answers yet)")
-    if has_audio:
-        lines.append(f"Audio: {AUDIO_TOKEN}")
-    if has_video:
-        lines.append(f"Video: {VIDEO_TOKEN}")
-    lines.append(REPLY_LINE)
-    return "\n".join(lines)
+    return _render(item_key, chosen, has_audio=has_audio, has_video=has_video)
+
+
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?…])\s+")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after ``.``, ``!``, ``?`` or ``…`` followed by whitespace (whitespace collapsed)."""
+    return [s for s in _SENTENCE_END_RE.split(_one_line(text)) if s]
+
+
+def _sentence_pairs(pair: QAPair) -> list[QAPair]:
+    """``pair`` as one pair per answer sentence (same question, the answer line's times)."""
+    out = []
+    for line in pair.answers:
+        for sentence in sentences(line.text):
+            piece = replace(line, text=sentence)
+            out.append(QAPair(pair.question, (piece,), pair.items))
+    return out
 
 
 @dataclass(frozen=True)
 class ItemPrompt:
-    """One item's prompt text and the Q/A pairs it shows (most relevant first)."""
+    """One item's prompt text and the Q/A pairs it shows (most relevant first; a pair split into
+    sentences shows up as one pair per kept sentence)."""
 
     text: str
     pairs: tuple[QAPair, ...]
+
+
+def _fit_item(
+    key: str,
+    ranked: Sequence[QAPair],
+    *,
+    has_audio: bool,
+    has_video: bool,
+    fits: Callable[[str], bool] | None,
+) -> ItemPrompt:
+    order = {id(pair): n for n, pair in enumerate(sorted(ranked, key=lambda p: p.start_s))}
+    kept: list[QAPair] = []  # whole pairs, in rank order
+    parts: dict[int, list[tuple[int, TranscriptLine]]] = {}  # split pair (id) → its kept sentences
+    parents = {id(pair): pair for pair in ranked}
+
+    def shown() -> list[QAPair]:
+        split = [
+            QAPair(parents[pid].question, tuple(ln for _, ln in sorted(lines)), parents[pid].items)
+            for pid, lines in parts.items()
+        ]
+        ids = [id(p) for p in kept] + list(parts)
+        return [p for _, p in sorted(zip(ids, [*kept, *split], strict=True), key=lambda ip: order[ip[0]])]
+
+    def fit_with(extra: QAPair | None = None, piece: tuple[int, int, TranscriptLine] | None = None) -> bool:
+        if extra is not None:
+            kept.append(extra)
+        if piece is not None:
+            parts.setdefault(piece[0], []).append(piece[1:])
+        ok = fits is None or fits(_render(key, shown(), has_audio=has_audio, has_video=has_video))
+        if not ok:  # undo
+            if extra is not None:
+                kept.pop()
+            if piece is not None:
+                parts[piece[0]].pop()
+                if not parts[piece[0]]:
+                    del parts[piece[0]]
+        return ok
+
+    for pair in ranked:
+        if fit_with(extra=pair):
+            continue
+        q_text = pair.question.text if pair.question else ""
+        pieces = [(n, p.answers[0]) for n, p in enumerate(_sentence_pairs(pair))]
+        if len(pieces) < 2:
+            continue
+        best = sorted(pieces, key=lambda nl: -item_scores(q_text, nl[1].text).get(key, 0))  # stable: time
+        for n, line in best:
+            fit_with(piece=(id(pair), n, line))
+    ranked_shown = [*kept, *(p for p in shown() if id(p) not in {id(k) for k in kept})]
+    return ItemPrompt(_render(key, shown(), has_audio=has_audio, has_video=has_video), tuple(ranked_shown))
 
 
 def item_prompts(
@@ -110,19 +196,46 @@ def item_prompts(
 ) -> dict[str, ItemPrompt]:
     """The 8 item prompts for a transcript: the one builder for training, evaluation, replay and live.
 
-    The transcript is paired (``interview.pair_transcript``, aligned to ``script`` when given); per item
-    the most relevant pairs (``pairs_for_item``) are shown; with ``fits`` (e.g. a token budget), the least
-    relevant pairs are left out until the prompt fits (whole pairs only)."""
+    The transcript is paired (``interview.pair_transcript``: interviewer questions, else patient turns,
+    aligned to ``script`` when given); per item the most relevant pairs (``pairs_for_item``) are kept
+    whole while the prompt fits ``fits`` (e.g. a token budget), a pair too long to fit is split into
+    sentences (module docstring). Nothing inside an answer is clipped."""
     pairs = pair_transcript(list(transcript), script)
-    out: dict[str, ItemPrompt] = {}
-    for key in ITEM_KEYS:
-        chosen = pairs_for_item(pairs, key, max_pairs)
-        for n in range(len(chosen), -1, -1):
-            text = build_item_prompt(key, chosen[:n], has_audio=has_audio, has_video=has_video, max_pairs=n)
-            if n == 0 or fits is None or fits(text):
-                out[key] = ItemPrompt(text, tuple(chosen[:n]))
-                break
-    return out
+    return {
+        key: _fit_item(
+            key, pairs_for_item(pairs, key, max_pairs), has_audio=has_audio, has_video=has_video, fits=fits
+        )
+        for key in ITEM_KEYS
+    }
+
+
+def _line_key(line: TranscriptLine) -> tuple[float, float, str]:
+    return (line.start_s, line.end_s, line.speaker)
+
+
+def transcript_coverage(
+    transcript: Sequence[TranscriptLine], prompts: Mapping[str, ItemPrompt]
+) -> float | None:
+    """Share (0–1) of the patient's words in ``transcript`` (final lines of every speaker but
+    ``clinician``) that reached at least one item prompt, whole line or sentence (:func:`sentences`);
+    ``None`` when the transcript holds no patient words."""
+    reached: dict[tuple[float, float, str], set[str]] = {}
+    for prompt in prompts.values():
+        for pair in prompt.pairs:
+            for line in (*pair.answers, *((pair.question,) if pair.question else ())):
+                reached.setdefault(_line_key(line), set()).add(line.text)
+    total = hit = 0
+    for line in transcript:
+        if not line.final or line.speaker == "clinician" or not line.text.strip():
+            continue
+        words = len(line.text.split())
+        total += words
+        texts = reached.get(_line_key(line), set())
+        if line.text in texts:
+            hit += words
+        else:
+            hit += sum(len(s.split()) for s in sentences(line.text) if s in texts)
+    return hit / total if total else None
 
 
 def format_target(score: int, reason: str) -> str:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mllmdr_core.assessment import Assessment
 
 LabelKey = tuple[str, ...]
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -23,6 +27,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     60.0,
     120.0,
 )
+GROUNDING_BUCKETS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
 
 
 def _labels(names: Sequence[str], values: LabelKey, extra: str = "") -> str:
@@ -175,6 +180,13 @@ class ServerMetrics:
         self.ws_errors = Counter("mllmdr_client_errors_total", "Client errors answered.", ["code"])
         self.sessions_started = Counter("mllmdr_sessions_started_total", "Sessions created.")
         self.assessments = Counter("mllmdr_assessments_total", "Assessments produced.", ["kind"])
+        self.grounding = Histogram(
+            "mllmdr_assessment_grounding",
+            "Grounding share of each assessment (mllmdr_core.grounding: rationale sentences found in "
+            "the item prompts).",
+            ["kind"],
+            buckets=GROUNDING_BUCKETS,
+        )
         self.sessions_live = Gauge("mllmdr_sessions_live", "Sessions held in memory.")
         self.queue_depth = Gauge("mllmdr_queue_depth", "Queued frames (sum over sessions).", ["kind"])
         for m in (
@@ -186,10 +198,17 @@ class ServerMetrics:
             self.ws_errors,
             self.sessions_started,
             self.assessments,
+            self.grounding,
             self.sessions_live,
             self.queue_depth,
         ):
             r.add(m)
+
+    def record_assessment(self, result: Assessment) -> None:
+        """Count an assessment produced and observe its grounding share (when it has one)."""
+        self.assessments.inc(1.0, result.kind)
+        if result.grounding_share is not None:
+            self.grounding.observe(result.grounding_share, result.kind)
 
     def render(self) -> str:
         return self.registry.render()

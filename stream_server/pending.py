@@ -241,7 +241,7 @@ class PendingAssessments:
     async def _publish_finished(self, session_id: str, result: Assessment, info: dict[str, Any]) -> None:
         """After ``finish_pending`` committed: the result, the closed state, ``session.closed``."""
         svc = self.svc
-        svc.metrics.assessments.inc(1.0, "final")
+        svc.metrics.record_assessment(result)
         await svc.bus.publish(AssessmentResultEvent(session_id=session_id, assessment=result))
         await svc.bus.publish(
             SessionStatusEvent(

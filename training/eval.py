@@ -33,7 +33,8 @@ import torch
 from tqdm import tqdm
 
 from mllmdr_core.assess import Assessor
-from mllmdr_core.metrics import is_grounded, plot_confusion, screening_report
+from mllmdr_core.grounding import check as check_grounding
+from mllmdr_core.metrics import plot_confusion, screening_report
 from mllmdr_core.model.lqformer import LQFormer
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX
@@ -53,6 +54,7 @@ class ItemPrediction:
     maa: float
     rationale: str
     fallback: bool
+    grounding: float = 1.0  # mllmdr_core.grounding.check of the generated reason against the item prompt
 
 
 @dataclass
@@ -123,7 +125,10 @@ def predict_session(
     for item in result.items:
         maa = float(item.maa_score) if item.maa_score is not None else float("nan")
         reason = parse_output(item.raw_text).reason  # the generated reason, not the fallback note
-        pred.items[item.key] = ItemPrediction(item.score, item.generated_score, maa, reason, item.fallback)
+        grounded = check_grounding(reason, item.prompt, item.generated_score).score  # the core's check
+        pred.items[item.key] = ItemPrediction(
+            item.score, item.generated_score, maa, reason, item.fallback, grounded
+        )
     return pred
 
 
@@ -135,10 +140,8 @@ def _metrics(
     maa_items = [{k: float(min(3.0, max(0.0, p.items[k].maa))) for k in ITEM_KEYS} for p in preds]
     report = screening_report(true_items, pred_items)
     report["maa"] = {k: v for k, v in screening_report(true_items, maa_items).items() if k != "item_mae"}
-    rationales = [(s, p.items[k].rationale) for s, p in zip(sessions, preds, strict=True) for k in ITEM_KEYS]
-    grounded = [
-        is_grounded(r, " ".join(line.text for line in s.transcript), indicator_names) for s, r in rationales
-    ]
+    # mean per-item grounding score of mllmdr_core.grounding (the check every assessment carries)
+    grounded = [p.items[k].grounding for p in preds for k in ITEM_KEYS]
     report["grounded_share"] = float(np.mean(grounded)) if grounded else 0.0
     report["fallback_share"] = float(np.mean([p.items[k].fallback for p in preds for k in ITEM_KEYS]))
     return report

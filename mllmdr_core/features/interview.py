@@ -26,8 +26,15 @@ Pairing rules of :func:`pair_qa` (times are session seconds):
 7. Lines with ``speaker == "unknown"`` are questions when they are shaped like one (rule 2), answers
    otherwise.
 
-When only the patient is published (no clinician lines), :func:`pair_with_script` aligns patient turns
-to a configured interview script in order; :func:`pair_transcript` picks the right one.
+When only the patient is heard (no clinician lines: no captions, no interviewer track), the patient's
+speech is cut into *turns* (:func:`patient_turns`): a new turn starts where the silence between two lines
+is at least ``TURN_GAP_S`` (2 s: the pause in which the interviewer asked the next question), or where
+the line would start ``MAX_TURN_S`` (30 s) or more after the turn's first line (a long monologue is cut
+at a line boundary, never inside a line). Each turn becomes its own pair: with no question
+(:func:`pair_turns`), or, with an interview script, answering the script's questions in order
+(:func:`pair_with_script`; a script longer than the interview leaves its last questions unused, turns
+past the end of the script have no question). Never one merged answer. :func:`pair_transcript` picks
+the right one.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from mllmdr_core.phq8 import ITEM_KEYS
 
 OVERLAP_TOLERANCE_S = 0.5
 QUESTION_MERGE_GAP_S = 3.0
-SCRIPT_TURN_GAP_S = 2.0
+TURN_GAP_S = 2.0  # silence (s) between patient lines that starts a new turn when no interviewer is heard
+MAX_TURN_S = 30.0  # a turn is cut at the first line starting this long (s) after the turn's start
+SCRIPT_TURN_GAP_S = TURN_GAP_S  # former name
 
 # A short PHQ-8-guided interview (DAIC-style rapport questions, then one or two per item, then a close).
 DEFAULT_INTERVIEW_SCRIPT: tuple[str, ...] = (
@@ -239,29 +248,51 @@ def pair_qa(lines: Sequence[TranscriptLine]) -> list[QAPair]:
     return [p.build() for p in pairs if p.answers]
 
 
+def patient_turns(
+    lines: Sequence[TranscriptLine], *, turn_gap_s: float = TURN_GAP_S, max_turn_s: float = MAX_TURN_S
+) -> list[list[TranscriptLine]]:
+    """The patient's (and ``unknown`` speakers') final lines grouped into turns, in time order: a new
+    turn starts after a silence of at least ``turn_gap_s`` or at the first line starting ``max_turn_s``
+    or more after the turn's first line (module docstring)."""
+    turns: list[list[TranscriptLine]] = []
+    for line in _usable(lines):
+        if line.speaker == "clinician":
+            continue
+        if turns:
+            turn = turns[-1]
+            gap = line.start_s - max(a.end_s for a in turn)
+            if gap < turn_gap_s and line.start_s - turn[0].start_s < max_turn_s:
+                turn.append(line)
+                continue
+        turns.append([line])
+    return turns
+
+
+def pair_turns(
+    lines: Sequence[TranscriptLine], *, turn_gap_s: float = TURN_GAP_S, max_turn_s: float = MAX_TURN_S
+) -> list[QAPair]:
+    """One pair with no question per patient turn (:func:`patient_turns`): the pairing when only the
+    patient is heard and no interview script is known."""
+    turns = patient_turns(lines, turn_gap_s=turn_gap_s, max_turn_s=max_turn_s)
+    return [_Pair(None, turn).build() for turn in turns]
+
+
 def pair_with_script(
     lines: Sequence[TranscriptLine],
     script: Sequence[str] = DEFAULT_INTERVIEW_SCRIPT,
     *,
-    turn_gap_s: float = SCRIPT_TURN_GAP_S,
+    turn_gap_s: float = TURN_GAP_S,
+    max_turn_s: float = MAX_TURN_S,
 ) -> list[QAPair]:
-    """Pair patient speech with a script's questions when only the patient is published.
+    """Pair patient turns (:func:`patient_turns`) with a script's questions when only the patient is heard.
 
-    Patient lines (and ``unknown`` ones) are grouped into turns: a silence of at least ``turn_gap_s``
-    between lines is where the interviewer asked the next question. Turn *k* answers ``script[k]``;
-    turns past the end of the script get ``question=None``. The question lines are synthetic
-    (``source="script"``, zero length at the turn's start). This is an assumption about the interview
-    (the clinician follows the script, one question per pause), so the result is only as good as that.
+    Turn *k* answers ``script[k]``; turns past the end of the script get ``question=None``; questions past
+    the last turn are unused. The question lines are synthetic (``source="script"``, zero length at the
+    turn's start). This assumes the clinician follows the script, one question per pause, so the result
+    is only as good as that.
     """
-    answers = [ln for ln in _usable(lines) if ln.speaker != "clinician"]
-    turns: list[list[TranscriptLine]] = []
-    for line in answers:
-        if turns and line.start_s - max(a.end_s for a in turns[-1]) < turn_gap_s:
-            turns[-1].append(line)
-        else:
-            turns.append([line])
     out: list[QAPair] = []
-    for k, turn in enumerate(turns):
+    for k, turn in enumerate(patient_turns(lines, turn_gap_s=turn_gap_s, max_turn_s=max_turn_s)):
         question = None
         if k < len(script):
             t0 = turn[0].start_s
@@ -272,12 +303,14 @@ def pair_with_script(
 
 def pair_transcript(lines: Sequence[TranscriptLine], script: Sequence[str] | None = None) -> list[QAPair]:
     """Pairs for a live or replayed transcript: :func:`pair_qa` when interviewer lines exist (clinician
-    captions/track), else :func:`pair_with_script` with ``script`` (when given), else answers without
-    questions."""
+    captions/track), else :func:`pair_with_script` with ``script`` (when given), else :func:`pair_turns`
+    (one question-less pair per patient turn)."""
     has_interviewer = any(ln.speaker == "clinician" and ln.final and ln.text.strip() for ln in lines)
-    if not has_interviewer and script:
+    if has_interviewer:
+        return pair_qa(lines)
+    if script:
         return pair_with_script(lines, script)
-    return pair_qa(lines)
+    return pair_turns(lines)
 
 
 def pairs_for_item(pairs: Sequence[QAPair], item_key: str, max_pairs: int) -> list[QAPair]:

@@ -94,7 +94,7 @@ class AssessmentScheduler:
                 )
             )
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, f"assess_{kind}")
-        self.svc.metrics.assessments.inc(1.0, kind)
+        self.svc.metrics.record_assessment(result)
         await self.svc.store.add_assessment(result)
         return result
 

@@ -246,5 +246,52 @@ def test_prompts_are_trimmed_to_max_prompt_tokens(
     trimmed = Assessor(bundle, backend).assess(snapshot, session_id="s6", kind="checkpoint")
     assert all(r.embeds.shape[0] <= full_len - 40 for r in backend.requests)
     sleep = [e for e in trimmed.items[2].evidence if e.kind == "transcript"]
-    assert 0 < len(sleep) < len(sleep_full)
-    assert {e.text for e in sleep} <= {e.text for e in sleep_full}  # the most relevant pairs are kept
+    whole = [e for e in sleep if e.text in {f.text for f in sleep_full}]
+    assert 0 < len(whole) < len(sleep_full)  # the most relevant pairs are kept whole …
+    assert whole == sleep[: len(whole)]
+    for part in sleep[len(whole) :]:  # … and of the pairs that no longer fit, the sentences that do
+        assert part.start_s in {f.start_s for f in sleep_full} and len(part.text) < len(sleep_full[0].text)
+
+
+def test_coverage_prompts_and_grounding_are_recorded(
+    bundle: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundle.config.assess, "max_qa_pairs_per_item", 1)
+    lines = [
+        *TRANSCRIPT[:2],
+        TranscriptLine(5.7, 6.5, "clinician", "What is your favourite colour?"),
+        TranscriptLine(6.6, 7.5, "patient", "Green."),  # relevant to no item, not the most recent: no prompt
+        *TRANSCRIPT[2:],
+    ]
+    texts = ["Evaluation Result: 1. Evaluation Reason: Some signs."] * 8
+    texts[2] = (
+        'Evaluation Result: 2. Evaluation Reason: Says "I wake up at three every night". Sleeps 5 hours.'
+    )
+    audio, visual = _features(bundle)
+    snapshot = SessionSnapshot.of(audio=audio, visual=visual, transcript=lines, window=(0.0, 60.0))
+    assessor = Assessor(bundle, ScriptedBackend(texts))
+    result = assessor.assess(snapshot, session_id="s7", kind="checkpoint")
+    # patient words in the window: "Green." 1 + 9 (sleep answer) + 6 (appetite answer); 15 reached
+    assert result.transcript_coverage == pytest.approx(15 / 16)
+    expected = assessor.prompts(snapshot)
+    assert result.prompts() == {k: expected[k].text for k in ITEM_KEYS}
+    sleep = result.items[2]
+    assert "A: Not easy, I wake up at three every night." in sleep.prompt
+    assert [(p.question, p.answer, p.start_s, p.end_s) for p in sleep.pairs] == [
+        ("How easy is it for you to get a good night's sleep?", "Not easy, I wake up at three every night.",
+         1.0, 5.5)]
+    assert all(it.grounding is not None for it in result.items)
+    assert sleep.grounding is not None and sleep.grounding.score == 0.5
+    assert sleep.grounding.ungrounded == ["Sleeps 5 hours."]
+    assert [it.grounding.score for it in result.items if it.grounding] == [1.0, 1.0, 0.5, 1, 1, 1, 1, 1]
+    assert result.grounding_share == pytest.approx(7.5 / 8)
+    again = Assessment.model_validate_json(result.model_dump_json())  # round trip keeps the new fields
+    assert again.transcript_coverage == result.transcript_coverage
+    assert again.items[2].grounding == sleep.grounding
+    old = result.model_dump(exclude={"transcript_coverage", "grounding_share"})
+    for item in old["items"]:
+        del item["prompt"], item["pairs"], item["grounding"]
+    legacy = Assessment.model_validate(old)  # a result stored before these fields still reads
+    assert legacy.transcript_coverage is None and legacy.items[0].grounding is None
+    no_patient = SessionSnapshot.of(audio=audio, visual=visual, transcript=lines[:1], window=(0.0, 60.0))
+    assert assessor.assess(no_patient, session_id="s7", kind="checkpoint").transcript_coverage is None

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mllmdr_core.grounding import check, quoted_spans
 from mllmdr_core.metrics import (
     binary_scores,
     ccc,
-    is_grounded,
     plot_confusion,
-    quoted_spans,
     regression_scores,
     screen_scores,
     screening_report,
@@ -40,13 +39,15 @@ def test_binary_and_regression_metrics_match_hand_computation() -> None:
     assert rep["recall"] == 0.0 and rep["f1"] == 0.0  # 16 → 8 is a missed positive
 
 
-def test_grounding_requires_quotes_found_in_transcript() -> None:
-    transcript = "I barely sleep, maybe four hours. I wake up at 3 a.m. every night."
+def test_eval_grounding_is_the_core_check_against_the_prompt() -> None:
+    """Evaluation's grounded share uses ``mllmdr_core.grounding`` (one implementation): quotes must be in
+    the prompt's Q/A lines; a rationale without quotes or numbers claims nothing unverifiable."""
+    prompt = 'Rate PHQ-8 item "Sleep".\nA: I barely sleep, maybe four hours. I wake up at 3 a.m. every night.'
     assert quoted_spans('The patient said "I wake up at 3 a.m." and more') == ["I wake up at 3 a.m."]
-    assert is_grounded('Reports "barely sleep, maybe four hours".', transcript, ["speech_ratio"])
-    assert not is_grounded('Reports "sleeps like a baby".', transcript, ["speech_ratio"])
-    assert is_grounded("Low speech_ratio and long pauses.", transcript, ["speech_ratio"])
-    assert not is_grounded("Seems fine overall.", transcript, ["speech_ratio"])
+    assert check('Reports "barely sleep, maybe four hours".', prompt).score == 1.0
+    assert check('Reports "sleeps like a baby".', prompt).score == 0.0
+    assert check("Low speech_ratio and long pauses.", prompt).score == 1.0
+    assert check("Seems fine overall.", prompt).ungrounded == ()
 
 
 def test_screen_scores_of_decisions_match_the_thresholded_totals() -> None:

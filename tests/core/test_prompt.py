@@ -5,7 +5,14 @@ import pytest
 from mllmdr_core.frames import QAPair, TranscriptLine
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
 from mllmdr_core.phq8 import ITEM_KEYS
-from mllmdr_core.prompt import ParsedOutput, build_item_prompt, format_target, parse_output
+from mllmdr_core.prompt import (
+    ParsedOutput,
+    build_item_prompt,
+    format_target,
+    item_prompts,
+    parse_output,
+    transcript_coverage,
+)
 
 
 def _pair(q: str, a: str, t: float) -> QAPair:
@@ -105,3 +112,80 @@ def test_parser_tolerates_drift(text: str, score: int | None, reason: str) -> No
 def test_long_reason_is_clipped() -> None:
     parsed = parse_output("Evaluation Result: 1. Evaluation Reason: " + "word " * 500)
     assert parsed.score == 1 and len(parsed.reason) <= 600 and parsed.reason.endswith("…")
+
+
+def _line(start: float, speaker: str, text: str) -> TranscriptLine:
+    return TranscriptLine(start, start + 2.0, speaker, text)  # type: ignore[arg-type]
+
+
+LONG_ANSWER = " ".join(f"I lie awake for hours on night {i} and cannot fall asleep." for i in range(40))
+
+
+def test_answers_are_never_clipped() -> None:
+    transcript = [_line(0, "clinician", "How have you been sleeping?"), _line(3, "patient", LONG_ANSWER)]
+    prompts = item_prompts(transcript, has_audio=False, has_video=False)
+    assert len(LONG_ANSWER) > 2000
+    assert f"A: {LONG_ANSWER}\n" in prompts["sleep"].text
+    assert transcript_coverage(transcript, prompts) == 1.0
+
+
+def test_budget_keeps_whole_pairs_most_relevant_first() -> None:
+    transcript = [
+        _line(0, "clinician", "How are you?"), _line(3, "patient", "I cannot sleep."),  # answer match: 1
+        _line(10, "clinician", "How have you been sleeping?"), _line(13, "patient", "Badly."),  # question: 2
+        _line(20, "clinician", "Do you wake up at night?"), _line(23, "patient", LONG_ANSWER),  # 2 + 1
+    ]
+    free = item_prompts(transcript, has_audio=False, has_video=False)["sleep"]
+    assert [p.answer_text for p in free.pairs] == [LONG_ANSWER, "Badly.", "I cannot sleep."]
+    budget = len(free.text) - 20  # the least relevant pair no longer fits
+    fitted = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= budget)
+    sleep = fitted["sleep"]
+    assert [p.answer_text for p in sleep.pairs] == [LONG_ANSWER, "Badly."]
+    assert sleep.text.splitlines()[2:6] == [
+        "Q: How have you been sleeping?", "A: Badly.", "Q: Do you wake up at night?", f"A: {LONG_ANSWER}"]
+
+
+def test_a_pair_too_long_for_the_budget_is_split_into_sentences() -> None:
+    transcript = [
+        _line(0, "clinician", "How are you?"), _line(3, "patient", "I cannot sleep."),
+        _line(10, "clinician", "How have you been sleeping?"), _line(13, "patient", "Badly."),
+        _line(20, "clinician", "Do you wake up at night?"), _line(23, "patient", LONG_ANSWER),
+    ]
+    free = item_prompts(transcript, has_audio=False, has_video=False)["sleep"]
+    budget = len(free.text) - 100
+    prompts = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= budget)
+    sleep = prompts["sleep"]
+    kept = " ".join(f"I lie awake for hours on night {i} and cannot fall asleep." for i in range(39))
+    assert [p.answer_text for p in sleep.pairs] == [kept]  # whole sentences under the one question
+    assert sleep.text.splitlines()[2:4] == ["Q: Do you wake up at night?", f"A: {kept}"]
+    assert len(sleep.text) <= budget
+    # 39 of the 40 twelve-word sentences of 484 patient words reached this item's prompt
+    assert transcript_coverage(transcript, {"sleep": sleep}) == pytest.approx(39 * 12 / 484)
+
+
+def test_budget_drops_a_pair_that_does_not_fit_and_keeps_a_smaller_one() -> None:
+    transcript = [
+        _line(0, "clinician", "How have you been sleeping?"), _line(3, "patient", "x" * 300),  # one sentence
+        _line(10, "clinician", "How are you?"), _line(13, "patient", "I nap a lot."),
+    ]
+    base = len(item_prompts([], has_audio=False, has_video=False)["sleep"].text)
+    fitted = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= base + 80)
+    sleep = fitted["sleep"]
+    assert [p.answer_text for p in sleep.pairs] == ["I nap a lot."]
+    assert "x" * 10 not in sleep.text
+
+
+def test_transcript_coverage_counts_patient_words_that_reached_a_prompt() -> None:
+    transcript = [
+        _line(0, "clinician", "How have you been sleeping?"), _line(3, "patient", "Badly, I wake up early."),
+        _line(10, "clinician", "What is your favourite colour?"), _line(13, "patient", "Blue."),
+    ]
+    prompts = item_prompts(transcript, has_audio=False, has_video=False, max_pairs=1)
+    # max 1 pair per item: sleep shows its own pair, mood the "blue" one, the others the most recent one
+    assert {k for k, p in prompts.items() if any(q.answer_text == "Blue." for q in p.pairs)} == set(
+        ITEM_KEYS) - {"sleep"}
+    assert transcript_coverage(transcript, prompts) == 1.0
+    only_sleep = {"sleep": prompts["sleep"]}
+    assert transcript_coverage(transcript, only_sleep) == pytest.approx(5 / 6)
+    assert transcript_coverage([_line(0, "clinician", "Hello?")], prompts) is None
+    assert transcript_coverage([], {}) is None

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 from server.conftest import run_server
 
-from mllmdr_core.assessment import Assessment, Evidence
+from mllmdr_core.assessment import Assessment, Evidence, Grounding
 from mllmdr_core.snapshot import SessionSnapshot
 
 from .conftest import make_settings
@@ -57,6 +57,10 @@ class XSSEngine:
                 update={
                     "rationale": f"rationale {PAYLOADS[i % len(PAYLOADS)]}",
                     "evidence": [Evidence(kind="transcript", text=PAYLOADS[(i + 1) % len(PAYLOADS)])],
+                    # the marked (ungrounded) span is built from model text too
+                    "grounding": Grounding(
+                        score=0.0, ungrounded=[f"rationale {PAYLOADS[i % len(PAYLOADS)]}"]
+                    ),
                 }
             )
             for i, item in enumerate(result.items)
@@ -96,6 +100,9 @@ async def test_rationale_evidence_and_transcript_payloads_render_as_text(tmp_pat
             for payload in PAYLOADS:
                 assert payload in final_text, payload  # shown verbatim, as text
                 assert payload in transcript_text, payload
+            marked = await page.locator("#final .ungrounded").all_inner_texts()
+            assert marked[: len(PAYLOADS)] == [f"rationale {p}" for p in PAYLOADS]  # marked, as text
+            assert "not found in what the model saw" in final_text
             for sel in ("img", "script", "svg"):
                 assert await page.locator(f"#final {sel}, #transcript {sel}").count() == 0, sel
             assert await page.evaluate("window.__xss") is None

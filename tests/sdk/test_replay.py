@@ -48,6 +48,11 @@ def test_replay_recording_with_transcript(
     assert len(rows) == 6 and "speech_ratio" in rows[0]
     meta = json.loads((out / "replay.json").read_text())
     assert meta["rtf"] == pytest.approx(result.rtf)
+    prompts = json.loads((out / "prompts.json").read_text())
+    assert prompts == {item.key: item.prompt for item in a.items} and list(prompts) == list(ITEM_KEYS)
+    assert all(p.startswith("Rate PHQ-8 item") for p in prompts.values())
+    assert any(f"A: {recording.lines[-1].text.strip()}" in p for p in prompts.values())  # whole answer
+    assert a.transcript_coverage is not None and 0 < a.transcript_coverage <= 1
 
 
 def test_replay_without_transcript_uses_asr(

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from client_sdk.replay import IndicatorSample, ReplayResult
 from client_sdk.report import write_report
-from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment, Evidence, ItemAssessment, ModelInfo
+from mllmdr_core.assessment import (
+    SYNTHETIC_LABEL,
+    Assessment,
+    Evidence,
+    Grounding,
+    ItemAssessment,
+    ModelInfo,
+)
 from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.media import MediaSource
 from mllmdr_core.phq8 import ITEM_KEYS
@@ -70,3 +77,23 @@ def test_no_series_no_plot(tmp_path: Path) -> None:
     result.indicators = []
     md, _ = write_report(result, tmp_path)
     assert not (tmp_path / "indicators.png").exists() and "![indicators" not in md.read_text()
+
+
+def test_ungrounded_sentences_are_marked(tmp_path: Path) -> None:
+    result = _result()
+    sleep = result.assessment.items[2]
+    sleep.rationale = 'Says "I wake up at four". Sleeps <i>5</i> hours. Tired.'
+    sleep.grounding = Grounding(score=2 / 3, ungrounded=["Sleeps <i>5</i> hours."])
+    md, page = write_report(result, tmp_path)
+    assert (
+        'Says "I wake up at four". ⚠ **Sleeps <i>5</i> hours.** _(not found in what the model saw)_ Tired.'
+        in md.read_text()
+    )
+    assert (
+        "Says &quot;I wake up at four&quot;. "
+        "<span class='ungrounded'>Sleeps &lt;i&gt;5&lt;/i&gt; hours.</span> "
+        "<span class='ungrounded-label'>(not found in what the model saw)</span> Tired." in page.read_text()
+    )
+    assert "class='ungrounded'" not in page.read_text().replace(
+        "<span class='ungrounded'>Sleeps", "", 1
+    ).split("<h2>Items")[1]  # only the one sentence is marked

@@ -54,9 +54,13 @@ async def test_publish_indicators_and_final_assessment(server: RunningServer, re
         'mllmdr_stage_seconds_count{stage="assess_final"} 1',
         "mllmdr_processing_lag_seconds_bucket",
         'mllmdr_assessments_total{kind="final"} 1',
+        'mllmdr_assessment_grounding_count{kind="final"} 1',
         "mllmdr_sessions_started_total 1",
     ):
         assert needle in metrics, needle
+    share = final["grounding_share"]
+    assert 0.0 <= share <= 1.0 and f'mllmdr_assessment_grounding_sum{{kind="final"}} {share:g}' in metrics
+    assert all(item["grounding"] is not None and item["prompt"] for item in final["items"])
     # the received audio was recorded (record_audio): the whole call, 48 kHz stereo as sent by aiortc
     with wave.open(str(Path(server.settings.var_dir) / "recordings" / f"{sid}.wav")) as wav:
         assert (wav.getframerate(), wav.getnchannels()) == (48000, 2)

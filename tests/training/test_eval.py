@@ -20,6 +20,9 @@ from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.testing import tiny_config
 from training.dataset import SessionLabels
 from training.eval import (
+    ItemPrediction,
+    SessionPrediction,
+    _metrics,
     ablated_snapshot,
     bypass_lqformers,
     check_targets,
@@ -101,6 +104,17 @@ def test_evaluate_runs_every_ablation_and_writes_report(tiny_model: MLlmDR, tmp_
     assert json.loads(paths["json"].read_text())["n_sessions"] == 4
     assert "Masked subset" in paths["md"].read_text()
     assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0.0 <= results["ablations"]["all"]["all"]["grounded_share"] <= 1.0
+
+
+def test_grounded_share_is_the_mean_core_grounding_score() -> None:
+    sessions = [_session(0, masked=False), _session(1, masked=False)]
+    preds = []
+    for s, g in zip(sessions, (1.0, 0.5), strict=True):
+        pred = SessionPrediction(s.session_id)
+        pred.items = {k: ItemPrediction(1, 1, 1.0, "x", False, g if k == "sleep" else 1.0) for k in ITEM_KEYS}
+        preds.append(pred)
+    assert _metrics(sessions, preds, [])["grounded_share"] == pytest.approx(15.5 / 16)
 
 
 def test_bypass_lqformers_changes_soft_tokens_and_restores(tiny_model: MLlmDR) -> None:

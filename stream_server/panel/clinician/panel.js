@@ -71,6 +71,32 @@ function onIndicators(ev) {
   }
 }
 
+const UNGROUNDED_LABEL = "not found in what the model saw";
+
+// The rationale as text nodes; the sentences the core's grounding check could not find in the item's
+// prompt (item.grounding.ungrounded) are wrapped in a marked span with a label. Never innerHTML.
+function rationaleNode(item) {
+  const box = el("div", null, "rationale");
+  const text = String(item.rationale).split(/\s+/).join(" ").trim();
+  const marks = [];
+  for (const sentence of (item.grounding && item.grounding.ungrounded) || []) {
+    const at = sentence ? text.indexOf(sentence) : -1;
+    if (at >= 0) marks.push([at, at + sentence.length]);
+  }
+  marks.sort((a, b) => a[0] - b[0]);
+  let pos = 0;
+  for (const [start, end] of marks) {
+    if (start < pos) continue;
+    if (start > pos) box.append(document.createTextNode(text.slice(pos, start)));
+    const span = el("span", text.slice(start, end), "ungrounded");
+    span.title = UNGROUNDED_LABEL;
+    box.append(span, el("span", ` (${UNGROUNDED_LABEL})`, "ungrounded-label"));
+    pos = end;
+  }
+  if (pos < text.length) box.append(document.createTextNode(text.slice(pos)));
+  return box;
+}
+
 function fmtTime(s) { return s == null ? "" : `${Number(s).toFixed(1)}s`; }
 
 function renderAssessment(a, container) {
@@ -84,7 +110,9 @@ function renderAssessment(a, container) {
   container.append(head);
   const meta = el("div", `Window ${fmtTime(a.window_start_s)}–${fmtTime(a.window_end_s)} · bundle ${a.model.bundle_id}` +
     ` · trained on ${a.model.training_data} · backend ${a.model.backend}` +
-    (a.maa_total != null ? ` · MAA total ${a.maa_total.toFixed(1)}` : ""));
+    (a.maa_total != null ? ` · MAA total ${a.maa_total.toFixed(1)}` : "") +
+    (a.transcript_coverage != null ? ` · transcript coverage ${(100 * a.transcript_coverage).toFixed(0)} %` : "") +
+    (a.grounding_share != null ? ` · grounded ${(100 * a.grounding_share).toFixed(0)} %` : ""));
   meta.className = "evidence";
   container.append(meta);
   for (const label of a.labels || []) container.append(el("div", label, "label-nonclinical"));
@@ -98,7 +126,7 @@ function renderAssessment(a, container) {
     const score = el("td", `${item.score}${item.fallback ? " (fallback)" : ""}`);
     score.dataset.testid = "item-score";
     const why = el("td");
-    why.append(el("div", item.rationale));
+    why.append(rationaleNode(item));
     for (const ev of item.evidence || []) {
       const when = ev.start_s != null ? ` [${fmtTime(ev.start_s)}–${fmtTime(ev.end_s)}]` : "";
       why.append(el("div", `${ev.kind === "transcript" ? "“" + ev.text + "”" : ev.text}${when}`, "evidence"));

@@ -13,8 +13,10 @@ from mllmdr_core.features.interview import (
     item_scores,
     pair_qa,
     pair_transcript,
+    pair_turns,
     pair_with_script,
     pairs_for_item,
+    patient_turns,
 )
 from mllmdr_core.frames import QAPair, Speaker, TranscriptLine
 from mllmdr_core.phq8 import ITEM_KEYS
@@ -228,10 +230,40 @@ def test_pair_with_script_aligns_turns_in_order() -> None:
     assert pairs[1].items == frozenset({"sleep"}) and pairs[2].items == frozenset({"tired"})
 
 
+def test_patient_only_speech_is_cut_into_turns_at_long_pauses() -> None:
+    lines = [
+        P(0.0, 2.0, "I have been okay"), P(3.9, 5.0, "mostly"),  # gap 1.9 s < 2 s: same turn
+        P(7.0, 9.0, "I sleep badly"),  # gap 2.0 s: new turn
+        TranscriptLine(9.5, 10.0, "patient", "partial", final=False),  # partial lines never count
+        P(20.0, 21.0, "I eat less"), C(21.0, 21.5, "mhm"),  # clinician backchannel: no interviewer question
+    ]
+    pairs = pair_transcript([ln for ln in lines if ln.speaker == "patient"])
+    assert shape(pairs) == [(None, "I have been okay mostly"), (None, "I sleep badly"), (None, "I eat less")]
+    assert [(p.start_s, p.end_s) for p in pairs] == [(0.0, 5.0), (7.0, 9.0), (20.0, 21.0)]
+    assert [p.items for p in pairs] == [frozenset(), frozenset({"sleep"}), frozenset({"appetite"})]
+    assert [[ln.text for ln in t] for t in patient_turns(lines, turn_gap_s=5.0)] == [
+        ["I have been okay", "mostly", "I sleep badly"], ["I eat less"]]
+
+
+def test_long_monologue_is_cut_at_max_turn_length() -> None:
+    lines = [P(float(t), float(t) + 0.9, f"w{t}") for t in range(0, 70, 1)]  # 0.1 s gaps, 70 s of speech
+    pairs = pair_turns(lines)
+    assert [(p.start_s, p.end_s) for p in pairs] == [(0.0, 29.9), (30.0, 59.9), (60.0, 69.9)]
+    assert pairs[1].answer_text.split()[0] == "w30" and len(pairs[1].answers) == 30
+    assert [(p.start_s, p.end_s) for p in pair_turns(lines, max_turn_s=50.0)] == [(0.0, 49.9), (50.0, 69.9)]
+
+
+def test_script_longer_than_the_interview_leaves_questions_unused() -> None:
+    script = ("How are you?", "How have you been sleeping?", "How is your appetite?")
+    pairs = pair_with_script([P(1, 2, "fine"), P(6, 8, "badly")], script)
+    assert shape(pairs) == [("How are you?", "fine"), ("How have you been sleeping?", "badly")]
+    assert pair_with_script([], script) == []
+
+
 def test_pair_transcript_prefers_interviewer_lines() -> None:
     patient_only = [P(1, 2, "fine"), P(6, 8, "badly")]
     assert shape(pair_transcript(patient_only, DEFAULT_INTERVIEW_SCRIPT))[0][0] == DEFAULT_INTERVIEW_SCRIPT[0]
-    assert shape(pair_transcript(patient_only)) == [(None, "fine badly")]
+    assert shape(pair_transcript(patient_only)) == [(None, "fine"), (None, "badly")]  # turns, not one blob
     with_clinician = [C(0, 1, "How do you sleep?"), *patient_only]
     assert shape(pair_transcript(with_clinician, DEFAULT_INTERVIEW_SCRIPT)) == [
         ("How do you sleep?", "fine badly")]
