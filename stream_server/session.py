@@ -52,6 +52,7 @@ from stream_server.protocol import (
     protocol_error,
 )
 from stream_server.recorder import AudioRecorder
+from stream_server.sdp_check import check_offer_sdp
 from stream_server.settings import Settings
 from stream_server.store import Store
 
@@ -241,6 +242,7 @@ class LiveSession:
         """Answer a publisher's offer; a second offer (reconnect) replaces the previous connection."""
         if self._ending:
             raise protocol_error("session_closed", f"session {self.id} has ended")
+        check_offer_sdp(offer.sdp)  # bad_sdp naming the rule, before aiortc parses it
         ice = to_rtc(ice_servers_for(self.svc.settings, self.id))  # configured STUN/TURN, fresh credentials
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         kinds: list[str] = []
