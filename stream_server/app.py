@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -29,7 +29,9 @@ from stream_server.auth import Claims, TokenIssuer
 from stream_server.bus import Subscription
 from stream_server.engine import Engine
 from stream_server.fanout import make_event_bus, start_bus, stop_bus
+from stream_server.http_security import HttpSecurity, http_security_options
 from stream_server.ice import credentials_expire_at, ice_servers_for
+from stream_server.json_limits import json_too_deep, quiet_invalid_utf8_logs
 from stream_server.metrics import ServerMetrics
 from stream_server.protocol import (
     MAX_HTTP_BODY_BYTES,
@@ -137,6 +139,9 @@ class BodyLimitMiddleware:
             if len(body) > self.limit:
                 await _error_response("too_large", f"body over {self.limit} bytes")(scope, receive, send)
                 return
+        if (too_deep := json_too_deep(body)) is not None:  # stream_server/json_limits.py
+            await _error_response("invalid_message", too_deep)(scope, receive, send)
+            return
         sent = False
 
         async def replay() -> Any:
@@ -240,6 +245,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app = FastAPI(title="mllmdr-server", version="1", lifespan=lifespan)
     app.state.server = srv
     app.add_middleware(BodyLimitMiddleware, limit=MAX_HTTP_BODY_BYTES)
+    app.add_middleware(HttpSecurity, **http_security_options(settings))  # outermost: headers, Origin, 431
+    quiet_invalid_utf8_logs()  # uvicorn's traceback per non-UTF-8 WebSocket frame → one line
 
     @app.exception_handler(MllmdrError)
     async def on_mllmdr_error(_request: Request, exc: MllmdrError) -> JSONResponse:
@@ -256,7 +263,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "invalid_message", 413: "too_large"}.get(exc.status_code, "internal")
+        code = {400: "invalid_message", 404: "not_found", 405: "invalid_message", 413: "too_large"}.get(
+            exc.status_code, "internal"
+        )  # 400: a body FastAPI could not parse
         response = _error_response(code, str(exc.detail))
         response.status_code = exc.status_code
         return response
@@ -415,6 +424,10 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     @app.get("/")
     async def root() -> Response:
         return RedirectResponse("/panel/")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return FileResponse(PANEL_DIR / "common" / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/panel", StaticFiles(directory=PANEL_DIR / "clinician", html=True), name="panel")
     app.mount("/patient", StaticFiles(directory=PANEL_DIR / "patient", html=True), name="patient")

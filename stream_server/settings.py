@@ -13,9 +13,10 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mllmdr_core.errors import ConfigError
+from stream_server.auth import MIN_JWT_SECRET_CHARS
 from stream_server.protocol import IceServer
 
 
@@ -60,6 +61,23 @@ class Settings(BaseModel):
     turn_ttl_s: int = Field(default=4 * 3600, ge=60, le=7 * 86_400)  # must outlast a call
     pending_claim_ttl_s: float = Field(default=60.0, gt=0)  # an instance's hold on a pending session
     pending_scan_s: float = Field(default=30.0, gt=0)  # look for unclaimed pending sessions this often
+    # HTTP hardening (stream_server/http_security.py). MLLMDR_ALLOWED_ORIGINS is comma-separated: the
+    # platform origins whose pages may open the events WebSocket (the server's own origin always may).
+    allowed_origins: list[str] = Field(default_factory=list)
+    frame_ancestors: str = "'self'"  # CSP frame-ancestors, e.g. "'self' https://platform.example"
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line + headers; more: 431
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: str | None) -> str | None:
+        if value and len(value) < MIN_JWT_SECRET_CHARS:  # checked here: at start-up, before the model loads
+            raise ValueError(f"MLLMDR_JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters")
+        return value
 
     @model_validator(mode="after")
     def _turn_needs_credentials(self) -> Settings:

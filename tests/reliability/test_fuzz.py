@@ -156,11 +156,51 @@ async def test_caption_with_infinite_times_is_refused(server: RunningServer) -> 
         headers={**server.bearer(s["publisher_token"]), "content-type": "application/json"},
         content=b'{"text": "x", "start_s": 1e999, "end_s": 1e999}',
     )
-    try:
-        errors = await pub.wait("error", 2, timeout=3)
-        assert {e["ref"] for e in errors} == {"inf", "inf2"}
-        assert r.status_code == 400
-    finally:
-        export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
-        print("stored lines with infinite times:", export["transcript"])
-        await pub.close()
+    errors = await pub.wait("error", 2, timeout=3)
+    assert {e["ref"] for e in errors} == {"inf", "inf2"}
+    assert {e["code"] for e in errors} == {"invalid_message"}
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_message"
+    export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+    assert export["transcript"] == []
+    await pub.close()
+
+
+# Captions the server must refuse (field named in the error), on the WebSocket and over REST alike.
+BAD_CAPTIONS: list[tuple[dict[str, object], str]] = [
+    ({"start_s": 1e308, "end_s": 1e308}, "start_s"),
+    ({"start_s": 0.0, "end_s": 86_400.5}, "end_s"),
+    ({"start_s": 5.0, "end_s": 1.0}, "end_s must not be before start_s"),
+    ({"start_s": -1.0}, "start_s"),
+    ({"text": "   \t\n "}, "text is empty after trimming"),
+    ({"text": "\u0000"}, "control character U+0000"),
+    ({"text": "hi\u0007there"}, "control character U+0007"),
+    ({"text": "ok\u009b"}, "control character U+009B"),
+    ({"text": "t" * 4001}, "text"),
+    ({"text": ""}, "text"),
+]
+
+
+async def test_caption_rules_refuse_bad_times_and_text_naming_the_field(server: RunningServer) -> None:
+    s = await server.create_session()
+    sid = s["session_id"]
+    pub = await server.events(sid, s["publisher_token"])
+    good: dict[str, object] = {"text": "fine", "speaker": "patient", "start_s": 1.0, "end_s": 2.0}
+    for i, (bad, named) in enumerate(BAD_CAPTIONS):
+        await pub.send({"type": "caption", "id": f"b{i}", **good, **bad})
+        r = await server.http.post(
+            f"/v1/sessions/{sid}/captions", headers=server.bearer(s["publisher_token"]), json={**good, **bad}
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_message", (bad, r.text)
+        assert named in r.json()["error"]["message"], (bad, r.text)
+    errors = await pub.wait("error", len(BAD_CAPTIONS), timeout=10)
+    by_ref = {e["ref"]: e for e in errors}
+    for i, (bad, named) in enumerate(BAD_CAPTIONS):
+        assert by_ref[f"b{i}"]["code"] == "invalid_message" and named in by_ref[f"b{i}"]["message"], bad
+    # tabs and line breaks inside text, a zero-length caption and one at the 24 h edge are fine
+    await pub.send({"type": "caption", "id": "ok", **good, "text": "a\tb\nc", "start_s": 3.0, "end_s": 3.0})
+    await pub.send({"type": "caption", "id": "edge", **good, "start_s": 86_400.0, "end_s": 86_400.0})
+    acks = await pub.wait("transcript.ack", 2)
+    assert {a["ref"] for a in acks} == {"ok", "edge"}
+    export = (await server.http.get(f"/v1/sessions/{sid}/export", headers=server.api())).json()
+    assert [line["text"] for line in export["transcript"]] == ["a\tb\nc", "fine"]
+    await pub.close()

@@ -119,7 +119,9 @@ async def test_refused_offers_get_bad_sdp_and_leave_no_background_error(
         "ice-pwd": _sub(offer, r"^a=ice-pwd:[^\r\n]*", "a=ice-pwd:abcd"),
     }
     for rule, sdp in bad.items():
-        r = await server.http.post(f"/v1/sessions/{sid}/offer", headers=pub, json={"sdp": sdp, "type": "offer"})
+        r = await server.http.post(
+            f"/v1/sessions/{sid}/offer", headers=pub, json={"sdp": sdp, "type": "offer"}
+        )
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "bad_sdp"
         assert r.json()["error"]["message"].startswith(f"{rule}:")
