@@ -3,6 +3,7 @@
 Each rule raises a ``bad_sdp`` ``ProtocolError`` whose message starts with the rule's name:
 
 - ``version``: the first line is ``v=0``;
+- ``syntax``: every other line is ``<letter>=<value>`` (RFC 8866 §5; blank lines are skipped);
 - ``fingerprint``: every media section has at least one usable DTLS fingerprint (its own or a
   session-level one): ``sha-256``/``sha-384``/``sha-512`` with the right number of hex pairs;
 - ``ice-ufrag`` / ``ice-pwd``: every media section has them (its own or session-level), 4–256 and
@@ -25,6 +26,7 @@ _HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})*")
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _DIGITS = re.compile(r"[0-9]{1,10}")
+_LINE = re.compile(r"[a-z]=")
 ICE_UFRAG_CHARS = (4, 256)
 ICE_PWD_CHARS = (22, 256)
 
@@ -107,7 +109,11 @@ def _sections(sdp: str) -> list[_Section]:
     if not lines or lines[0] != "v=0":
         raise _fail("version", f"first line must be 'v=0', got {(lines[0] if lines else '')[:40]!r}")
     sections = [_Section(media=None)]
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], 2):
+        if not line:
+            continue
+        if not _LINE.match(line):
+            raise _fail("syntax", f"line {number} is not '<letter>=<value>': {line[:40]!r}")
         current = sections[-1]
         if line.startswith("m="):
             sections.append(_Section(media=_check_media_line(line[2:])))

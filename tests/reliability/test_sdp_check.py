@@ -59,6 +59,8 @@ def test_a_real_aiortc_offer_passes(offer: str) -> None:
     [
         (r"\Av=0\r\n", "", "version"),
         (r"\Av=0", "v=1", "version"),
+        (r"^s=-", "s -", "syntax"),
+        (r"^a=setup:", "A=setup:", "syntax"),
         (r"^a=fingerprint:.*\r\n", "", "fingerprint"),
         (r"^a=fingerprint:sha-\d+ ", "a=fingerprint:md5 ", "fingerprint"),
         (r"^a=fingerprint:sha-\d+ ", "a=fingerprint:sha-999 ", "fingerprint"),
