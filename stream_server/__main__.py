@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllmdr_core.errors import MllmdrError
+from stream_server.demo_secrets import with_demo_secrets
 from stream_server.settings import Settings
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         overrides["demo"] = True
     try:
-        settings = Settings.from_env(**overrides).ensure_secrets()
+        settings = with_demo_secrets(Settings.from_env(**overrides)).ensure_secrets()  # before any load
         settings.var_path.mkdir(parents=True, exist_ok=True)
         asyncio.run(serve(settings))
     except MllmdrError as exc:

@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from stream_server.engine import Engine
 from stream_server.fanout import start_bus, stop_bus
 from stream_server.http_errors import install_error_handlers
+from stream_server.http_security import HttpSecurity, http_security_options
+from stream_server.json_limits import quiet_invalid_utf8_logs
 from stream_server.middleware import BodyLimitMiddleware
 from stream_server.protocol import MAX_HTTP_BODY_BYTES
 from stream_server.routes import events, ops, sessions
@@ -66,6 +68,8 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     app = FastAPI(title="mllmdr-server", version="1", lifespan=lifespan)
     app.state.server = srv
     app.add_middleware(BodyLimitMiddleware, limit=MAX_HTTP_BODY_BYTES)
+    app.add_middleware(HttpSecurity, **http_security_options(settings))  # outermost: headers, Origin, 431
+    quiet_invalid_utf8_logs()  # uvicorn's traceback per non-UTF-8 WebSocket frame → one line
     install_error_handlers(app, srv.metrics)
     app.include_router(sessions.router)
     app.include_router(events.router)

@@ -17,6 +17,7 @@ from mllmdr_core.errors import AuthError
 from stream_server.protocol import Role
 
 ISSUER = "mllmdr-server"
+MIN_JWT_SECRET_CHARS = 16  # Settings rejects shorter secrets at start-up
 
 
 def auth_error(code: str, message: str) -> AuthError:
@@ -37,8 +38,8 @@ class TokenIssuer:
     """Mints and verifies session tokens with one HMAC secret."""
 
     def __init__(self, secret: str, api_key: str) -> None:
-        if len(secret) < 16:
-            raise ValueError("JWT secret must be at least 16 characters")
+        if len(secret) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(f"JWT secret must be at least {MIN_JWT_SECRET_CHARS} characters")
         self._secret = secret
         self._api_key = api_key
 

@@ -54,7 +54,9 @@ def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "invalid_message", 413: "too_large"}.get(exc.status_code, "internal")
+        code = {400: "invalid_message", 404: "not_found", 405: "invalid_message", 413: "too_large"}.get(
+            exc.status_code, "internal"
+        )  # 400: a body FastAPI could not parse
         response = error_response(code, str(exc.detail))
         response.status_code = exc.status_code
         return response

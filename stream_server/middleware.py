@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from stream_server.http_errors import error_response
+from stream_server.json_limits import json_too_deep
 
 
 class BodyLimitMiddleware:
@@ -39,6 +40,9 @@ class BodyLimitMiddleware:
             if len(body) > self.limit:
                 await error_response("too_large", f"body over {self.limit} bytes")(scope, receive, send)
                 return
+        if (too_deep := json_too_deep(body)) is not None:  # stream_server/json_limits.py
+            await error_response("invalid_message", too_deep)(scope, receive, send)
+            return
         sent = False
 
         async def replay() -> Any:

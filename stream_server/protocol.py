@@ -33,12 +33,21 @@ import time
 from enum import IntEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import TypeAliasType
 
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError, ProtocolError
 from mllmdr_core.frames import TranscriptLine
+from stream_server.json_limits import check_json_depth, json_too_deep
 
 if TYPE_CHECKING:
     from aiortc import RTCIceServer
@@ -358,7 +367,38 @@ class _ClientMsg(_Model):
     id: str | None = Field(default=None, max_length=128, description="echoed as ref in the answer")
 
 
-class CaptionMessage(_ClientMsg):
+MAX_CAPTION_TIME_S = 24 * 3600.0  # caption times are seconds since the session began: at most a day
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 except \t \n \r
+
+
+class _CaptionRules(BaseModel):
+    """Checks shared by ``CaptionMessage`` (WebSocket) and ``CaptionIn`` (REST); errors name the field."""
+
+    @field_validator("text", check_fields=False)
+    @classmethod
+    def _text_is_usable(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("text is empty after trimming whitespace")
+        bad = _CONTROL_CHARS.search(text)
+        if bad is not None:
+            raise ValueError(f"text contains control character U+{ord(bad.group()):04X}")
+        return text
+
+    @field_validator("start_s", "end_s", check_fields=False)
+    @classmethod
+    def _time_in_span(cls, value: float) -> float:
+        if value > MAX_CAPTION_TIME_S:
+            raise ValueError(f"must be at most {MAX_CAPTION_TIME_S:.0f} s (24 h) after the session began")
+        return value
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> Any:
+        if getattr(self, "end_s", 0.0) < getattr(self, "start_s", 0.0):
+            raise ValueError("end_s must not be before start_s")
+        return self
+
+
+class CaptionMessage(_ClientMsg, _CaptionRules):
     """A transcript line from the publisher (answered with ``transcript.ack``). Publisher only."""
 
     type: Literal["caption"] = "caption"
@@ -411,6 +451,7 @@ def parse_client_message(raw: str | bytes, *, max_bytes: int = MAX_WS_MESSAGE_BY
     size = len(raw.encode("utf-8", "replace") if isinstance(raw, str) else raw)
     if size > max_bytes:
         raise protocol_error("too_large", f"message of {size} bytes exceeds the {max_bytes}-byte limit")
+    check_json_depth(raw)  # invalid_message when nested deeper than json_limits.MAX_JSON_DEPTH
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -430,7 +471,7 @@ def parse_client_message(raw: str | bytes, *, max_bytes: int = MAX_WS_MESSAGE_BY
 
 def message_ref(raw: str | bytes) -> str | None:
     """The ``id`` of a client message that failed validation, when it has a usable one (for ``ref``)."""
-    if len(raw) > MAX_WS_MESSAGE_BYTES:
+    if len(raw) > MAX_WS_MESSAGE_BYTES or json_too_deep(raw):
         return None
     try:
         data = json.loads(raw)
@@ -542,7 +583,7 @@ class Answer(_Model):
     type: Literal["answer"] = "answer"
 
 
-class CaptionIn(_Model):
+class CaptionIn(_Model, _CaptionRules):
     """Body of ``POST /v1/sessions/{id}/captions``; answered with a ``TranscriptAckEvent``."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mllmdr_core.errors import ConfigError
+from stream_server.auth import MIN_JWT_SECRET_CHARS
 from stream_server.protocol import IceServer
 
 if TYPE_CHECKING:  # the backend module imports torch; the entry script must stay light (asr.py)
@@ -110,6 +111,24 @@ class Settings(BaseModel):
             database_backend(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        return value
+
+    # HTTP hardening (stream_server/http_security.py). MLLMDR_ALLOWED_ORIGINS is comma-separated: the
+    # platform origins whose pages may open the events WebSocket (the server's own origin always may).
+    allowed_origins: list[str] = Field(default_factory=list)
+    frame_ancestors: str = "'self'"  # CSP frame-ancestors, e.g. "'self' https://platform.example"
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line + headers; more: 431
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: str | None) -> str | None:
+        if value and len(value) < MIN_JWT_SECRET_CHARS:  # checked here: at start-up, before the model loads
+            raise ValueError(f"MLLMDR_JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters")
         return value
 
     @model_validator(mode="after")

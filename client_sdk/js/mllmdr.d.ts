@@ -21,6 +21,8 @@ export interface Assessment {
   total: number;
   binary: boolean;
   maa_total: number | null;
+  transcript_coverage: number | null;
+  grounding_share: number | null;
   model: ModelInfo;
   labels: string[];
   disclaimer: string;
@@ -149,6 +151,12 @@ export interface Evidence {
   end_s: number | null;
 }
 
+/** `mllmdr_core.grounding.check` of the rationale against the item's prompt. */
+export interface Grounding {
+  score: number;
+  ungrounded: string[];
+}
+
 /** Body of every non-2xx REST response: `{"error": {"code": ..., "message": ...}}`. */
 export interface HTTPErrorBody {
   error: HTTPErrorDetail;
@@ -210,6 +218,9 @@ export interface ItemAssessment {
   fallback: boolean;
   raw_text: string;
   evidence: Evidence[];
+  prompt: string;
+  pairs: PromptPair[];
+  grounding: Grounding | null;
 }
 
 export interface ModelInfo {
@@ -246,6 +257,14 @@ export interface PongEvent {
   type: "pong";
   /** the ping's id */
   ref: string | null;
+}
+
+/** A question/answer pair as shown in an item prompt (an answer may be some of its sentences). */
+export interface PromptPair {
+  question: string | null;
+  answer: string;
+  start_s: number;
+  end_s: number;
 }
 
 export type Role = "publisher" | "clinician";

@@ -17,6 +17,7 @@ from stream_server.live.events import SessionEvents
 from stream_server.live.media import MediaIngest
 from stream_server.live.tasks import TaskSet
 from stream_server.protocol import Answer, Offer, protocol_error, to_rtc
+from stream_server.sdp_check import check_offer_sdp
 from stream_server.services import Services
 
 log = logging.getLogger("stream_server.session")
@@ -66,6 +67,7 @@ class PublisherConnection:
 
     async def accept(self, offer: Offer) -> Answer:
         """Answer ``offer``; the whole negotiation happens before the new peer replaces the current one."""
+        check_offer_sdp(offer.sdp)  # bad_sdp naming the rule, before aiortc parses it
         ice = to_rtc(ice_servers_for(self.svc.settings, self.session_id))  # configured STUN/TURN, fresh
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         kinds: list[str] = []

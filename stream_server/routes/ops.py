@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from stream_server.server import ServerDep
@@ -35,6 +35,11 @@ async def metrics(srv: ServerDep) -> PlainTextResponse:
 @router.get("/")
 async def root() -> Response:
     return RedirectResponse("/panel/")
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    return FileResponse(PANEL_DIR / "common" / "favicon.svg", media_type="image/svg+xml")
 
 
 def mount_pages(app: FastAPI) -> None:

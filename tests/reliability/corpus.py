@@ -17,7 +17,7 @@ WS_ERROR_CODES = frozenset({"bad_json", "unknown_type", "invalid_message", "too_
 
 @dataclass(frozen=True)
 class Case:
-    family: str  # bad_json | wrong_type | unknown_event | huge | constraint
+    family: str  # bad_json | wrong_type | unknown_event | huge | constraint | deep
     raw: str | bytes
 
 
@@ -115,6 +115,18 @@ def ws_corpus(seed: int = 8) -> list[Case]:
     ):
         for k in range(4):
             cases.append(Case("constraint", json.dumps({"type": "caption", **caption, "id": f"k{k}", **bad})))
+    # 6. (issue 21) captions the schema alone let through, and JSON nested past the 64-level limit
+    for bad in (
+        {"start_s": 1e308, "end_s": 1e308},
+        {"end_s": 90_000.0},
+        {"text": "   "},
+        {"text": "\u0000"},
+        {"text": "a\u001bb"},
+    ):
+        cases.append(Case("constraint", json.dumps({"type": "caption", **caption, "id": "c21", **bad})))
+    for depth in (65, 100, 500, 984, 985, 986, 1000, 2000, 5000, 10_000, 20_000):
+        nested = "[" * depth + "]" * depth
+        cases.append(Case("deep", '{"type": "caption", "id": "d", "text": ' + nested + "}"))
     return cases
 
 
@@ -156,4 +168,18 @@ def sdp_corpus(valid: str, seed: int = 8) -> list[str]:
         else:
             mutated = ["v=0", *["".join(chr(rng.randrange(32, 127)) for _ in range(40)) for _ in range(8)]]
         out.append("\r\n".join(mutated) + "\r\n")
+    # (issue 21) offers aiortc answered: each breaks one rule of stream_server/sdp_check.py. Appended
+    # last so the indices above (FORMER_OFFER_500 in test_fuzz.py) stay put.
+    for old, new in (
+        ("v=0", "v=1"),
+        ("a=ice-ufrag:", "a=ice-ufrag:a\r\na=x-old-ufrag:"),
+        ("a=ice-pwd:", "a=ice-pwd:abcd\r\na=x-old-pwd:"),
+        ("a=fingerprint:sha-", "a=fingerprint:sha-9"),  # sha-9256 etc.: unknown hashes
+        ("m=audio ", "m=audio 70000"),
+        ("m=video ", "m=video 99999"),
+        (" typ host", " typ host rport 65536"),
+        ("a=candidate:", "a=candidate:x 1 udp 1 1.2.3.4 99999 typ host\r\na=x-old:"),
+    ):
+        out.append(valid.replace(old, new))
+    out.append("\r\n".join(ln for ln in lines[1:] if not ln.startswith("a=fingerprint")) + "\r\n")
     return out
