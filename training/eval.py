@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from mllmdr_core.assess import Assessor
+from mllmdr_core.intervals import CONFIDENCE, N_RESAMPLES, bootstrap_intervals
 from mllmdr_core.model.lqformer import LQFormer
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS, ITEM_MAX
@@ -40,9 +41,10 @@ from mllmdr_core.prompt import parse_output
 from mllmdr_core.snapshot import SessionSnapshot
 from training.dataset import SessionLabels
 from training.features import load_features
-from training.metrics import is_grounded, screening_report
+from training.metrics import binary_scores, is_grounded, regression_scores, screening_report
 
 ABLATIONS = ("all", "text", "av", "no_lqformer")
+INTERVAL_METRICS = ("precision", "recall", "f1", "mae", "rmse", "ccc")
 TARGETS = {"f1_all": 0.90, "mae_all": 2.0, "masked_f1_gain": 0.3}
 
 
@@ -127,6 +129,34 @@ def predict_session(
     return pred
 
 
+def _resampled_metrics(true_items: np.ndarray, pred_items: np.ndarray) -> dict[str, float]:
+    """The interval metrics of one resample: ``true_items``/``pred_items`` (n, 8) item scores."""
+    t, p = true_items.sum(1), pred_items.sum(1)  # (n,) totals
+    scores = {**binary_scores(t.tolist(), p.tolist()), **regression_scores(t.tolist(), p.tolist())}
+    out = {k: float(scores[k]) for k in INTERVAL_METRICS}
+    out.update(
+        {
+            f"item_mae.{k}": float(v)
+            for k, v in zip(ITEM_KEYS, np.abs(pred_items - true_items).mean(0), strict=True)
+        }
+    )
+    return out
+
+
+def metric_intervals(
+    true_items: Sequence[dict[str, int]], pred_items: Sequence[dict[str, float]], seed: int = 0
+) -> dict[str, Any]:
+    """Session-level bootstrap intervals (``N_RESAMPLES``, ``CONFIDENCE`` percentile) of P, R, F1, MAE,
+    RMSE and CCC of the totals, and of each item's MAE."""
+    t = np.array([[float(s[k]) for k in ITEM_KEYS] for s in true_items]).reshape(-1, len(ITEM_KEYS))
+    p = np.array([[float(s[k]) for k in ITEM_KEYS] for s in pred_items]).reshape(-1, len(ITEM_KEYS))
+    ci = bootstrap_intervals(_resampled_metrics, t, p, seed=seed)
+    out: dict[str, Any] = {k: list(ci[k]) for k in INTERVAL_METRICS if k in ci}
+    out["item_mae"] = {k: list(ci[f"item_mae.{k}"]) for k in ITEM_KEYS if f"item_mae.{k}" in ci}
+    out.update(resamples=N_RESAMPLES, confidence=CONFIDENCE, seed=seed, unit="session")
+    return out
+
+
 def _metrics(
     sessions: Sequence[SessionLabels], preds: Sequence[SessionPrediction], indicator_names: Sequence[str]
 ) -> dict[str, Any]:
@@ -134,6 +164,7 @@ def _metrics(
     pred_items = [{k: float(p.items[k].score) for k in ITEM_KEYS} for p in preds]
     maa_items = [{k: float(min(3.0, max(0.0, p.items[k].maa))) for k in ITEM_KEYS} for p in preds]
     report = screening_report(true_items, pred_items)
+    report["intervals"] = metric_intervals(true_items, pred_items)
     report["maa"] = {k: v for k, v in screening_report(true_items, maa_items).items() if k != "item_mae"}
     rationales = [(s, p.items[k].rationale) for s, p in zip(sessions, preds, strict=True) for k in ITEM_KEYS]
     grounded = [
@@ -235,10 +266,18 @@ def plot_confusion(true_totals: Sequence[int], pred_totals: Sequence[int], out_p
     return out_png
 
 
+def with_interval(value: float, interval: Sequence[float] | None) -> str:
+    """``0.82 [0.71, 0.90]`` (the value alone without an interval)."""
+    if not interval:
+        return f"{value:.2f}"
+    return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def _row(name: str, m: dict[str, Any]) -> str:
+    ci = m.get("intervals", {})
+    cells = " | ".join(with_interval(m[k], ci.get(k)) for k in INTERVAL_METRICS)
     return (
-        f"| {name} | {m['n']} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['mae']:.2f} "
-        f"| {m['rmse']:.2f} | {m['ccc']:.2f} | {m['maa']['mae']:.2f} | {m['grounded_share']:.2f} "
+        f"| {name} | {m['n']} | {cells} | {m['maa']['mae']:.2f} | {m['grounded_share']:.2f} "
         f"| {m['fallback_share']:.2f} |"
     )
 
@@ -271,13 +310,20 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
                 "",
             ]
     if "all" in results["ablations"]:
-        im = results["ablations"]["all"]["all"]["item_mae"]
+        overall = results["ablations"]["all"]["all"]
+        im, im_ci = overall["item_mae"], overall.get("intervals", {}).get("item_mae", {})
         lines += [
             "## Per-item MAE (all modalities)",
             "",
-            "| " + " | ".join(im) + " |",
-            "|" + "---|" * len(im),
-            "| " + " | ".join(f"{v:.2f}" for v in im.values()) + " |",
+            "| item | MAE |",
+            "|---|---|",
+            *(f"| {k} | {with_interval(v, im_ci.get(k))} |" for k, v in im.items()),
+            "",
+        ]
+    if any("intervals" in e.get("all", {}) for e in results["ablations"].values()):
+        lines += [
+            f"Intervals: {int(CONFIDENCE * 100)} % percentile bootstrap over sessions ({N_RESAMPLES} "
+            "resamples, seed 0).",
             "",
         ]
     lines += ["## Targets", "", "| target | value | required | met |", "|---|---|---|---|"]

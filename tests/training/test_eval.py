@@ -134,9 +134,23 @@ def test_evaluate_runs_every_ablation_and_writes_report(tiny_model: MLlmDR, tmp_
         assert 0.0 <= entry["all"]["f1"] <= 1.0 and entry["all"]["mae"] >= 0.0
         assert entry["totals"]["true"] == [0, 16, 0, 16]
     assert set(check_targets(results)) == {"f1_all", "mae_all", "masked_f1_gain"}
+    for subset in ("all", "masked"):  # bootstrap intervals bracket every point value
+        m = results["ablations"]["all"][subset]
+        ci = m["intervals"]
+        assert ci["resamples"] == 1000 and ci["confidence"] == 0.95 and ci["unit"] == "session"
+        for key in ("precision", "recall", "f1", "mae", "rmse", "ccc"):
+            assert ci[key][0] <= m[key] + 1e-9 and m[key] <= ci[key][1] + 1e-9, key
+        assert set(ci["item_mae"]) == set(ITEM_KEYS)
+        assert all(lo <= m["item_mae"][k] + 1e-9 <= hi + 2e-9 for k, (lo, hi) in ci["item_mae"].items())
     paths = write_report(results, tmp_path / "eval", header="# test")
     assert json.loads(paths["json"].read_text())["n_sessions"] == 4
-    assert "Masked subset" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "Masked subset" in md and "95 % percentile bootstrap over sessions (1000 resamples" in md
+    mae, (lo, hi) = (
+        results["ablations"]["all"]["all"]["mae"],
+        results["ablations"]["all"]["all"]["intervals"]["mae"],
+    )
+    assert f"{mae:.2f} [{lo:.2f}, {hi:.2f}]" in md
     assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
