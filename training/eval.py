@@ -7,6 +7,7 @@ one, else the rounded MAA score (the assessor's fallback). Ablations are inferen
 model with inputs removed, not retrained):
 
 - ``all``: transcript + audio + video;  ``text``: transcript only (no soft tokens);
+- ``text_audio``: transcript + audio (no video);  ``text_video``: transcript + video (no audio);
 - ``av``: audio + video only (no interview answers);
 - ``no_lqformer``: all inputs, but each LQ-former's query decoder is bypassed — the mean of the valid
   frames goes straight through its projection (repeated for the 32 slots).
@@ -43,7 +44,8 @@ from training.dataset import SessionLabels
 from training.features import load_features
 from training.metrics import binary_scores, is_grounded, regression_scores, screening_report
 
-ABLATIONS = ("all", "text", "av", "no_lqformer")
+ABLATIONS = ("all", "text", "av", "no_lqformer")  # the default set
+KNOWN_ABLATIONS = (*ABLATIONS, "text_audio", "text_video")
 INTERVAL_METRICS = ("precision", "recall", "f1", "mae", "rmse", "ccc")
 TARGETS = {"f1_all": 0.90, "mae_all": 2.0, "masked_f1_gain": 0.3}
 
@@ -101,13 +103,18 @@ def bypass_lqformers(model: MLlmDR) -> Iterator[None]:
 
 def ablated_snapshot(session: SessionLabels, features_path: Path, ablation: str) -> SessionSnapshot:
     """The session as the assessor sees it under ``ablation``: ``text`` drops the audio/video features,
-    ``av`` the interview text; the window spans the features and the transcript."""
+    ``text_audio`` the video, ``text_video`` the audio, ``av`` the interview text; the window spans the
+    features and the transcript."""
+    if ablation not in KNOWN_ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r} (known: {', '.join(KNOWN_ABLATIONS)})")
     transcript = () if ablation == "av" else session.transcript
     audio = visual = None
     duration = 0.0
     if ablation != "text":
         feats = load_features(features_path)
         audio, visual, duration = feats.audio, feats.visual, feats.duration_s
+        audio = None if ablation == "text_video" else audio
+        visual = None if ablation == "text_audio" else visual
     end = max([duration, *(ln.end_s for ln in session.transcript)])
     return SessionSnapshot.of(audio=audio, visual=visual, transcript=transcript, window=(0.0, end))
 

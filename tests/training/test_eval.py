@@ -182,3 +182,11 @@ def test_ablated_snapshot_drops_the_ablated_inputs(tmp_path: Path) -> None:
     assert text.window == (0.0, 5.0)  # the transcript's end: no features were read
     av = ablated_snapshot(session, path, "av")
     assert av.transcript == () and np.array_equal(av.audio, audio)
+    ta, tv = ablated_snapshot(session, path, "text_audio"), ablated_snapshot(session, path, "text_video")
+    assert np.array_equal(ta.audio, audio) and ta.visual.shape[0] == 0 and ta.transcript == session.transcript
+    assert (
+        tv.audio.shape[0] == 0 and np.array_equal(tv.visual, visual) and tv.transcript == session.transcript
+    )
+    assert ta.window == tv.window == (0.0, 9.0)
+    with pytest.raises(ValueError, match="unknown ablation 'video'"):
+        ablated_snapshot(session, path, "video")
