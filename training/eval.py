@@ -194,6 +194,7 @@ def evaluate(
     """Metrics per ablation on all sessions and on the masked subset; predictions kept for plots."""
     results: dict[str, Any] = {"n_sessions": len(sessions), "ablations": {}}
     masked = [i for i, s in enumerate(sessions) if "masked" in s.tags]
+    results["masked_index"] = masked  # rows of the masked sessions in every ablation's totals
     for ablation in ablations:
         t0 = time.monotonic()
         preds = [
@@ -238,7 +239,22 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
             "target": TARGETS["masked_f1_gain"],
             "met": gain >= TARGETS["masked_f1_gain"],
         }
+        rows = results.get("masked_index", [])
+        if rows:  # paired: the same resampled masked sessions for both ablations
+            true, full, text = (
+                np.asarray(abl[a]["totals"][k])[rows]
+                for a, k in (("all", "true"), ("all", "pred"), ("text", "pred"))
+            )
+            ci = bootstrap_intervals(_f1_gain, true, full, text)
+            out["masked_f1_gain"]["interval"] = list(ci["gain"])
     return out
+
+
+def _f1_gain(true: np.ndarray, full: np.ndarray, text: np.ndarray) -> dict[str, float]:
+    return {
+        "gain": binary_scores(true.tolist(), full.tolist())["f1"]
+        - binary_scores(true.tolist(), text.tolist())["f1"]
+    }
 
 
 def plot_confusion(true_totals: Sequence[int], pred_totals: Sequence[int], out_png: Path, title: str) -> Path:
@@ -302,6 +318,14 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
             f"{ledger['evaluations']} time(s){forced}; model choices read the dev split only.",
             "",
         ]
+    held = results.get("content_held_out")
+    if held:
+        lines += [
+            f"Content held out: {held['held_out']}; share of the evaluated answers' word 5-grams also in "
+            f"train/dev answers: {held['shared_5gram_share']:.3f}; verbatim answers: "
+            f"{held['verbatim_answers']} of {held['test_answers']}.",
+            "",
+        ]
     cols = (
         "| ablation | n | P | R | F1 | MAE | RMSE | CCC | MAA-only MAE | grounded | fallback |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -335,7 +359,8 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
         ]
     lines += ["## Targets", "", "| target | value | required | met |", "|---|---|---|---|"]
     for name, t in results.get("targets", {}).items():
-        lines.append(f"| {name} | {t['value']:.3f} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+        value = with_interval(t["value"], t.get("interval"))
+        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -42,7 +42,7 @@ def test_overlap_measure_counts_5grams_and_verbatim_answers() -> None:
     train = ["I sleep really well, about eight hours a night.", "Fine."]
     test = ["i sleep really well about eight", "Fine!", "Nothing in common with anything here."]
     out = content_overlap(train, test, held_out=False)
-    # test 5-grams: 2 from the first answer (both shared) + 2 from the third (none shared); only "Fine!" is verbatim
+    # test 5-grams: 2 from the first answer (both shared) + 2 from the third (none); "Fine!" is verbatim
     assert out == {
         "held_out": False,
         "shared_5gram_share": 0.5,
@@ -52,8 +52,11 @@ def test_overlap_measure_counts_5grams_and_verbatim_answers() -> None:
     }
     plans = [plan_session(0, i, held_out=i >= 60, closing_question=True) for i in range(80)]
     texts = [[t.text for t in p.turns if t.speaker == "patient"] for p in plans]
-    held = content_overlap(sum(texts[:60], []), sum(texts[60:], []), held_out=True)
-    mixed = content_overlap(sum(texts[:60], []), sum(texts[40:60], []), held_out=False)
+    train, test, seen = (
+        [t for group in part for t in group] for part in (texts[:60], texts[60:], texts[40:60])
+    )
+    held = content_overlap(train, test, held_out=True)
+    mixed = content_overlap(train, seen, held_out=False)
     assert held["shared_5gram_share"] == 0.0 and held["verbatim_answers"] == 0
     assert mixed["shared_5gram_share"] > 0.5 and mixed["verbatim_answers"] > 20  # same bank: recall
 
