@@ -22,6 +22,7 @@ ABLATION_LABELS = {  # what each eval ablation feeds the trained model (inferenc
     "av": "audio + video, no text",
     "no_lqformer": "all inputs, LQ-former query decoders bypassed",
 }
+_HEAD = {"precision": "P", "recall": "R", "f1": "F1", "mae": "MAE", "rmse": "RMSE", "ccc": "CCC"}
 _KEEP = ("n", *INTERVAL_METRICS, "accuracy", "item_mae", "grounded_share", "fallback_share", "intervals")
 
 
@@ -73,9 +74,7 @@ def write_bundle_report(bundle_dir: Path, bundle_id: str, results: Mapping[str, 
 
 def _table(report: Mapping[str, Any]) -> list[str]:
     rows = [
-        "| inputs | n | "
-        + " | ".join(k.upper() if len(k) < 4 else k for k in INTERVAL_METRICS)
-        + " | grounded |",
+        "| inputs | n | " + " | ".join(_HEAD[k] for k in INTERVAL_METRICS) + " | grounded |",
         "|---" * (len(INTERVAL_METRICS) + 3) + "|",
     ]
     for e in report["ablations"].values():
@@ -145,8 +144,9 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
     if corpus:
         cfg = corpus.get("config", {})
         lines.append(
-            f"- generated with seed {cfg.get('seed')}: {corpus.get('modes', {})} "
-            f"(words_neutral = masked: signal only in voice and face)"
+            f"- generated with seed {cfg.get('seed')}; modes over all splits: "
+            + ", ".join(f"{k} {v}" for k, v in corpus.get("modes", {}).items())
+            + " (words_neutral = masked: signal only in voice and face)"
         )
     lines.append("")
     for split in ("test", "dev"):
@@ -177,6 +177,12 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
             *_table(rep),
             "",
         ]
+        for name, t in rep.get("targets", {}).items():
+            value = with_interval(t["value"], t.get("interval"))
+            lines.append(
+                f"- target {name}: {value} (required {t['target']}: {'met' if t['met'] else 'NOT met'})"
+            )
+        lines.append("")
     lines += [
         "## Limitations",
         "",
