@@ -33,9 +33,10 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from mllmdr_core.features.indicators import INDICATOR_INFO
 from mllmdr_core.features.interview import pair_transcript, pairs_for_item
 from mllmdr_core.frames import QAPair, TranscriptLine
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
@@ -99,6 +100,26 @@ class ItemPrompt:
     pairs: tuple[QAPair, ...]
 
 
+def indicator_line(indicators: Mapping[str, float]) -> str | None:
+    """``Indicators: speech_ratio 0.62, pause_count 4, …``: the live indicators present, in
+    ``INDICATOR_INFO`` order, two decimals (counts as integers); ``None`` when none is finite."""
+    parts = []
+    for name, info in INDICATOR_INFO.items():
+        value = indicators.get(name)
+        if value is None or not math.isfinite(float(value)):
+            continue
+        parts.append(f"{name} {float(value):.0f}" if info.unit == "count" else f"{name} {float(value):.2f}")
+    return "Indicators: " + ", ".join(parts) if parts else None
+
+
+def with_indicator_line(prompt: str, line: str | None) -> str:
+    """``prompt`` with ``line`` inserted before the reply instruction (unchanged for ``None``)."""
+    if line is None:
+        return prompt
+    head, sep, tail = prompt.rpartition(REPLY_LINE)
+    return f"{head}{line}\n{sep}{tail}" if sep else f"{prompt}\n{line}"
+
+
 def item_prompts(
     transcript: Sequence[TranscriptLine],
     *,
@@ -107,18 +128,22 @@ def item_prompts(
     max_pairs: int = DEFAULT_MAX_PAIRS,
     script: Sequence[str] | None = None,
     fits: Callable[[str], bool] | None = None,
+    indicators: Mapping[str, float] | None = None,
 ) -> dict[str, ItemPrompt]:
     """The 8 item prompts for a transcript: the one builder for training, evaluation, replay and live.
 
     The transcript is paired (``interview.pair_transcript``, aligned to ``script`` when given); per item
     the most relevant pairs (``pairs_for_item``) are shown; with ``fits`` (e.g. a token budget), the least
-    relevant pairs are left out until the prompt fits (whole pairs only)."""
+    relevant pairs are left out until the prompt fits (whole pairs only). With ``indicators`` (the
+    bundle option ``assess.indicators_in_prompt``) every prompt carries their :func:`indicator_line`."""
+    line = indicator_line(indicators) if indicators is not None else None
     pairs = pair_transcript(list(transcript), script)
     out: dict[str, ItemPrompt] = {}
     for key in ITEM_KEYS:
         chosen = pairs_for_item(pairs, key, max_pairs)
         for n in range(len(chosen), -1, -1):
             text = build_item_prompt(key, chosen[:n], has_audio=has_audio, has_video=has_video, max_pairs=n)
+            text = with_indicator_line(text, line)
             if n == 0 or fits is None or fits(text):
                 out[key] = ItemPrompt(text, tuple(chosen[:n]))
                 break

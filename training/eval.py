@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from mllmdr_core.assess import Assessor
+from mllmdr_core.features.indicators import INDICATOR_INFO
 from mllmdr_core.intervals import CONFIDENCE, N_RESAMPLES, bootstrap_intervals
 from mllmdr_core.model.lqformer import LQFormer
 from mllmdr_core.model.mllm import MLlmDR
@@ -46,6 +47,10 @@ from training.metrics import binary_scores, is_grounded, regression_scores, scre
 
 ABLATIONS = ("all", "text", "av", "no_lqformer")  # the default set
 KNOWN_ABLATIONS = (*ABLATIONS, "text_audio", "text_video")
+# indicators computed from the face (the rest come from the audio; t_s/window_s describe the window)
+VIDEO_INDICATORS = frozenset(
+    {"expressivity", "smile_ratio", "gaze_down_ratio", "head_motion", "blink_rate_per_min"}
+)
 INTERVAL_METRICS = ("precision", "recall", "f1", "mae", "rmse", "ccc")
 TARGETS = {"f1_all": 0.90, "mae_all": 2.0, "masked_f1_gain": 0.3}
 
@@ -102,21 +107,27 @@ def bypass_lqformers(model: MLlmDR) -> Iterator[None]:
 
 
 def ablated_snapshot(session: SessionLabels, features_path: Path, ablation: str) -> SessionSnapshot:
-    """The session as the assessor sees it under ``ablation``: ``text`` drops the audio/video features,
-    ``text_audio`` the video, ``text_video`` the audio, ``av`` the interview text; the window spans the
-    features and the transcript."""
+    """The session as the assessor sees it under ``ablation``: ``text`` drops the audio/video features
+    and the indicators, ``text_audio`` the video (and the face indicators), ``text_video`` the audio (and
+    the voice indicators), ``av`` the interview text; the window spans the features and the transcript."""
     if ablation not in KNOWN_ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r} (known: {', '.join(KNOWN_ABLATIONS)})")
     transcript = () if ablation == "av" else session.transcript
     audio = visual = None
     duration = 0.0
+    indicators: dict[str, float] = {}
     if ablation != "text":
         feats = load_features(features_path)
         audio, visual, duration = feats.audio, feats.visual, feats.duration_s
         audio = None if ablation == "text_video" else audio
         visual = None if ablation == "text_audio" else visual
+        audio_names = set(INDICATOR_INFO) - VIDEO_INDICATORS
+        drop = {"text_audio": VIDEO_INDICATORS, "text_video": audio_names}.get(ablation, frozenset())
+        indicators = {k: v for k, v in feats.indicators.items() if k not in drop}
     end = max([duration, *(ln.end_s for ln in session.transcript)])
-    return SessionSnapshot.of(audio=audio, visual=visual, transcript=transcript, window=(0.0, end))
+    return SessionSnapshot.of(
+        audio=audio, visual=visual, transcript=transcript, indicators=indicators, window=(0.0, end)
+    )
 
 
 @torch.no_grad()

@@ -45,6 +45,7 @@ def split_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "rescored": bool(ledger.get("forced", False)),
         "fingerprint": ledger.get("fingerprint"),
         "content_held_out": results.get("content_held_out"),
+        "indicators_in_prompt": meta.get("indicators_in_prompt"),  # the bundle option scored here
         "metrics": _compact(main["all"]),
         "masked": {"n": masked_n, **({k: _compact(e["masked"]) for k, e in abl.items() if "masked" in e})},
         "ablations": {
@@ -171,6 +172,7 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
                 f"verbatim answers {held.get('verbatim_answers', 0)}."
             )
         lines += [
+            f"Indicators in the prompt: {'on' if rep.get('indicators_in_prompt') else 'off'}. "
             f"Grounding share (all inputs): {rep['grounding']:.2f}. Totals are PHQ-8 sums; "
             "P/R/F1 of total ≥ 10. Intervals: 95 % session-level percentile bootstrap (1000 resamples).",
             "",

@@ -458,6 +458,7 @@ def evaluate_bundle(
         "split": cfg.eval.split,
         "n_sessions": len(sessions),
         "masked_sessions": sum("masked" in s.tags for s in sessions),
+        "indicators_in_prompt": loaded.config.assess.indicators_in_prompt,
         "eval_seconds": round(time.monotonic() - t0, 1),
         "config": cfg.name,
     }

@@ -248,3 +248,17 @@ def test_prompts_are_trimmed_to_max_prompt_tokens(
     sleep = [e for e in trimmed.items[2].evidence if e.kind == "transcript"]
     assert 0 < len(sleep) < len(sleep_full)
     assert {e.text for e in sleep} <= {e.text for e in sleep_full}  # the most relevant pairs are kept
+
+
+def test_indicators_in_prompt_is_a_bundle_option(bundle: LoadedBundle) -> None:
+    import copy
+    import dataclasses
+
+    lines = [_line(0.0, "clinician", "How have you been sleeping?"), _line(1.0, "patient", "Badly.")]
+    snapshot = SessionSnapshot.of(transcript=lines, indicators={"speech_ratio": 0.25, "pause_count": 3.0})
+    assert not bundle.config.assess.indicators_in_prompt  # default: the paper's prompt
+    assert all("Indicators:" not in p.text for p in Assessor(bundle).prompts(snapshot).values())
+    config = copy.deepcopy(bundle.config)
+    config.assess.indicators_in_prompt = True
+    prompts = Assessor(dataclasses.replace(bundle, config=config)).prompts(snapshot)
+    assert all("\nIndicators: speech_ratio 0.25, pause_count 3\n" in p.text for p in prompts.values())

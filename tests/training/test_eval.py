@@ -18,7 +18,7 @@ from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
 from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.testing import tiny_config
-from training.dataset import SessionLabels
+from training.dataset import SessionLabels, build_examples
 from training.eval import (
     ablated_snapshot,
     bypass_lqformers,
@@ -190,3 +190,30 @@ def test_ablated_snapshot_drops_the_ablated_inputs(tmp_path: Path) -> None:
     assert ta.window == tv.window == (0.0, 9.0)
     with pytest.raises(ValueError, match="unknown ablation 'video'"):
         ablated_snapshot(session, path, "video")
+
+
+def test_indicators_follow_the_ablated_modalities_and_the_prompt_option(tmp_path: Path) -> None:
+    session = _session(1, masked=False)
+    path = tmp_path / "s1.npz"
+    ind = {"speech_ratio": 0.5, "smile_ratio": 0.25, "t_s": 9.0}
+    feats = SessionFeatures(
+        np.ones((7, AUDIO_DIM), np.float32), np.ones((5, VISUAL_DIM), np.float32), ind, "a", "v", 9.0
+    )
+    save_features(path, feats)
+    seen = {
+        a: dict(ablated_snapshot(session, path, a).indicators)
+        for a in ("all", "text", "text_audio", "text_video")
+    }
+    assert seen == {
+        "all": ind,
+        "text": {},
+        "text_audio": {"speech_ratio": 0.5, "t_s": 9.0},  # the face indicators go with the video
+        "text_video": {"smile_ratio": 0.25, "t_s": 9.0},
+    }
+    cfg = tiny_config()
+    for on in (False, True):  # training prompts carry the line only with the option, never in "text"
+        cfg.assess.indicators_in_prompt = on
+        for modality in ("all", "text"):
+            examples = build_examples([session], tmp_path, cfg, modality=modality)
+            with_line = ["Indicators: speech_ratio 0.50, smile_ratio 0.25\n" in ex.prompt for ex in examples]
+            assert with_line == [on and modality == "all"] * len(ITEM_KEYS)

@@ -72,7 +72,7 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     assert test["content_held_out"] == held and test["masked"]["n"] == report["meta"]["masked_sessions"]
     assert test["metrics"]["f1"] == all_all["f1"] and test["metrics"]["intervals"] == all_all["intervals"]
     assert list(test["ablations"]) == list(cfg.eval.ablations)
-    assert test["ablations"]["text"]["inputs"] == "text only"
+    assert test["ablations"]["text"]["inputs"] == "text only" and test["indicators_in_prompt"] is False
     card = (bundle_dir / "README.md").read_text()
     assert card.startswith("---\nlicense: apache-2.0\n") and "\nnon_clinical: true\n" in card
     for heading in (
