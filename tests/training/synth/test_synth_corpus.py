@@ -132,4 +132,5 @@ def test_cli_writes_a_corpus_without_video(tmp_path: Path, capsys: pytest.Captur
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["sessions"] == 1 and summary["config"]["video"] is False
+    assert summary["config"]["held_out_test"] is True and summary["config"]["test_sessions"] == 0
     assert not list((tmp_path / "c").rglob("*.mp4")) and len(list((tmp_path / "c").rglob("*_AUDIO.wav"))) == 1
