@@ -177,6 +177,7 @@ class Assessor:
             max_pairs=self.max_pairs,
             script=self.interview_script,
             fits=lambda text: self.fits(text, slots),
+            indicators=snapshot.indicators if self.bundle.config.assess.indicators_in_prompt else None,
         )
 
     def assess(

@@ -17,6 +17,10 @@ canonical manifest without ``bundle_id``/``created_at``: the same contents give 
 the ``non_clinical`` flag, metrics, and the sha256 of every other file. :func:`load_bundle` refuses a
 bundle with a missing, altered or unlisted file (``BundleError`` naming it) or a feature spec our
 extractors cannot produce (``FeatureSpecError``).
+
+The bundle's documents, ``README.md`` (model card) and ``report.json`` (its evaluation), describe the
+hashed contents and are written after the bundle is scored, so they stay outside the hash: they may be
+absent or rewritten without changing ``bundle_id``; ``report.json`` names the ``bundle_id`` it scored.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from mllmdr_core.model.mllm import MLlmDR
 FORMAT = "mllmdr-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
+DOC_FILES = ("README.md", "report.json")  # written after scoring: not hashed (see above)
 HEADS = "heads.safetensors"
 HEAD_PREFIXES = ("audio_lqformer.", "visual_lqformer.", "maa.")
 _PACKAGES = ("torch", "transformers", "peft", "tokenizers", "safetensors", "mllmdr-live")
@@ -250,7 +255,7 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
             raise BundleError(f"{file}: sha256 mismatch (file altered or corrupt)")
     for file in root.rglob("*"):
         rel = file.relative_to(root).as_posix()
-        if file.is_file() and rel != MANIFEST and rel not in files:
+        if file.is_file() and rel != MANIFEST and rel not in files and rel not in DOC_FILES:
             raise BundleError(f"{file}: file not listed in {MANIFEST}")
     if _bundle_id(manifest) != manifest.get("bundle_id"):
         raise BundleError(f"{root / MANIFEST}: bundle_id does not match the manifest contents (edited?)")

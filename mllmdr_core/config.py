@@ -114,6 +114,9 @@ class AssessConfig:
     binary_cutoff: int = 10
     max_qa_pairs_per_item: int = 6
     loss_alpha_schedule: str = "epoch/num_epochs"  # a = epoch / num_epochs (authors)
+    # one text line of the session's live indicators in every item prompt (prompt.indicator_line), so a
+    # rationale may cite them; False = the paper's prompt
+    indicators_in_prompt: bool = False
 
 
 @dataclass

@@ -43,6 +43,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from mllmdr_core.features.indicators import INDICATOR_INFO
 from mllmdr_core.features.interview import item_scores, pair_transcript, pairs_for_item
 from mllmdr_core.frames import QAPair, TranscriptLine
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
@@ -142,6 +143,7 @@ def _fit_item(
     has_audio: bool,
     has_video: bool,
     fits: Callable[[str], bool] | None,
+    indicator: str | None = None,
 ) -> ItemPrompt:
     order = {id(pair): n for n, pair in enumerate(sorted(ranked, key=lambda p: p.start_s))}
     kept: list[QAPair] = []  # whole pairs, in rank order
@@ -161,7 +163,8 @@ def _fit_item(
             kept.append(extra)
         if piece is not None:
             parts.setdefault(piece[0], []).append(piece[1:])
-        ok = fits is None or fits(_render(key, shown(), has_audio=has_audio, has_video=has_video))
+        text = with_indicator_line(_render(key, shown(), has_audio=has_audio, has_video=has_video), indicator)
+        ok = fits is None or fits(text)
         if not ok:  # undo
             if extra is not None:
                 kept.pop()
@@ -182,7 +185,28 @@ def _fit_item(
         for n, line in best:
             fit_with(piece=(id(pair), n, line))
     ranked_shown = [*kept, *(p for p in shown() if id(p) not in {id(k) for k in kept})]
-    return ItemPrompt(_render(key, shown(), has_audio=has_audio, has_video=has_video), tuple(ranked_shown))
+    text = with_indicator_line(_render(key, shown(), has_audio=has_audio, has_video=has_video), indicator)
+    return ItemPrompt(text, tuple(ranked_shown))
+
+
+def indicator_line(indicators: Mapping[str, float]) -> str | None:
+    """``Indicators: speech_ratio 0.62, pause_count 4, …``: the live indicators present, in
+    ``INDICATOR_INFO`` order, two decimals (counts as integers); ``None`` when none is finite."""
+    parts = []
+    for name, info in INDICATOR_INFO.items():
+        value = indicators.get(name)
+        if value is None or not math.isfinite(float(value)):
+            continue
+        parts.append(f"{name} {float(value):.0f}" if info.unit == "count" else f"{name} {float(value):.2f}")
+    return "Indicators: " + ", ".join(parts) if parts else None
+
+
+def with_indicator_line(prompt: str, line: str | None) -> str:
+    """``prompt`` with ``line`` inserted before the reply instruction (unchanged for ``None``)."""
+    if line is None:
+        return prompt
+    head, sep, tail = prompt.rpartition(REPLY_LINE)
+    return f"{head}{line}\n{sep}{tail}" if sep else f"{prompt}\n{line}"
 
 
 def item_prompts(
@@ -193,17 +217,26 @@ def item_prompts(
     max_pairs: int = DEFAULT_MAX_PAIRS,
     script: Sequence[str] | None = None,
     fits: Callable[[str], bool] | None = None,
+    indicators: Mapping[str, float] | None = None,
 ) -> dict[str, ItemPrompt]:
     """The 8 item prompts for a transcript: the one builder for training, evaluation, replay and live.
 
     The transcript is paired (``interview.pair_transcript``: interviewer questions, else patient turns,
     aligned to ``script`` when given); per item the most relevant pairs (``pairs_for_item``) are kept
     whole while the prompt fits ``fits`` (e.g. a token budget), a pair too long to fit is split into
-    sentences (module docstring). Nothing inside an answer is clipped."""
+    sentences (module docstring). Nothing inside an answer is clipped. With ``indicators`` (the bundle
+    option ``assess.indicators_in_prompt``) every prompt carries their :func:`indicator_line`, counted in
+    the budget."""
+    line = indicator_line(indicators) if indicators is not None else None
     pairs = pair_transcript(list(transcript), script)
     return {
         key: _fit_item(
-            key, pairs_for_item(pairs, key, max_pairs), has_audio=has_audio, has_video=has_video, fits=fits
+            key,
+            pairs_for_item(pairs, key, max_pairs),
+            has_audio=has_audio,
+            has_video=has_video,
+            fits=fits,
+            indicator=line,
         )
         for key in ITEM_KEYS
     }

@@ -42,11 +42,21 @@ class SessionLabels:
 
 
 def item_prompts(
-    transcript: Sequence[TranscriptLine], cfg: MllmdrConfig, *, has_audio: bool, has_video: bool
+    transcript: Sequence[TranscriptLine],
+    cfg: MllmdrConfig,
+    *,
+    has_audio: bool,
+    has_video: bool,
+    indicators: Mapping[str, float] | None = None,
 ) -> dict[str, str]:
-    """The 8 item prompts for a transcript: the core's ``prompt.item_prompts``, the assessor's builder."""
+    """The 8 item prompts for a transcript: the core's ``prompt.item_prompts``, the assessor's builder
+    (``indicators``: the session's, used when the bundle option ``assess.indicators_in_prompt`` is on)."""
     made = build_item_prompts(
-        transcript, has_audio=has_audio, has_video=has_video, max_pairs=cfg.assess.max_qa_pairs_per_item
+        transcript,
+        has_audio=has_audio,
+        has_video=has_video,
+        max_pairs=cfg.assess.max_qa_pairs_per_item,
+        indicators=indicators if cfg.assess.indicators_in_prompt else None,
     )
     return {key: p.text for key, p in made.items()}
 
@@ -103,7 +113,13 @@ def build_examples(
         if has_audio and cache is not None:
             feats = cache.get(features_dir / f"{s.session_id}.npz")
             has_audio, has_video = _nonempty(feats.audio) is not None, _nonempty(feats.visual) is not None
-        prompts = item_prompts(transcript, cfg, has_audio=has_audio, has_video=has_video)
+        indicators = None
+        if cfg.assess.indicators_in_prompt and modality != "text":  # the live indicators, as the assessor
+            path = features_dir / f"{s.session_id}.npz"
+            indicators = (cache.get(path) if cache is not None else load_features(path)).indicators
+        prompts = item_prompts(
+            transcript, cfg, has_audio=has_audio, has_video=has_video, indicators=indicators
+        )
         for key in ITEM_KEYS:
             score = int(s.item_scores[key])
             out.append(

@@ -7,6 +7,7 @@ one, else the rounded MAA score (the assessor's fallback). Ablations are inferen
 model with inputs removed, not retrained):
 
 - ``all``: transcript + audio + video;  ``text``: transcript only (no soft tokens);
+- ``text_audio``: transcript + audio (no video);  ``text_video``: transcript + video (no audio);
 - ``av``: audio + video only (no interview answers);
 - ``no_lqformer``: all inputs, but each LQ-former's query decoder is bypassed — the mean of the valid
   frames goes straight through its projection (repeated for the 32 slots).
@@ -33,8 +34,10 @@ import torch
 from tqdm import tqdm
 
 from mllmdr_core.assess import Assessor
+from mllmdr_core.features.indicators import INDICATOR_INFO
 from mllmdr_core.grounding import check as check_grounding
-from mllmdr_core.metrics import plot_confusion, screening_report
+from mllmdr_core.intervals import CONFIDENCE, N_RESAMPLES, bootstrap_intervals
+from mllmdr_core.metrics import binary_scores, plot_confusion, regression_scores, screening_report
 from mllmdr_core.model.lqformer import LQFormer
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.phq8 import ITEM_KEYS, ITEM_MAX
@@ -43,7 +46,13 @@ from mllmdr_core.snapshot import SessionSnapshot
 from training.dataset import SessionLabels
 from training.features import load_features
 
-ABLATIONS = ("all", "text", "av", "no_lqformer")
+ABLATIONS = ("all", "text", "av", "no_lqformer")  # the default set
+KNOWN_ABLATIONS = (*ABLATIONS, "text_audio", "text_video")
+# indicators computed from the face (the rest come from the audio; t_s/window_s describe the window)
+VIDEO_INDICATORS = frozenset(
+    {"expressivity", "smile_ratio", "gaze_down_ratio", "head_motion", "blink_rate_per_min"}
+)
+INTERVAL_METRICS = ("precision", "recall", "f1", "mae", "rmse", "ccc")
 TARGETS = {"f1_all": 0.90, "mae_all": 2.0, "masked_f1_gain": 0.3}
 
 
@@ -100,16 +109,27 @@ def bypass_lqformers(model: MLlmDR) -> Iterator[None]:
 
 
 def ablated_snapshot(session: SessionLabels, features_path: Path, ablation: str) -> SessionSnapshot:
-    """The session as the assessor sees it under ``ablation``: ``text`` drops the audio/video features,
-    ``av`` the interview text; the window spans the features and the transcript."""
+    """The session as the assessor sees it under ``ablation``: ``text`` drops the audio/video features
+    and the indicators, ``text_audio`` the video (and the face indicators), ``text_video`` the audio (and
+    the voice indicators), ``av`` the interview text; the window spans the features and the transcript."""
+    if ablation not in KNOWN_ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r} (known: {', '.join(KNOWN_ABLATIONS)})")
     transcript = () if ablation == "av" else session.transcript
     audio = visual = None
     duration = 0.0
+    indicators: dict[str, float] = {}
     if ablation != "text":
         feats = load_features(features_path)
         audio, visual, duration = feats.audio, feats.visual, feats.duration_s
+        audio = None if ablation == "text_video" else audio
+        visual = None if ablation == "text_audio" else visual
+        audio_names = set(INDICATOR_INFO) - VIDEO_INDICATORS
+        drop = {"text_audio": VIDEO_INDICATORS, "text_video": audio_names}.get(ablation, frozenset())
+        indicators = {k: v for k, v in feats.indicators.items() if k not in drop}
     end = max([duration, *(ln.end_s for ln in session.transcript)])
-    return SessionSnapshot.of(audio=audio, visual=visual, transcript=transcript, window=(0.0, end))
+    return SessionSnapshot.of(
+        audio=audio, visual=visual, transcript=transcript, indicators=indicators, window=(0.0, end)
+    )
 
 
 @torch.no_grad()
@@ -132,6 +152,34 @@ def predict_session(
     return pred
 
 
+def _resampled_metrics(true_items: np.ndarray, pred_items: np.ndarray) -> dict[str, float]:
+    """The interval metrics of one resample: ``true_items``/``pred_items`` (n, 8) item scores."""
+    t, p = true_items.sum(1), pred_items.sum(1)  # (n,) totals
+    scores = {**binary_scores(t.tolist(), p.tolist()), **regression_scores(t.tolist(), p.tolist())}
+    out = {k: float(scores[k]) for k in INTERVAL_METRICS}
+    out.update(
+        {
+            f"item_mae.{k}": float(v)
+            for k, v in zip(ITEM_KEYS, np.abs(pred_items - true_items).mean(0), strict=True)
+        }
+    )
+    return out
+
+
+def metric_intervals(
+    true_items: Sequence[dict[str, int]], pred_items: Sequence[dict[str, float]], seed: int = 0
+) -> dict[str, Any]:
+    """Session-level bootstrap intervals (``N_RESAMPLES``, ``CONFIDENCE`` percentile) of P, R, F1, MAE,
+    RMSE and CCC of the totals, and of each item's MAE."""
+    t = np.array([[float(s[k]) for k in ITEM_KEYS] for s in true_items]).reshape(-1, len(ITEM_KEYS))
+    p = np.array([[float(s[k]) for k in ITEM_KEYS] for s in pred_items]).reshape(-1, len(ITEM_KEYS))
+    ci = bootstrap_intervals(_resampled_metrics, t, p, seed=seed)
+    out: dict[str, Any] = {k: list(ci[k]) for k in INTERVAL_METRICS if k in ci}
+    out["item_mae"] = {k: list(ci[f"item_mae.{k}"]) for k in ITEM_KEYS if f"item_mae.{k}" in ci}
+    out.update(resamples=N_RESAMPLES, confidence=CONFIDENCE, seed=seed, unit="session")
+    return out
+
+
 def _metrics(
     sessions: Sequence[SessionLabels], preds: Sequence[SessionPrediction], indicator_names: Sequence[str]
 ) -> dict[str, Any]:
@@ -139,6 +187,7 @@ def _metrics(
     pred_items = [{k: float(p.items[k].score) for k in ITEM_KEYS} for p in preds]
     maa_items = [{k: float(min(3.0, max(0.0, p.items[k].maa))) for k in ITEM_KEYS} for p in preds]
     report = screening_report(true_items, pred_items)
+    report["intervals"] = metric_intervals(true_items, pred_items)
     report["maa"] = {k: v for k, v in screening_report(true_items, maa_items).items() if k != "item_mae"}
     # mean per-item grounding score of mllmdr_core.grounding (the check every assessment carries)
     grounded = [p.items[k].grounding for p in preds for k in ITEM_KEYS]
@@ -159,6 +208,7 @@ def evaluate(
     """Metrics per ablation on all sessions and on the masked subset; predictions kept for plots."""
     results: dict[str, Any] = {"n_sessions": len(sessions), "ablations": {}}
     masked = [i for i, s in enumerate(sessions) if "masked" in s.tags]
+    results["masked_index"] = masked  # rows of the masked sessions in every ablation's totals
     for ablation in ablations:
         t0 = time.monotonic()
         preds = [
@@ -203,13 +253,36 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
             "target": TARGETS["masked_f1_gain"],
             "met": gain >= TARGETS["masked_f1_gain"],
         }
+        rows = results.get("masked_index", [])
+        if rows:  # paired: the same resampled masked sessions for both ablations
+            true, full, text = (
+                np.asarray(abl[a]["totals"][k])[rows]
+                for a, k in (("all", "true"), ("all", "pred"), ("text", "pred"))
+            )
+            ci = bootstrap_intervals(_f1_gain, true, full, text)
+            out["masked_f1_gain"]["interval"] = list(ci["gain"])
     return out
 
 
+def _f1_gain(true: np.ndarray, full: np.ndarray, text: np.ndarray) -> dict[str, float]:
+    return {
+        "gain": binary_scores(true.tolist(), full.tolist())["f1"]
+        - binary_scores(true.tolist(), text.tolist())["f1"]
+    }
+
+
+def with_interval(value: float, interval: Sequence[float] | None) -> str:
+    """``0.82 [0.71, 0.90]`` (the value alone without an interval)."""
+    if not interval:
+        return f"{value:.2f}"
+    return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def _row(name: str, m: dict[str, Any]) -> str:
+    ci = m.get("intervals", {})
+    cells = " | ".join(with_interval(m[k], ci.get(k)) for k in INTERVAL_METRICS)
     return (
-        f"| {name} | {m['n']} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['mae']:.2f} "
-        f"| {m['rmse']:.2f} | {m['ccc']:.2f} | {m['maa']['mae']:.2f} | {m['grounded_share']:.2f} "
+        f"| {name} | {m['n']} | {cells} | {m['maa']['mae']:.2f} | {m['grounded_share']:.2f} "
         f"| {m['fallback_share']:.2f} |"
     )
 
@@ -227,6 +300,14 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
             f"{ledger['evaluations']} time(s){forced}; model choices read the dev split only.",
             "",
         ]
+    held = results.get("content_held_out")
+    if held:
+        lines += [
+            f"Content held out: {held['held_out']}; share of the evaluated answers' word 5-grams also in "
+            f"train/dev answers: {held['shared_5gram_share']:.3f}; verbatim answers: "
+            f"{held['verbatim_answers']} of {held['test_answers']}.",
+            "",
+        ]
     cols = (
         "| ablation | n | P | R | F1 | MAE | RMSE | CCC | MAA-only MAE | grounded | fallback |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -242,18 +323,26 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
                 "",
             ]
     if "all" in results["ablations"]:
-        im = results["ablations"]["all"]["all"]["item_mae"]
+        overall = results["ablations"]["all"]["all"]
+        im, im_ci = overall["item_mae"], overall.get("intervals", {}).get("item_mae", {})
         lines += [
             "## Per-item MAE (all modalities)",
             "",
-            "| " + " | ".join(im) + " |",
-            "|" + "---|" * len(im),
-            "| " + " | ".join(f"{v:.2f}" for v in im.values()) + " |",
+            "| item | MAE |",
+            "|---|---|",
+            *(f"| {k} | {with_interval(v, im_ci.get(k))} |" for k, v in im.items()),
+            "",
+        ]
+    if any("intervals" in e.get("all", {}) for e in results["ablations"].values()):
+        lines += [
+            f"Intervals: {int(CONFIDENCE * 100)} % percentile bootstrap over sessions ({N_RESAMPLES} "
+            "resamples, seed 0).",
             "",
         ]
     lines += ["## Targets", "", "| target | value | required | met |", "|---|---|---|---|"]
     for name, t in results.get("targets", {}).items():
-        lines.append(f"| {name} | {t['value']:.3f} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+        value = with_interval(t["value"], t.get("interval"))
+        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
     lines.append("")
     return "\n".join(lines)
 

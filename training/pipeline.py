@@ -293,12 +293,13 @@ def export_bundle(
 ) -> Path:
     from transformers import HubertModel
 
-    from mllmdr_core.bundle import save_bundle
+    from mllmdr_core.bundle import read_manifest, save_bundle
+    from training.model_card import write_model_card
 
     mcfg = model.config
     out = Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle"
     encoder = HubertModel.from_pretrained(encoder_dir(cfg)) if mcfg.audio.model is None else None
-    return save_bundle(
+    bundle = save_bundle(
         out,
         model=model,
         tokenizer=model.tokenizer,
@@ -310,6 +311,8 @@ def export_bundle(
         metrics=metrics,
         overwrite=True,
     )
+    write_model_card(bundle, read_manifest(bundle), training_summary(cfg, corpus))  # eval adds its figures
+    return bundle
 
 
 def indicator_names(corpus: Corpus, cfg: RunConfig) -> list[str]:
@@ -448,17 +451,62 @@ def evaluate_bundle(
         forced = cfg.eval.rescore_test
         n = ledger.record(fingerprint, split="test", bundle_id=loaded.bundle_id, forced=forced)
         results["test_ledger"] = {"fingerprint": fingerprint, "evaluations": n, "forced": forced}
+    results["content_held_out"] = eval_content_overlap(cfg, corpus, sessions)
     results["meta"] = {
         "bundle": str(bundle_dir),
         "bundle_id": loaded.bundle_id,
         "split": cfg.eval.split,
         "n_sessions": len(sessions),
         "masked_sessions": sum("masked" in s.tags for s in sessions),
+        "indicators_in_prompt": loaded.config.assess.indicators_in_prompt,
         "eval_seconds": round(time.monotonic() - t0, 1),
         "config": cfg.name,
     }
     write_report(results, out_dir, header=f"# Evaluation: {cfg.name} ({cfg.eval.split} split)")
+    write_bundle_docs(cfg, corpus, bundle_dir, loaded.manifest, results)
     return results
+
+
+def _corpus_summary(cfg: RunConfig) -> dict[str, Any]:
+    path = corpus_dir(cfg) / "corpus.json"
+    return dict(json.loads(path.read_text())) if cfg.corpus.kind == "synth" and path.exists() else {}
+
+
+def eval_content_overlap(cfg: RunConfig, corpus: Corpus, sessions: Sequence[SessionLabels]) -> dict[str, Any]:
+    """``content_held_out`` of the evaluated sessions: their patient answers against train/dev answers
+    (``held_out``: the synthetic generator drew the test split from disjoint banks)."""
+    from training.overlap import content_overlap
+
+    def answers(group: Sequence[SessionLabels]) -> list[str]:
+        return [ln.text for s in group for ln in s.transcript if ln.speaker != "clinician"]
+
+    ids = {s.session_id for s in sessions}
+    training = [s for s in corpus.sessions if s.split in ("train", "dev") and s.session_id not in ids]
+    summary = _corpus_summary(cfg)
+    held_out = bool(summary.get("config", {}).get("held_out_test", False)) and cfg.eval.split == "test"
+    return content_overlap(answers(training), answers(sessions), held_out=held_out)
+
+
+def write_bundle_docs(
+    cfg: RunConfig, corpus: Corpus, bundle_dir: Path, manifest: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Path]:
+    """``report.json`` (this evaluation, merged by split) and the model card ``README.md`` in the bundle
+    (both outside the bundle's hash: ``mllmdr_core.bundle.DOC_FILES``)."""
+    from training.model_card import write_bundle_report, write_model_card
+
+    report = write_bundle_report(bundle_dir, str(manifest["bundle_id"]), results)
+    return {"report": report, "card": write_model_card(bundle_dir, manifest, training_summary(cfg, corpus))}
+
+
+def training_summary(cfg: RunConfig, corpus: Corpus) -> dict[str, Any]:
+    """What the model card says about the data: corpus kind, dataset, sessions per split, synth summary."""
+    synth = cfg.corpus.kind == "synth"
+    return {
+        "corpus_kind": cfg.corpus.kind,
+        "dataset": "synthetic interviews (DAIC-WOZ layout)" if synth else cfg.corpus.kind,
+        "sessions": {sp: sum(s.split == sp for s in corpus.sessions) for sp in ("train", "dev", "test")},
+        "corpus": _corpus_summary(cfg),
+    }
 
 
 def step_lm(cfg: RunConfig, corpus: Corpus, progress: bool = True) -> None:

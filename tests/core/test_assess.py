@@ -295,3 +295,17 @@ def test_coverage_prompts_and_grounding_are_recorded(
     assert legacy.transcript_coverage is None and legacy.items[0].grounding is None
     no_patient = SessionSnapshot.of(audio=audio, visual=visual, transcript=lines[:1], window=(0.0, 60.0))
     assert assessor.assess(no_patient, session_id="s7", kind="checkpoint").transcript_coverage is None
+
+
+def test_indicators_in_prompt_is_a_bundle_option(bundle: LoadedBundle) -> None:
+    import copy
+    import dataclasses
+
+    lines = [_line(0.0, "clinician", "How have you been sleeping?"), _line(1.0, "patient", "Badly.")]
+    snapshot = SessionSnapshot.of(transcript=lines, indicators={"speech_ratio": 0.25, "pause_count": 3.0})
+    assert not bundle.config.assess.indicators_in_prompt  # default: the paper's prompt
+    assert all("Indicators:" not in p.text for p in Assessor(bundle).prompts(snapshot).values())
+    config = copy.deepcopy(bundle.config)
+    config.assess.indicators_in_prompt = True
+    prompts = Assessor(dataclasses.replace(bundle, config=config)).prompts(snapshot)
+    assert all("\nIndicators: speech_ratio 0.25, pause_count 3\n" in p.text for p in prompts.values())

@@ -145,6 +145,13 @@ def test_missing_extra_and_edited_manifest_are_refused(saved: tuple[MLlmDR, Path
     (copy / "llm" / "extra.safetensors").write_bytes(b"x")
     with pytest.raises(BundleError, match=r"extra.safetensors: file not listed"):
         load_bundle(copy)
+    copy = Path(shutil.copytree(path, tmp_path / "docs"))  # the model card and report are not hashed ...
+    (copy / "README.md").write_text("---\nnon_clinical: true\n---\n# card\n")
+    (copy / "report.json").write_text('{"test": {}}')
+    assert load_bundle(copy).bundle_id == load_bundle(path).bundle_id
+    (copy / "llm" / "README.md").write_text("x")  # ... only at the top level
+    with pytest.raises(BundleError, match=r"llm/README.md: file not listed"):
+        load_bundle(copy)
     copy = Path(shutil.copytree(path, tmp_path / "c3"))
     manifest = json.loads((copy / "bundle.json").read_text())
     manifest["non_clinical"] = False

@@ -9,9 +9,11 @@ from mllmdr_core.prompt import (
     ParsedOutput,
     build_item_prompt,
     format_target,
+    indicator_line,
     item_prompts,
     parse_output,
     transcript_coverage,
+    with_indicator_line,
 )
 
 
@@ -189,3 +191,27 @@ def test_transcript_coverage_counts_patient_words_that_reached_a_prompt() -> Non
     assert transcript_coverage(transcript, only_sleep) == pytest.approx(5 / 6)
     assert transcript_coverage([_line(0, "clinician", "Hello?")], prompts) is None
     assert transcript_coverage([], {}) is None
+
+
+def test_indicator_line_fixed_order_and_precision_only_when_asked() -> None:
+    values = {"head_motion": 1.23456, "pause_count": 4.0, "speech_ratio": 0.5, "t_s": 9.0, "x": 2.0}
+    line = indicator_line({**values, "smile_ratio": float("nan")})
+    # INDICATOR_INFO order, 2 decimals, counts as integers; non-finite and unknown names left out
+    assert line == "Indicators: speech_ratio 0.50, pause_count 4, head_motion 1.23"
+    assert indicator_line({"t_s": 1.0}) is None
+    lines = [TranscriptLine(0.0, 2.0, "clinician", PAIRS[1].question.text)]  # type: ignore[union-attr]
+    lines.append(TranscriptLine(2.5, 6.0, "patient", PAIRS[1].answer_text))
+    plain = item_prompts(lines, has_audio=True, has_video=False)
+    cited = item_prompts(lines, has_audio=True, has_video=False, indicators=values)
+    assert item_prompts(lines, has_audio=True, has_video=False, indicators=None) == plain  # the paper's
+    for key in ITEM_KEYS:
+        assert cited[key].text == plain[key].text.replace(
+            "\nReply", f"\n{line}\nReply"
+        )  # one line, just before the reply instruction
+    assert with_indicator_line("no reply line", "Indicators: x 1.00") == "no reply line\nIndicators: x 1.00"
+    # the budget counts the line: a limit the plain prompt meets but the cited one does not drops pairs
+    sleep_plain = len(plain["sleep"].text)
+    trimmed = item_prompts(
+        lines, has_audio=True, has_video=False, indicators=values, fits=lambda t: len(t) <= sleep_plain
+    )
+    assert trimmed["sleep"].pairs == () and line in trimmed["sleep"].text

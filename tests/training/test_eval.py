@@ -18,7 +18,7 @@ from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
 from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.testing import tiny_config
-from training.dataset import SessionLabels
+from training.dataset import SessionLabels, build_examples
 from training.eval import (
     ItemPrediction,
     SessionPrediction,
@@ -100,9 +100,23 @@ def test_evaluate_runs_every_ablation_and_writes_report(tiny_model: MLlmDR, tmp_
         assert 0.0 <= entry["all"]["f1"] <= 1.0 and entry["all"]["mae"] >= 0.0
         assert entry["totals"]["true"] == [0, 16, 0, 16]
     assert set(check_targets(results)) == {"f1_all", "mae_all", "masked_f1_gain"}
+    for subset in ("all", "masked"):  # bootstrap intervals bracket every point value
+        m = results["ablations"]["all"][subset]
+        ci = m["intervals"]
+        assert ci["resamples"] == 1000 and ci["confidence"] == 0.95 and ci["unit"] == "session"
+        for key in ("precision", "recall", "f1", "mae", "rmse", "ccc"):
+            assert ci[key][0] <= m[key] + 1e-9 and m[key] <= ci[key][1] + 1e-9, key
+        assert set(ci["item_mae"]) == set(ITEM_KEYS)
+        assert all(lo <= m["item_mae"][k] + 1e-9 <= hi + 2e-9 for k, (lo, hi) in ci["item_mae"].items())
     paths = write_report(results, tmp_path / "eval", header="# test")
     assert json.loads(paths["json"].read_text())["n_sessions"] == 4
-    assert "Masked subset" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "Masked subset" in md and "95 % percentile bootstrap over sessions (1000 resamples" in md
+    mae, (lo, hi) = (
+        results["ablations"]["all"]["all"]["mae"],
+        results["ablations"]["all"]["all"]["intervals"]["mae"],
+    )
+    assert f"{mae:.2f} [{lo:.2f}, {hi:.2f}]" in md
     assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 0.0 <= results["ablations"]["all"]["all"]["grounded_share"] <= 1.0
 
@@ -145,3 +159,38 @@ def test_ablated_snapshot_drops_the_ablated_inputs(tmp_path: Path) -> None:
     assert text.window == (0.0, 5.0)  # the transcript's end: no features were read
     av = ablated_snapshot(session, path, "av")
     assert av.transcript == () and np.array_equal(av.audio, audio)
+    ta, tv = ablated_snapshot(session, path, "text_audio"), ablated_snapshot(session, path, "text_video")
+    assert np.array_equal(ta.audio, audio) and ta.visual.shape[0] == 0 and ta.transcript == session.transcript
+    assert (
+        tv.audio.shape[0] == 0 and np.array_equal(tv.visual, visual) and tv.transcript == session.transcript
+    )
+    assert ta.window == tv.window == (0.0, 9.0)
+    with pytest.raises(ValueError, match="unknown ablation 'video'"):
+        ablated_snapshot(session, path, "video")
+
+
+def test_indicators_follow_the_ablated_modalities_and_the_prompt_option(tmp_path: Path) -> None:
+    session = _session(1, masked=False)
+    path = tmp_path / "s1.npz"
+    ind = {"speech_ratio": 0.5, "smile_ratio": 0.25, "t_s": 9.0}
+    feats = SessionFeatures(
+        np.ones((7, AUDIO_DIM), np.float32), np.ones((5, VISUAL_DIM), np.float32), ind, "a", "v", 9.0
+    )
+    save_features(path, feats)
+    seen = {
+        a: dict(ablated_snapshot(session, path, a).indicators)
+        for a in ("all", "text", "text_audio", "text_video")
+    }
+    assert seen == {
+        "all": ind,
+        "text": {},
+        "text_audio": {"speech_ratio": 0.5, "t_s": 9.0},  # the face indicators go with the video
+        "text_video": {"smile_ratio": 0.25, "t_s": 9.0},
+    }
+    cfg = tiny_config()
+    for on in (False, True):  # training prompts carry the line only with the option, never in "text"
+        cfg.assess.indicators_in_prompt = on
+        for modality in ("all", "text"):
+            examples = build_examples([session], tmp_path, cfg, modality=modality)
+            with_line = ["Indicators: speech_ratio 0.50, smile_ratio 0.25\n" in ex.prompt for ex in examples]
+            assert with_line == [on and modality == "all"] * len(ITEM_KEYS)

@@ -58,6 +58,33 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     assert list(report["ablations"]) == list(cfg.eval.ablations)  # one in a worker process, merged
     assert set(result["targets"]) == {"f1_all", "mae_all", "masked_f1_gain"}
     assert report["test_ledger"]["evaluations"] == 1 and not report["test_ledger"]["forced"]
+    held = report["content_held_out"]  # the test answers come from banks disjoint from train/dev
+    assert held["held_out"] is True and held["verbatim_answers"] == 0 and held["shared_5gram_share"] == 0.0
+    all_all = report["ablations"]["all"]["all"]
+    assert all_all["intervals"]["f1"][0] <= all_all["f1"] + 1e-9 <= all_all["intervals"]["f1"][1] + 2e-9
+
+    # the bundle carries its report and model card, outside the hash: it still loads and verifies
+    bundle_dir = Path(result["bundle"])
+    doc = json.loads((bundle_dir / "report.json").read_text())
+    assert doc["bundle_id"] == load_bundle(bundle_dir).bundle_id == report["meta"]["bundle_id"]
+    test = doc["test"]
+    assert test["evaluations"] == 1 and test["grounding"] == all_all["grounded_share"]
+    assert test["content_held_out"] == held and test["masked"]["n"] == report["meta"]["masked_sessions"]
+    assert test["metrics"]["f1"] == all_all["f1"] and test["metrics"]["intervals"] == all_all["intervals"]
+    assert list(test["ablations"]) == list(cfg.eval.ablations)
+    assert test["ablations"]["text"]["inputs"] == "text only" and test["indicators_in_prompt"] is False
+    card = (bundle_dir / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "\nnon_clinical: true\n" in card
+    for heading in (
+        "## Intended use",
+        "## Non-clinical",
+        "## Training data",
+        "## Evaluation (test split",
+        "## Limitations",
+    ):
+        assert heading in card, heading
+    train_n = len(corpus.split("train"))
+    assert f"sessions per split: train {train_n}, " in card and "scored 1 time(s)" in card
     with pytest.raises(ConfigError, match="already scored 1 time"):  # the test split is scored once
         evaluate_bundle(cfg, corpus, Path(result["bundle"]), tmp_path / "again", progress=False)
     assert not (tmp_path / "again").exists()
@@ -74,7 +101,8 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     assert summary["stage2"]["steps"] > 0 and (cfg.work / "curves.png").stat().st_size > 1000
 
     bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
-    loaded = load_bundle(bundle)
+    loaded = load_bundle(bundle)  # re-exported: a model card without figures until the next eval
+    assert not (bundle / "report.json").exists() and "## Evaluation" not in (bundle / "README.md").read_text()
     assert loaded.non_clinical and loaded.training_data == "synthetic"
     session = corpus.sessions[0]
     sess_feats = load_features(cfg.work / "features" / f"{session.session_id}.npz")

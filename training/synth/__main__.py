@@ -21,6 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--audio-speakers", choices=("patient", "both"), default="patient")
     ap.add_argument("--words-neutral-share", type=float, default=0.2)
     ap.add_argument("--media-neutral-share", type=float, default=0.1)
+    ap.add_argument("--test-sessions", type=int, default=0, help="extra test-only sessions after the n")
+    ap.add_argument("--test-words-neutral-share", type=float, help="masked share of the test split")
+    ap.add_argument(
+        "--no-held-out", action="store_true", help="test split from the training banks (not content-held-out)"
+    )
     ap.add_argument("--no-video", action="store_true", help="skip the video (audio + transcript only)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -35,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         words_neutral_share=a.words_neutral_share,
         media_neutral_share=a.media_neutral_share,
         video=not a.no_video,
+        held_out_test=not a.no_held_out,
+        test_sessions=a.test_sessions,
+        test_words_neutral_share=a.test_words_neutral_share,
     )
     summary = generate_corpus(cfg, a.out, workers=a.workers, progress=not a.quiet)
     print(json.dumps(summary, indent=1))

@@ -26,6 +26,7 @@ from mllmdr_core.errors import ConfigError
 from mllmdr_core.phq8 import PHQ8_ITEMS
 from training.data.daic import SPLIT_FILES
 from training.data.wav import write_wav
+from training.overlap import content_overlap
 from training.synth.face import FaceRig, make_timeline, write_video
 from training.synth.plan import SessionPlan, plan_session
 from training.synth.speech import RATE, TimedTurn, render_speech, speech_envelope
@@ -50,6 +51,13 @@ class SynthConfig:
     video: bool = True
     split_shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, dev, test
     first_id: int = 1000
+    # content-held-out test split: test sessions draw answers, questions, voices and the (mirrored) face
+    # from banks disjoint from train/dev (training.synth.templates.bank)
+    held_out_test: bool = True
+    test_sessions: int = 0  # extra test-only sessions after the n split ones (indices n … n+test_sessions-1)
+    test_words_neutral_share: float | None = (
+        None  # masked share of the test split (None: words_neutral_share)
+    )
 
     def validate(self) -> None:
         if self.n < 1:
@@ -60,20 +68,38 @@ class SynthConfig:
             )
         if self.audio_speakers not in ("patient", "both"):
             raise ConfigError(f"audio_speakers must be 'patient' or 'both', got {self.audio_speakers!r}")
-        if self.words_neutral_share + self.media_neutral_share > 1 or min(self.split_shares) < 0:
+        test_share = (
+            self.words_neutral_share
+            if self.test_words_neutral_share is None
+            else self.test_words_neutral_share
+        )
+        if (
+            max(self.words_neutral_share, test_share) + self.media_neutral_share > 1
+            or min(self.split_shares) < 0
+        ):
             raise ConfigError("masked shares must sum to ≤ 1 and split shares be ≥ 0")
+        if self.test_sessions < 0:
+            raise ConfigError(f"test_sessions must be ≥ 0, got {self.test_sessions}")
+
+    @property
+    def total(self) -> int:
+        """Sessions generated: the ``n`` split ones and the extra test ones."""
+        return self.n + self.test_sessions
 
 
 def split_of(cfg: SynthConfig, index: int) -> str:
-    """Deterministic split of session ``index`` (independent of the corpus size)."""
+    """Deterministic split of session ``index`` (independent of the corpus size; the extra sessions
+    after the first ``n`` are test)."""
+    if index >= cfg.n:
+        return "test"
     u = np.random.default_rng([cfg.seed, index, 99]).random() * sum(cfg.split_shares)
     train, dev, _ = cfg.split_shares
     return "train" if u < train else ("dev" if u < train + dev else "test")
 
 
 @lru_cache(maxsize=4)
-def _rig(width: int, height: int) -> FaceRig:
-    return FaceRig(width, height)
+def _rig(width: int, height: int, mirror: bool) -> FaceRig:
+    return FaceRig(width, height, mirror=mirror)
 
 
 def _evidence(plan: SessionPlan, turns: list[TimedTurn], speech: dict[str, float]) -> dict[str, Any]:
@@ -96,14 +122,19 @@ def _evidence(plan: SessionPlan, turns: list[TimedTurn], speech: dict[str, float
 
 def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, Any]:
     """Render one session into ``out_dir/{id}_P`` and return its metadata."""
+    split = split_of(cfg, index)
+    masked_share = cfg.words_neutral_share
+    if split == "test" and cfg.test_words_neutral_share is not None:
+        masked_share = cfg.test_words_neutral_share
     plan = plan_session(
         cfg.seed,
         index,
-        words_neutral_share=cfg.words_neutral_share,
+        words_neutral_share=masked_share,
         media_neutral_share=cfg.media_neutral_share,
         rapport_questions=cfg.rapport_questions,
         closing_question=cfg.closing_question,
         first_id=cfg.first_id,
+        held_out=cfg.held_out_test and split == "test",
     )
     rng = np.random.default_rng([cfg.seed, index, 1])
     sid = plan.session_id
@@ -131,12 +162,12 @@ def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, A
         times = np.arange(0.0, len(audio) / RATE, 1.0 / cfg.fps)
         env = speech_envelope(patient, times.astype(np.float32))
         timeline = make_timeline(plan.face, times, env, rng)
-        rig = _rig(cfg.width, cfg.height)
+        rig = _rig(cfg.width, cfg.height, plan.held_out)
         write_video(folder / f"{sid}_VIDEO.mp4", rig.frames(timeline), cfg.fps, cfg.width, cfg.height)
         face_stats = {k: round(v, 4) for k, v in timeline.channel_means().items()}
     meta = plan.to_json()
     meta.update(
-        split=split_of(cfg, index),
+        split=split,
         masked=plan.mode == "words_neutral",  # words neutral: only voice and face carry the signal
         audio_speakers=cfg.audio_speakers,
         video={"fps": cfg.fps, "width": cfg.width, "height": cfg.height} if cfg.video else None,
@@ -154,8 +185,8 @@ def _work(args: tuple[SynthConfig, int, Path]) -> dict[str, Any]:
 
 
 def iter_generate(cfg: SynthConfig, out_dir: Path, workers: int = 1) -> Iterator[dict[str, Any]]:
-    """Generate sessions 0 … n-1 in order (``workers`` processes) yielding each one's metadata."""
-    jobs = [(cfg, i, out_dir) for i in range(cfg.n)]
+    """Generate sessions 0 … total-1 in order (``workers`` processes) yielding each one's metadata."""
+    jobs = [(cfg, i, out_dir) for i in range(cfg.total)]
     if workers <= 1:
         yield from map(_work, jobs)
         return
@@ -183,6 +214,17 @@ def write_splits(out_dir: Path, metas: list[dict[str, Any]]) -> None:
                     w.writerow([m["session_id"], m["binary"], m["total"], m["gender"], *items])
 
 
+def _answers(metas: list[dict[str, Any]], splits: tuple[str, ...]) -> list[str]:
+    return [t["text"] for m in metas if m["split"] in splits for t in m["turns"] if t["speaker"] == "patient"]
+
+
+def content_held_out(cfg: SynthConfig, metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """How much of the test split's answers the training answers hold (5-grams, verbatim)."""
+    return content_overlap(
+        _answers(metas, ("train", "dev")), _answers(metas, ("test",)), held_out=cfg.held_out_test
+    )
+
+
 def generate_corpus(
     cfg: SynthConfig, out_dir: Path | str, *, workers: int = 1, progress: bool = True
 ) -> dict[str, Any]:
@@ -192,7 +234,7 @@ def generate_corpus(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     metas = list(
-        tqdm(iter_generate(cfg, out, workers), total=cfg.n, desc="synth sessions", disable=not progress)
+        tqdm(iter_generate(cfg, out, workers), total=cfg.total, desc="synth sessions", disable=not progress)
     )
     write_splits(out, metas)
     elapsed = time.perf_counter() - t0
@@ -202,6 +244,8 @@ def generate_corpus(
         "splits": {s: sum(m["split"] == s for m in metas) for s in SPLIT_FILES},
         "positive": sum(m["binary"] for m in metas),
         "modes": {k: sum(m["mode"] == k for m in metas) for k in ("full", "words_neutral", "media_neutral")},
+        "masked_test": sum(m["masked"] and m["split"] == "test" for m in metas),
+        "content_held_out": content_held_out(cfg, metas),
         "audio_seconds": round(sum(m["speech_stats"]["duration_s"] for m in metas), 1),
         "wall_seconds": round(elapsed, 2),
         "label": "synthetic (non-clinical)",

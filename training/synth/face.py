@@ -9,6 +9,7 @@ The landmark positions below were measured once with mediapipe 0.10.21 face mesh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,6 +42,11 @@ LANDMARKS: dict[str, tuple[float, float]] = {
 CROP = (95, 20, 355, 215)  # x0, y0, x1, y1 of the 260×195 (4:3) crop around the face
 
 FloatImage = npt.NDArray[np.float32]
+_SIDE_RE = re.compile(r"_([rl])(?=_|$)")  # the side in a landmark name ("eye_r_top", "mouth_l")
+
+
+def _other_side(m: re.Match[str]) -> str:
+    return "_l" if m.group(1) == "r" else "_r"
 
 
 @dataclass(frozen=True)
@@ -132,15 +138,20 @@ def make_timeline(
 class FaceRig:
     """Renders frames of the animated face at ``width``×``height``."""
 
-    def __init__(self, width: int = 320, height: int = 240) -> None:
+    def __init__(self, width: int = 320, height: int = 240, *, mirror: bool = False) -> None:
+        """``mirror``: the photo flipped left↔right (the content-held-out test split's face)."""
         x0, y0, x1, y1 = CROP
         self.width, self.height = width, height
         self.scale = width / (x1 - x0)
         crop = skdata.astronaut()[y0:y1, x0:x1]
+        landmarks = LANDMARKS
+        if mirror:  # flip the crop; a landmark's x mirrors and its left/right name swaps
+            crop = np.ascontiguousarray(crop[:, ::-1])
+            landmarks = {_SIDE_RE.sub(_other_side, k): (x0 + x1 - x, y) for k, (x, y) in LANDMARKS.items()}
         self.base = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
         self.lm = {
             k: ((x - x0) * self.scale, (y - y0) * self.scale * height / width / ((y1 - y0) / (x1 - x0)))
-            for k, (x, y) in LANDMARKS.items()
+            for k, (x, y) in landmarks.items()
         }
         mw = self.lm["mouth_l"][0] - self.lm["mouth_r"][0]
         self.mouth_w = mw

@@ -14,11 +14,13 @@ import numpy as np
 
 from mllmdr_core.features.interview import DEFAULT_INTERVIEW_SCRIPT, item_relevance
 from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS, ITEM_MAX, TOTAL_MAX
-from training.synth.templates import CLOSING_ANSWERS, answer_for, fill, rapport_answer
+from training.synth.templates import CLOSING_ANSWERS, answer_for, bank, fill, rapport_answer
 
 Mode = Literal["full", "words_neutral", "media_neutral"]
 NEUTRAL_SEVERITY = 0.4  # media severity of "media_neutral" sessions (label-independent)
 PITCH_RANGES = ("x-low", "low", "medium", "high", "x-high")  # SSML prosody range, espeak-ng
+# espeak-ng voices (female, male): train/dev and the content-held-out test split use disjoint variants
+VOICES = {False: ("en-us+f2", "en-us"), True: ("en-us+f4", "en-us+m3")}
 
 _ITEM_QUESTIONS: dict[str, tuple[str, ...]] = {
     key: tuple(q for q in DEFAULT_INTERVIEW_SCRIPT if item_relevance(q, "") == frozenset({key}))
@@ -77,6 +79,7 @@ class SessionPlan:
     voice: VoiceParams
     face: FaceParams
     turns: tuple[Turn, ...] = field(default=())
+    held_out: bool = False  # drawn from the test banks (answers, questions, voices, face): see templates
 
     @property
     def total(self) -> int:
@@ -105,11 +108,11 @@ def draw_items(rng: np.random.Generator) -> dict[str, int]:
     return {k: int(v) for k, v in zip(ITEM_KEYS, scores, strict=True)}
 
 
-def voice_params(s: float, gender: int, rng: np.random.Generator) -> VoiceParams:
+def voice_params(s: float, gender: int, rng: np.random.Generator, *, held_out: bool = False) -> VoiceParams:
     """Severity s ∈ [0, 1] → slower, lower, flatter, quieter speech with longer pauses and latencies."""
     j = lambda scale: float(rng.normal(0.0, scale))  # noqa: E731 - small per-session jitter
     return VoiceParams(
-        voice="en-us" if gender else "en-us+f2",
+        voice=VOICES[held_out][gender],
         rate_wpm=int(np.rint(np.clip(145 - 65 * s + j(4), 80, 170))),  # espeak speaks ~1.3x its nominal -s
         pitch=int(np.rint(np.clip(62 - 30 * s + j(3), 20, 80))),
         pitch_range=PITCH_RANGES[int(np.clip(round((1 - s) * 4 + j(0.3)), 0, 4))],
@@ -135,18 +138,24 @@ def face_params(s: float, rng: np.random.Generator) -> FaceParams:
 
 
 def _turns(
-    items: dict[str, int], neutral_words: bool, rapport: int, closing: bool, rng: np.random.Generator
+    items: dict[str, int],
+    neutral_words: bool,
+    rapport: int,
+    closing: bool,
+    rng: np.random.Generator,
+    held_out: bool = False,
 ) -> tuple[Turn, ...]:
     turns: list[Turn] = []
-    for q in rng.choice(len(_RAPPORT_QUESTIONS), size=rapport, replace=False):
+    for q in rng.choice(len(_RAPPORT_QUESTIONS), size=rapport, replace=False):  # questions shared
         turns.append(Turn("clinician", _RAPPORT_QUESTIONS[int(q)]))
-        turns.append(Turn("patient", rapport_answer(_RAPPORT_QUESTIONS[int(q)], rng)))
+        turns.append(Turn("patient", rapport_answer(_RAPPORT_QUESTIONS[int(q)], rng, held_out=held_out)))
     for key in ITEM_KEYS:
-        pool = _ITEM_QUESTIONS[key]
+        pool = bank(_ITEM_QUESTIONS[key], held_out=held_out)
         turns.append(Turn("clinician", pool[int(rng.integers(len(pool)))], item=key))
-        text, k = answer_for(key, items[key], rng, neutral=neutral_words)
+        text, k = answer_for(key, items[key], rng, neutral=neutral_words, held_out=held_out)
         turns.append(Turn("patient", text, item=key, template=k))
-    closing_answer = fill(str(rng.choice(CLOSING_ANSWERS)), rng)  # drawn either way: same rng stream
+    closings = bank(CLOSING_ANSWERS, held_out=held_out)
+    closing_answer = fill(str(rng.choice(closings)), rng)  # drawn either way: same rng stream
     if closing:
         turns.append(Turn("clinician", _CLOSING_QUESTION))
         turns.append(Turn("patient", closing_answer))
@@ -164,8 +173,10 @@ def plan_session(
     first_id: int = 1000,
     items: dict[str, int] | None = None,
     mode: Mode | None = None,
+    held_out: bool = False,
 ) -> SessionPlan:
-    """Draw session ``index`` of the corpus with ``seed`` (``items`` / ``mode`` force those draws)."""
+    """Draw session ``index`` of the corpus with ``seed`` (``items`` / ``mode`` force those draws);
+    ``held_out``: from the test banks (answers, questions, voices; the corpus mirrors the face)."""
     rng = np.random.default_rng([seed, index])
     drawn = draw_items(rng)
     items = dict(drawn if items is None else items)
@@ -195,7 +206,8 @@ def plan_session(
         severity=s,
         voice_severity=sv,
         face_severity=sf,
-        voice=voice_params(sv, gender, rng),
+        voice=voice_params(sv, gender, rng, held_out=held_out),
         face=face_params(sf, rng),
-        turns=_turns(items, mode == "words_neutral", rapport_questions, closing_question, rng),
+        turns=_turns(items, mode == "words_neutral", rapport_questions, closing_question, rng, held_out),
+        held_out=held_out,
     )

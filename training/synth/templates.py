@@ -4,13 +4,23 @@
 at all, 1 = several days, 2 = more than half the days, 3 = nearly every day. ``NEUTRAL_ANSWERS`` carry
 no information about any score (used for "words neutral" sessions, where only voice and face carry the
 signal). Every item's questions come from ``mllmdr_core.features.interview.DEFAULT_INTERVIEW_SCRIPT``.
+
+Content-held-out test split (:func:`bank`): every pool of alternatives with at least two entries is cut
+in two disjoint banks, the last ``max(1, len // 3)`` entries for the test split and the rest for
+train/dev (one of the three templates per (item, level), two of the six neutral answers, one of the two
+rapport answers per question, one of the three closing answers, one of two questions where an item has
+two). A pool of one entry is shared (the eight item topics need a question each).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 ANSWERS: dict[str, tuple[tuple[str, ...], ...]] = {
     "interest": (
@@ -224,15 +234,27 @@ def fill(template: str, rng: np.random.Generator) -> str:
     return _ALT_RE.sub(lambda m: str(rng.choice(m.group(1).split("|"))), template)
 
 
-def answer_for(item: str, level: int, rng: np.random.Generator, *, neutral: bool) -> tuple[str, int]:
-    """(answer text, template index) for an item at a planted level; neutral answers when masked."""
-    pool = NEUTRAL_ANSWERS if neutral else ANSWERS[item][level]
+def bank(pool: Sequence[T], *, held_out: bool) -> tuple[T, ...]:
+    """The test bank (``held_out``) or the train/dev bank of ``pool``: disjoint when ``len(pool) ≥ 2``."""
+    if len(pool) < 2:
+        return tuple(pool)
+    cut = len(pool) - max(1, len(pool) // 3)
+    return tuple(pool[cut:]) if held_out else tuple(pool[:cut])
+
+
+def answer_for(
+    item: str, level: int, rng: np.random.Generator, *, neutral: bool, held_out: bool = False
+) -> tuple[str, int]:
+    """(answer text, template index in the full pool) for an item at a planted level; neutral answers
+    when masked; from the test bank when ``held_out``."""
+    full = NEUTRAL_ANSWERS if neutral else ANSWERS[item][level]
+    pool = bank(full, held_out=held_out)
     k = int(rng.integers(len(pool)))
-    return fill(pool[k], rng), k
+    return fill(pool[k], rng), full.index(pool[k])
 
 
-def rapport_answer(question: str, rng: np.random.Generator) -> str:
+def rapport_answer(question: str, rng: np.random.Generator, *, held_out: bool = False) -> str:
     """A content-free answer that fits a rapport question."""
     key = next((k for k in RAPPORT_ANSWERS if k and k in question.lower()), "")
-    pool = RAPPORT_ANSWERS[key]
+    pool = bank(RAPPORT_ANSWERS[key], held_out=held_out)
     return fill(pool[int(rng.integers(len(pool)))], rng)

@@ -18,7 +18,9 @@ from training.synth import SynthConfig, generate_corpus, plan_session
 from training.synth.__main__ import main
 from training.synth.templates import ANSWERS, NEUTRAL_ANSWERS, fill
 
-CFG = SynthConfig(n=2, seed=7, fps=5.0, width=320, height=240, rapport_questions=1, closing_question=True)
+CFG = SynthConfig(
+    n=2, seed=7, fps=5.0, width=320, height=240, rapport_questions=1, closing_question=True, test_sessions=1
+)  # session 1002 is a content-held-out test session (test voice bank, mirrored face)
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -33,22 +35,23 @@ def _digest(root: Path) -> dict[str, str]:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "a"
     summary = generate_corpus(CFG, out, workers=1, progress=False)
-    assert summary["sessions"] == 2 and summary["label"] == "synthetic (non-clinical)"
+    assert summary["sessions"] == 3 and summary["label"] == "synthetic (non-clinical)"
     return out
 
 
 def test_deterministic_by_seed_and_parallel_equals_serial(corpus: Path, tmp_path: Path) -> None:
     again = generate_corpus(CFG, tmp_path / "b", workers=2, progress=False)
-    assert again["sessions"] == 2
+    assert again["sessions"] == 3
     first, second = _digest(corpus), _digest(tmp_path / "b")
-    assert len(first) == 2 * 4 + 3 and first == second  # 4 files per session + 3 split CSVs, byte-identical
+    assert len(first) == 3 * 4 + 3 and first == second  # 4 files per session + 3 split CSVs, byte-identical
     other = plan_session(8, 0)
     assert plan_session(7, 0) == plan_session(7, 0) and other.turns != plan_session(7, 0).turns
 
 
 def test_layout_is_read_by_the_daic_reader(corpus: Path) -> None:
     records = list(DaicWozReader(corpus))
-    assert sorted(r.session_id for r in records) == ["1000", "1001"]
+    assert sorted(r.session_id for r in records) == ["1000", "1001", "1002"]
+    assert {r.session_id: r.split for r in records}["1002"] == "test"  # the extra test-only session
     for rec in records:
         meta = json.loads((corpus / f"{rec.session_id}_P" / "synth_meta.json").read_text())
         assert rec.dataset == "synthetic" and rec.split == meta["split"]
@@ -129,4 +132,5 @@ def test_cli_writes_a_corpus_without_video(tmp_path: Path, capsys: pytest.Captur
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["sessions"] == 1 and summary["config"]["video"] is False
+    assert summary["config"]["held_out_test"] is True and summary["config"]["test_sessions"] == 0
     assert not list((tmp_path / "c").rglob("*.mp4")) and len(list((tmp_path / "c").rglob("*_AUDIO.wav"))) == 1
