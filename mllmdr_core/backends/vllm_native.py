@@ -1,0 +1,103 @@
+"""LLM backend for the project's vLLM plugin: item prompts as text, soft tokens as multimodal embeddings.
+
+The stream server runs only the LQ-formers (32 + 32 soft tokens of d_llm per window) and holds no LLM
+weights; vLLM serves the bundle's merged model exported with ``merge.export_merged_llm(...,
+plugin_soft_tokens=Q)`` under the plugin's architecture (:mod:`mllmdr_core.backends.vllm_plugin`),
+started with ``--enable-mm-embeds``. Each item is one ``POST /v1/chat/completions`` whose single user
+message is the item prompt plus ``audio_embeds`` / ``video_embeds`` parts (base64 ``torch.save`` of
+(Q, d), bf16 by default); the export's chat template passes the prompt through verbatim and
+``add_special_tokens`` adds the BOS, so vLLM sees the same token ids as ``MLlmDR.prompt_embeds`` with
+each placeholder expanded to Q soft-token positions. The 8 items go concurrently (vLLM batches them).
+
+Wire cost per item ≈ prompt text + 2·Q·d·2 bytes·4/3 (base64): ≈ 683 KiB at Q = 32, d = 4096, i.e.
+≈ 5.3 MiB per assessment against ≈ 130 MiB of whole prompt embeddings (``vllm_backend``). vLLM's
+multimodal cache skips embedding inputs, so the soft tokens cannot be sent once and referenced by the
+other 7 items with this vLLM. ``maa_score`` is ``None``: the MAA head does not run in vLLM yet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from mllmdr_core.backends.base import ItemOutput, SoftPromptRequest, SoftTokens
+from mllmdr_core.backends.vllm_backend import VLLMBackend, encode_prompt_embeds
+from mllmdr_core.errors import BackendError
+
+
+class VLLMNativeBackend(VLLMBackend):
+    """``SoftTokenBackend`` over the plugin model's Chat Completions API (retries as ``VLLMBackend``)."""
+
+    name = "vllm-native"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_assessment_bytes = 0  # JSON bodies of the last generate_soft call, all items
+
+    def soft_parts(self, soft: SoftTokens) -> list[dict[str, Any]]:
+        """The multimodal content parts for one window's soft tokens (encoded once, reused by 8 items)."""
+        parts: list[dict[str, Any]] = []
+        for modality, tokens in (("audio", soft.audio), ("video", soft.video)):
+            if tokens is None:
+                continue
+            if tokens.dim() != 2 or (self.hidden_size is not None and tokens.shape[1] != self.hidden_size):
+                raise BackendError(
+                    f"{modality} soft tokens must be (Q, {self.hidden_size or 'd'}), got {tuple(tokens.shape)}"
+                )
+            key = f"{modality}_embeds"
+            parts.append({"type": key, key: encode_prompt_embeds(tokens, self.wire_dtype)})
+        return parts
+
+    def payload(self, request: SoftPromptRequest, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The Chat Completions body of one item (greedy, placeholders suppressed)."""
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": request.prompt}, *parts]}],
+            "max_tokens": self.max_tokens,
+            "temperature": 0.0,
+            "add_special_tokens": True,  # BOS, as the tokenizer adds in-process
+            "skip_special_tokens": True,
+        }
+        if self.suppress_token_ids:
+            body["logit_bias"] = {str(t): -100.0 for t in self.suppress_token_ids}
+        return body
+
+    def generate_soft(self, requests: list[SoftPromptRequest], soft: SoftTokens) -> list[ItemOutput]:
+        """All items concurrently, greedy; outputs in request order."""
+        if not requests:
+            return []
+        parts = self.soft_parts(soft)
+        bodies = [self.payload(r, parts) for r in requests]
+        self.last_assessment_bytes = sum(len(json.dumps(b)) for b in bodies)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+            answers = list(pool.map(lambda b: self._request("POST", "/v1/chat/completions", b), bodies))
+        self.stats.last_latency_s = time.perf_counter() - t0
+        self.stats.last_payload_bytes = self.last_assessment_bytes
+        return [self._parse_chat(a, r) for a, r in zip(answers, requests, strict=True)]
+
+    @staticmethod
+    def _parse_chat(body: dict[str, Any], request: SoftPromptRequest) -> ItemOutput:
+        choices = body.get("choices")
+        usage = body.get("usage")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(usage, dict):
+            raise BackendError(f"vLLM answered item {request.item_key} without one choice: {str(body)[:200]}")
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        if not isinstance(message, dict):
+            raise BackendError(f"vLLM answered item {request.item_key} without a message")
+        return ItemOutput(
+            item_key=request.item_key,
+            text=str(message.get("content") or "").strip(),
+            maa_score=None,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            generated_tokens=int(usage.get("completion_tokens", 0)),
+        )
+
+
+def soft_tokens_of(audio: torch.Tensor | None, video: torch.Tensor | None) -> SoftTokens:
+    """(1, Q, d) LQ-former outputs (or ``None``) → :class:`SoftTokens` of (Q, d)."""
+    return SoftTokens(audio=None if audio is None else audio[0], video=None if video is None else video[0])

@@ -1,0 +1,139 @@
+"""The vLLM model class of the plugin (imported by vLLM only): Llama + 32 + 32 soft tokens as embeddings.
+
+``<AudioHere>`` / ``<VideoHere>`` in a prompt each become ``Q`` placeholder positions (the processor's
+prompt replacement); ``embed_multimodal`` returns the client's soft tokens, which vLLM scatters into those
+positions, exactly as :meth:`mllmdr_core.model.mllm.MLlmDR.splice` does in-process. Inputs are
+embeddings only (``--enable-mm-embeds``): no encoder runs inside vLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import BatchFeature
+from vllm.config import VllmConfig
+from vllm.model_executor.models.interfaces import SupportsMultiModal
+from vllm.model_executor.models.llama import LlamaForCausalLM
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
+from vllm.multimodal.parse import MultiModalDataItems
+from vllm.multimodal.processing import (
+    BaseDummyInputsBuilder,
+    BaseMultiModalProcessor,
+    BaseProcessingInfo,
+    PromptReplacement,
+    PromptUpdate,
+)
+
+from mllmdr_core.backends.vllm_plugin import AUDIO_TOKEN_KEY, NUM_QUERIES_KEY, VIDEO_TOKEN_KEY
+
+MODALITIES = ("audio", "video")
+PLACEHOLDERS = {"audio": "<AudioHere>", "video": "<VideoHere>"}
+
+
+def _token_ids(config: Any) -> dict[str, int]:
+    return {"audio": int(getattr(config, AUDIO_TOKEN_KEY)), "video": int(getattr(config, VIDEO_TOKEN_KEY))}
+
+
+class MllmdrProcessingInfo(BaseProcessingInfo):  # type: ignore[misc]
+    """One audio and one video item per prompt, ``Q`` positions each."""
+
+    def get_supported_mm_limits(self) -> Mapping[str, int | None]:
+        return {"audio": 1, "video": 1}
+
+    def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
+        q = int(getattr(self.get_hf_config(), NUM_QUERIES_KEY))
+        return {"audio": q, "video": q}
+
+
+class MllmdrDummyInputsBuilder(BaseDummyInputsBuilder[MllmdrProcessingInfo]):  # type: ignore[misc]
+    """Profiling inputs: the placeholders with zero soft tokens."""
+
+    def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
+        return "".join(PLACEHOLDERS[m] * mm_counts.get(m, 0) for m in MODALITIES)
+
+    def get_dummy_mm_data(self, seq_len: int, mm_counts: Mapping[str, int], mm_options: Any) -> dict[str, Any]:
+        cfg = self.info.get_hf_config()
+        q, d = int(getattr(cfg, NUM_QUERIES_KEY)), int(cfg.hidden_size)
+        return {m: [torch.zeros(q, d) for _ in range(mm_counts.get(m, 0))] for m in MODALITIES}
+
+
+class MllmdrMultiModalProcessor(BaseMultiModalProcessor[MllmdrProcessingInfo]):  # type: ignore[misc]
+    """Embeddings pass through; each placeholder token is expanded to its item's length."""
+
+    def _get_mm_fields_config(
+        self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]
+    ) -> Mapping[str, Any]:
+        return {f"{m}_embeds": MultiModalFieldConfig.batched(m) for m in MODALITIES}
+
+    def _get_prompt_updates(
+        self,
+        mm_items: MultiModalDataItems,
+        hf_processor_mm_kwargs: Mapping[str, object],
+        out_mm_kwargs: MultiModalKwargsItems,
+    ) -> Sequence[PromptUpdate]:
+        ids = _token_ids(self.info.get_hf_config())
+        updates = []
+        for modality in MODALITIES:
+            if modality not in mm_items:
+                continue
+            items = mm_items[modality]
+
+            def replacement(item_idx: int, items: Any = items, tok: int = ids[modality]) -> list[int]:
+                return [tok] * int(items.get_feature_size(item_idx))
+
+            updates.append(PromptReplacement(modality=modality, target=[ids[modality]], replacement=replacement))
+        return updates
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    MllmdrMultiModalProcessor, info=MllmdrProcessingInfo, dummy_inputs=MllmdrDummyInputsBuilder
+)
+class MllmdrLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):  # type: ignore[misc]
+    """vLLM's Llama taking the LQ-formers' soft tokens at the modality placeholders."""
+
+    @classmethod
+    def get_placeholder_str(cls, modality: str, i: int) -> str | None:
+        return PLACEHOLDERS.get(modality)
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        config = vllm_config.model_config.hf_config
+        self.configure_mm_token_handling(int(config.vocab_size), list(_token_ids(config).values()))
+
+    def get_language_model(self) -> torch.nn.Module:
+        return self.model
+
+    def embed_multimodal(self, **kwargs: object) -> list[torch.Tensor]:
+        """The soft tokens as sent, (Q, d) per item, in prompt order (audio before video)."""
+        dtype = self.model.embed_tokens.weight.dtype
+        out: list[torch.Tensor] = []
+        for modality in MODALITIES:
+            data = kwargs.get(f"{modality}_embeds")
+            if data is None:
+                continue
+            items = list(data) if isinstance(data, (list, tuple)) else list(torch.unbind(data))  # type: ignore[call-overload]
+            out.extend(t.to(dtype) for t in items)
+        return out
+
+    def embed_input_ids(
+        self,
+        input_ids: torch.Tensor,
+        multimodal_embeddings: Any = None,
+        *,
+        is_multimodal: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the soft tokens scattered in (``SupportsMultiModal``'s merge)."""
+        text = self.model.embed_input_ids
+        if multimodal_embeddings is None or len(multimodal_embeddings) == 0:
+            return text(input_ids)
+        from vllm.model_executor.models.utils import _merge_multimodal_embeddings
+
+        assert is_multimodal is not None
+        embeds = self._embed_text_input_ids(input_ids, text, is_multimodal=is_multimodal)
+        merged: torch.Tensor = _merge_multimodal_embeddings(
+            inputs_embeds=embeds, multimodal_embeddings=multimodal_embeddings, is_multimodal=is_multimodal
+        )
+        return merged
