@@ -326,9 +326,7 @@ def load_bundle(path: str | Path, *, check_features: bool = True, llm_weights: b
     if not llm_weights:  # no adapters on the shell
         no_lora = dataclasses.replace(config.llm.lora, r=0)
         model_config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, lora=no_lora))
-    model = MLlmDR(
-        model_config, int(manifest["audio_dim"]), int(manifest["visual_dim"]), tokenizer, llm=llm
-    )
+    model = MLlmDR(model_config, int(manifest["audio_dim"]), int(manifest["visual_dim"]), tokenizer, llm=llm)
     heads = {k[: k.index(".")] for k in HEAD_PREFIXES}
     for name in sorted(heads):
         _load_state(getattr(model, name), root / HEADS, prefix=f"{name}.")

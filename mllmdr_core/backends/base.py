@@ -52,6 +52,11 @@ class SoftTokens:
     audio: torch.Tensor | None
     video: torch.Tensor | None
 
+    @classmethod
+    def of(cls, audio: torch.Tensor | None, video: torch.Tensor | None) -> SoftTokens:
+        """From ``MLlmDR.encode_modalities`` outputs of one window, (1, Q, d) or ``None``."""
+        return cls(audio=None if audio is None else audio[0], video=None if video is None else video[0])
+
 
 @runtime_checkable
 class SoftTokenBackend(Protocol):

@@ -22,10 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import torch
+from transformers import PreTrainedTokenizerBase
 
 from mllmdr_core.backends.base import ItemOutput, SoftPromptRequest, SoftTokens
 from mllmdr_core.backends.vllm_backend import VLLMBackend, encode_prompt_embeds
+from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import BackendError
 
 
@@ -34,9 +35,27 @@ class VLLMNativeBackend(VLLMBackend):
 
     name = "vllm-native"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.tokenizer = tokenizer  # decodes the returned token ids as the embedded backend does
         self.last_assessment_bytes = 0  # JSON bodies of the last generate_soft call, all items
+
+    @classmethod
+    def from_bundle(
+        cls, base_url: str, bundle: LoadedBundle, model_name: str, **kwargs: Any
+    ) -> VLLMNativeBackend:
+        """For ``bundle`` (loaded with or without LLM weights): its hidden size, tokenizer, placeholder
+        suppression and ``max_new_tokens``."""
+        model = bundle.model
+        kwargs.setdefault("max_tokens", bundle.config.llm.max_new_tokens)
+        return cls(
+            base_url,
+            model_name,
+            hidden_size=model.d_llm,
+            suppress_token_ids=(model.audio_token_id, model.video_token_id),
+            tokenizer=bundle.tokenizer,
+            **kwargs,
+        )
 
     def soft_parts(self, soft: SoftTokens) -> list[dict[str, Any]]:
         """The multimodal content parts for one window's soft tokens (encoded once, reused by 8 items)."""
@@ -46,7 +65,8 @@ class VLLMNativeBackend(VLLMBackend):
                 continue
             if tokens.dim() != 2 or (self.hidden_size is not None and tokens.shape[1] != self.hidden_size):
                 raise BackendError(
-                    f"{modality} soft tokens must be (Q, {self.hidden_size or 'd'}), got {tuple(tokens.shape)}"
+                    f"{modality} soft tokens must be (Q, {self.hidden_size or 'd'}), "
+                    f"got {tuple(tokens.shape)}"
                 )
             key = f"{modality}_embeds"
             parts.append({"type": key, key: encode_prompt_embeds(tokens, self.wire_dtype)})
@@ -61,6 +81,7 @@ class VLLMNativeBackend(VLLMBackend):
             "temperature": 0.0,
             "add_special_tokens": True,  # BOS, as the tokenizer adds in-process
             "skip_special_tokens": True,
+            "return_token_ids": True,
         }
         if self.suppress_token_ids:
             body["logit_bias"] = {str(t): -100.0 for t in self.suppress_token_ids}
@@ -80,8 +101,18 @@ class VLLMNativeBackend(VLLMBackend):
         self.stats.last_payload_bytes = self.last_assessment_bytes
         return [self._parse_chat(a, r) for a, r in zip(answers, requests, strict=True)]
 
-    @staticmethod
-    def _parse_chat(body: dict[str, Any], request: SoftPromptRequest) -> ItemOutput:
+    def _text(self, message: dict[str, Any], token_ids: object) -> str:
+        """The answer text: the token ids decoded by the bundle's tokenizer (up to EOS) when available,
+        so the text equals the embedded backend's; else vLLM's own detokenized content."""
+        if self.tokenizer is None or not isinstance(token_ids, list):
+            return str(message.get("content") or "").strip()
+        ids = [int(t) for t in token_ids]
+        eos = self.tokenizer.eos_token_id
+        if eos in ids:
+            ids = ids[: ids.index(eos)]
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
+
+    def _parse_chat(self, body: dict[str, Any], request: SoftPromptRequest) -> ItemOutput:
         choices = body.get("choices")
         usage = body.get("usage")
         if not isinstance(choices, list) or len(choices) != 1 or not isinstance(usage, dict):
@@ -91,13 +122,8 @@ class VLLMNativeBackend(VLLMBackend):
             raise BackendError(f"vLLM answered item {request.item_key} without a message")
         return ItemOutput(
             item_key=request.item_key,
-            text=str(message.get("content") or "").strip(),
+            text=self._text(message, choices[0].get("token_ids")),
             maa_score=None,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             generated_tokens=int(usage.get("completion_tokens", 0)),
         )
-
-
-def soft_tokens_of(audio: torch.Tensor | None, video: torch.Tensor | None) -> SoftTokens:
-    """(1, Q, d) LQ-former outputs (or ``None``) → :class:`SoftTokens` of (Q, d)."""
-    return SoftTokens(audio=None if audio is None else audio[0], video=None if video is None else video[0])

@@ -37,7 +37,7 @@ def _token_ids(config: Any) -> dict[str, int]:
     return {"audio": int(getattr(config, AUDIO_TOKEN_KEY)), "video": int(getattr(config, VIDEO_TOKEN_KEY))}
 
 
-class MllmdrProcessingInfo(BaseProcessingInfo):  # type: ignore[misc]
+class MllmdrProcessingInfo(BaseProcessingInfo):
     """One audio and one video item per prompt, ``Q`` positions each."""
 
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
@@ -48,19 +48,21 @@ class MllmdrProcessingInfo(BaseProcessingInfo):  # type: ignore[misc]
         return {"audio": q, "video": q}
 
 
-class MllmdrDummyInputsBuilder(BaseDummyInputsBuilder[MllmdrProcessingInfo]):  # type: ignore[misc]
+class MllmdrDummyInputsBuilder(BaseDummyInputsBuilder[MllmdrProcessingInfo]):
     """Profiling inputs: the placeholders with zero soft tokens."""
 
     def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
         return "".join(PLACEHOLDERS[m] * mm_counts.get(m, 0) for m in MODALITIES)
 
-    def get_dummy_mm_data(self, seq_len: int, mm_counts: Mapping[str, int], mm_options: Any) -> dict[str, Any]:
+    def get_dummy_mm_data(
+        self, seq_len: int, mm_counts: Mapping[str, int], mm_options: Any
+    ) -> dict[str, Any]:
         cfg = self.info.get_hf_config()
         q, d = int(getattr(cfg, NUM_QUERIES_KEY)), int(cfg.hidden_size)
         return {m: [torch.zeros(q, d) for _ in range(mm_counts.get(m, 0))] for m in MODALITIES}
 
 
-class MllmdrMultiModalProcessor(BaseMultiModalProcessor[MllmdrProcessingInfo]):  # type: ignore[misc]
+class MllmdrMultiModalProcessor(BaseMultiModalProcessor[MllmdrProcessingInfo]):
     """Embeddings pass through; each placeholder token is expanded to its item's length."""
 
     def _get_mm_fields_config(
@@ -84,14 +86,16 @@ class MllmdrMultiModalProcessor(BaseMultiModalProcessor[MllmdrProcessingInfo]): 
             def replacement(item_idx: int, items: Any = items, tok: int = ids[modality]) -> list[int]:
                 return [tok] * int(items.get_feature_size(item_idx))
 
-            updates.append(PromptReplacement(modality=modality, target=[ids[modality]], replacement=replacement))
+            updates.append(
+                PromptReplacement(modality=modality, target=[ids[modality]], replacement=replacement)
+            )
         return updates
 
 
 @MULTIMODAL_REGISTRY.register_processor(
     MllmdrMultiModalProcessor, info=MllmdrProcessingInfo, dummy_inputs=MllmdrDummyInputsBuilder
 )
-class MllmdrLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):  # type: ignore[misc]
+class MllmdrLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):
     """vLLM's Llama taking the LQ-formers' soft tokens at the modality placeholders."""
 
     @classmethod
@@ -114,7 +118,9 @@ class MllmdrLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):  # type: ign
             data = kwargs.get(f"{modality}_embeds")
             if data is None:
                 continue
-            items = list(data) if isinstance(data, (list, tuple)) else list(torch.unbind(data))  # type: ignore[call-overload]
+            items = (
+                list(data) if isinstance(data, (list, tuple)) else list(torch.unbind(torch.as_tensor(data)))
+            )
             out.extend(t.to(dtype) for t in items)
         return out
 
