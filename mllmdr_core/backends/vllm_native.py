@@ -28,6 +28,7 @@ from mllmdr_core.backends.base import ItemOutput, SoftPromptRequest, SoftTokens
 from mllmdr_core.backends.vllm_backend import VLLMBackend, encode_prompt_embeds
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import BackendError
+from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
 
 
 class VLLMNativeBackend(VLLMBackend):
@@ -91,6 +92,13 @@ class VLLMNativeBackend(VLLMBackend):
         """All items concurrently, greedy; outputs in request order."""
         if not requests:
             return []
+        for r in requests:  # vLLM answers 500 (retried in vain) for a slot without its soft tokens
+            for slot, tokens in ((AUDIO_TOKEN, soft.audio), (VIDEO_TOKEN, soft.video)):
+                if r.prompt.count(slot) != (tokens is not None):
+                    raise BackendError(
+                        f"item {r.item_key}: the prompt has {r.prompt.count(slot)} {slot} slot(s) for "
+                        f"{'one' if tokens is not None else 'no'} set of soft tokens"
+                    )
         parts = self.soft_parts(soft)
         bodies = [self.payload(r, parts) for r in requests]
         self.last_assessment_bytes = sum(len(json.dumps(b)) for b in bodies)
