@@ -34,6 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from mllmdr_core.backends.vllm_plugin import (
     ARCHITECTURE,
     AUDIO_TOKEN_KEY,
+    MAA_WEIGHTS_NAME,
     NUM_QUERIES_KEY,
     RAW_CHAT_TEMPLATE,
     VIDEO_TOKEN_KEY,
@@ -107,6 +108,7 @@ def export_merged_llm(
     bundle_id: str | None = None,
     in_place: bool = False,
     plugin_soft_tokens: int | None = None,
+    maa_head: nn.Module | None = None,
 ) -> Path:
     """Merge LoRA into ``llm`` and write a vLLM-servable HF model dir at ``out_dir``.
 
@@ -114,7 +116,8 @@ def export_merged_llm(
     ``None`` keeps the model's dtype. ``plugin_soft_tokens`` (the LQ-formers' query count) exports for
     the project's vLLM plugin (:mod:`mllmdr_core.backends.vllm_plugin`): config ``architectures`` names
     the plugin's model, with the placeholder token ids and query count, and the tokenizer gets a chat
-    template that passes the prompt through verbatim. Returns ``out_dir``.
+    template that passes the prompt through verbatim; ``maa_head`` (the bundle's) is saved for the
+    plugin's pooling variant, which serves the MAA score. Returns ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +149,12 @@ def export_merged_llm(
         config["architectures"] = [ARCHITECTURE]
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (out / "chat_template.jinja").write_text(RAW_CHAT_TEMPLATE)
+    if maa_head is not None:
+        (out / MAA_WEIGHTS_NAME).parent.mkdir(exist_ok=True)
+        state = {
+            k: v.detach().to("cpu", torch.float32).contiguous() for k, v in maa_head.state_dict().items()
+        }
+        save_file(state, str(out / MAA_WEIGHTS_NAME))
     # (vocab, d) table, contiguous copy so the file holds exactly this tensor.
     table_path = out / EMBED_TABLE_NAME
     table_path.parent.mkdir(exist_ok=True)
@@ -206,6 +215,7 @@ def export_bundle(
         bundle_id=loaded.bundle_id,
         in_place=True,
         plugin_soft_tokens=loaded.config.lqformer.num_queries if plugin else None,
+        maa_head=loaded.model.maa if plugin else None,
     )
 
 

@@ -12,7 +12,10 @@ each placeholder expanded to Q soft-token positions. The 8 items go concurrently
 Wire cost per item ≈ prompt text + 2·Q·d·2 bytes·4/3 (base64): ≈ 683 KiB at Q = 32, d = 4096, i.e.
 ≈ 5.3 MiB per assessment against ≈ 130 MiB of whole prompt embeddings (``vllm_backend``). vLLM's
 multimodal cache skips embedding inputs, so the soft tokens cannot be sent once and referenced by the
-other 7 items with this vLLM. ``maa_score`` is ``None``: the MAA head does not run in vLLM yet.
+other 7 items with this vLLM. ``maa_url`` names a second vLLM server that serves the same export as
+the plugin's pooling variant (:data:`~mllmdr_core.backends.vllm_plugin.MAA_ARCHITECTURE`, MAA head as
+pooler): the 8 items go to its ``/v1/embeddings`` in one request, concurrently with the generation, and
+each answers one number, the item's ``maa_score``. Without it ``maa_score`` is ``None``.
 """
 
 from __future__ import annotations
@@ -36,9 +39,23 @@ class VLLMNativeBackend(VLLMBackend):
 
     name = "vllm-native"
 
-    def __init__(self, *args: Any, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        maa_url: str | None = None,
+        maa_model_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.tokenizer = tokenizer  # decodes the returned token ids as the embedded backend does
+        # The plugin's pooling variant (MAA head as pooler) serving the same export: one score per item.
+        self.maa: VLLMBackend | None = None
+        if maa_url is not None:
+            maa_kwargs = {
+                k: v for k, v in kwargs.items() if k in ("timeout_s", "retries", "backoff_s", "api_key")
+            }
+            self.maa = VLLMBackend(maa_url, maa_model_name or self.model_name, **maa_kwargs)
         self.last_assessment_bytes = 0  # JSON bodies of the last generate_soft call, all items
 
     @classmethod
@@ -102,12 +119,42 @@ class VLLMNativeBackend(VLLMBackend):
         parts = self.soft_parts(soft)
         bodies = [self.payload(r, parts) for r in requests]
         self.last_assessment_bytes = sum(len(json.dumps(b)) for b in bodies)
+        maa_body = None
+        if self.maa is not None:  # all items in one embeddings request (batched conversations)
+            maa_body = {
+                "model": self.maa.model_name,
+                "messages": [b["messages"] for b in bodies],
+                "add_special_tokens": True,
+            }
+            self.last_assessment_bytes += len(json.dumps(maa_body))
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        with ThreadPoolExecutor(max_workers=len(bodies) + 1) as pool:
+            scores = None if maa_body is None else pool.submit(self._maa_scores, maa_body, len(bodies))
             answers = list(pool.map(lambda b: self._request("POST", "/v1/chat/completions", b), bodies))
+            maa = [None] * len(bodies) if scores is None else scores.result()
         self.stats.last_latency_s = time.perf_counter() - t0
         self.stats.last_payload_bytes = self.last_assessment_bytes
-        return [self._parse_chat(a, r) for a, r in zip(answers, requests, strict=True)]
+        outputs = [self._parse_chat(a, r) for a, r in zip(answers, requests, strict=True)]
+        for out, score in zip(outputs, maa, strict=True):
+            out.maa_score = score
+        return outputs
+
+    def _maa_scores(self, body: dict[str, Any], n: int) -> list[float | None]:
+        assert self.maa is not None
+        answer = self.maa._request("POST", "/v1/embeddings", body)
+        data = answer.get("data")
+        if not isinstance(data, list) or len(data) != n:
+            raise BackendError(f"vLLM MAA server answered {str(answer)[:200]} for {n} items")
+        by_index = {int(d["index"]): d["embedding"] for d in data if isinstance(d, dict)}
+        try:
+            return [float(by_index[i][0]) for i in range(n)]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise BackendError(f"vLLM MAA server answered malformed scores: {str(data)[:200]}") from exc
+
+    def close(self) -> None:
+        super().close()
+        if self.maa is not None:
+            self.maa.close()
 
     def _text(self, message: dict[str, Any], token_ids: object) -> str:
         """The answer text: the token ids decoded by the bundle's tokenizer (up to EOS) when available,

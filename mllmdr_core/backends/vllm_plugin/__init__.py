@@ -16,6 +16,11 @@ from __future__ import annotations
 
 ARCHITECTURE = "MllmdrLlamaForCausalLM"
 MODEL_CLASS = "mllmdr_core.backends.vllm_plugin.model:MllmdrLlamaForCausalLM"
+# The pooling variant (``--runner pooling --hf-overrides '{"architectures": [MAA_ARCHITECTURE]}'``): the
+# MAA head as its pooler, one score per prompt.
+MAA_ARCHITECTURE = "MllmdrLlamaMAAModel"
+MAA_MODEL_CLASS = "mllmdr_core.backends.vllm_plugin.model:MllmdrLlamaMAAModel"
+MAA_WEIGHTS_NAME = "mllmdr/maa.safetensors"  # in the export (a sub-folder: vLLM skips it as weights)
 # config.json keys the export writes: the placeholder token ids and the soft tokens per placeholder.
 AUDIO_TOKEN_KEY = "mllmdr_audio_token_id"
 VIDEO_TOKEN_KEY = "mllmdr_video_token_id"
@@ -28,5 +33,7 @@ def register() -> None:
     """``vllm.general_plugins`` entry point: register the model class (lazily, by import path)."""
     from vllm import ModelRegistry
 
-    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
-        ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
+    supported = ModelRegistry.get_supported_archs()
+    for arch, cls in ((ARCHITECTURE, MODEL_CLASS), (MAA_ARCHITECTURE, MAA_MODEL_CLASS)):
+        if arch not in supported:
+            ModelRegistry.register_model(arch, cls)

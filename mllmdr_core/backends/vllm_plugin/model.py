@@ -9,11 +9,13 @@ embeddings only (``--enable-mm-embeds``): no encoder runs inside vLLM.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import BatchFeature
 from vllm.config import VllmConfig
+from vllm.model_executor.layers.pooler import Pooler
 from vllm.model_executor.models.interfaces import SupportsMultiModal
 from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.multimodal import MULTIMODAL_REGISTRY
@@ -27,7 +29,12 @@ from vllm.multimodal.processing import (
     PromptUpdate,
 )
 
-from mllmdr_core.backends.vllm_plugin import AUDIO_TOKEN_KEY, NUM_QUERIES_KEY, VIDEO_TOKEN_KEY
+from mllmdr_core.backends.vllm_plugin import (
+    AUDIO_TOKEN_KEY,
+    MAA_WEIGHTS_NAME,
+    NUM_QUERIES_KEY,
+    VIDEO_TOKEN_KEY,
+)
 
 MODALITIES = ("audio", "video")
 PLACEHOLDERS = {"audio": "<AudioHere>", "video": "<VideoHere>"}
@@ -143,3 +150,57 @@ class MllmdrLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):
             inputs_embeds=embeds, multimodal_embeddings=multimodal_embeddings, is_multimodal=is_multimodal
         )
         return merged
+
+
+def load_maa_head(model_dir: str) -> torch.nn.Module:
+    """The bundle's MAA head from the export (shapes give its config)."""
+    from safetensors.torch import load_file
+
+    from mllmdr_core.config import MAAConfig
+    from mllmdr_core.model.maa import MAAHead
+
+    state = load_file(str(Path(model_dir) / MAA_WEIGHTS_NAME))
+    heads, head_dim = state["score_weight"].shape
+    head = MAAHead(
+        MAAConfig(num_heads=int(heads), hidden=int(state["mlp.0.weight"].shape[0])), heads * head_dim
+    )
+    head.load_state_dict(state, strict=True)
+    return head.eval()
+
+
+class MAAPooler(Pooler):
+    """Pools each prompt's final hidden states with the MAA head: one score per prompt, (1,) float32."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def get_supported_tasks(self) -> set[str]:
+        return {"embed"}
+
+    def forward(self, hidden_states: torch.Tensor, pooling_metadata: Any) -> list[torch.Tensor]:
+        cursor = pooling_metadata.get_pooling_cursor()
+        if cursor.is_partial_prefill():
+            raise RuntimeError("MAA pooling needs the whole prompt in one step (no chunked prefill)")
+        out = []
+        start = 0
+        for length in cursor.prompt_lens_cpu.tolist():
+            h = hidden_states[start : start + int(length)].float().unsqueeze(0)  # (1, L, d)
+            start += int(length)
+            mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)  # (1, L)
+            out.append(self.head.to(h.device)(h, mask).float())  # (1,)
+        return out
+
+
+class MllmdrLlamaMAAModel(MllmdrLlamaForCausalLM):
+    """Pooling variant: the same model and soft-token handling, the MAA score instead of text."""
+
+    is_pooling_model = True
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.pooler = MAAPooler(load_maa_head(vllm_config.model_config.model))
+
+    def load_weights(self, weights: Any) -> set[str]:
+        loaded: set[str] = super().load_weights(weights)
+        return loaded | {f"pooler.head.{n}" for n, _ in self.pooler.head.named_parameters()}

@@ -9,15 +9,10 @@ loads the bundle WITHOUT LLM weights and sends prompt texts + 32 + 32 soft token
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -27,7 +22,7 @@ from mllmdr_core.backends.base import SoftPromptRequest, SoftTokens
 from mllmdr_core.backends.merge import export_merged_llm, load_serving_manifest
 from mllmdr_core.backends.vllm_native import VLLMNativeBackend
 from mllmdr_core.backends.vllm_plugin import ARCHITECTURE, AUDIO_TOKEN_KEY, NUM_QUERIES_KEY, VIDEO_TOKEN_KEY
-from mllmdr_core.backends.vllm_plugin.serve import server_command, server_env, write_entry_point
+from mllmdr_core.backends.vllm_plugin.serve import LocalServer
 from mllmdr_core.bundle import LoadedBundle, llm_params_loaded, load_bundle
 from mllmdr_core.errors import BackendError
 from mllmdr_core.frames import TranscriptLine
@@ -44,12 +39,6 @@ TRANSCRIPT = [
     TranscriptLine(8.0, 10.0, "clinician", "Have you noticed any changes in your appetite?"),
     TranscriptLine(10.5, 12.5, "patient", "I barely eat anything these days."),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -127,59 +116,17 @@ def test_payload_per_assessment_at_d4096() -> None:
     assert 8 * per_item < 6 * 2**20  # ≈ 5.4 MiB per assessment vs ≈ 130 MiB of whole prompt embeddings
 
 
-class PluginServer:
-    """A real vLLM OpenAI server (CPU build) serving ``model_dir`` with the plugin, on a free port."""
-
-    def __init__(self, model_dir: Path, tmp: Path) -> None:
-        if not VLLM_PY.exists():
-            raise RuntimeError(f"{VLLM_PY} missing: run scripts/setup_vllm.sh (make test does)")
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = server_env(
-            os.environ, source_root=REPO, entry_point_dir=write_entry_point(tmp / "ep"), cache_dir=tmp / "c"
-        )
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine in-process: faster start on 2 cores
-        cmd = server_command(
-            VLLM_PY, model_dir, port=self.port, served_model_name=MODEL_NAME,
-            extra=["--enforce-eager", "--distributed-executor-backend", "uni"],
-        )  # fmt: skip
-        self.log = tmp / "server.log"
-        self._log_f = self.log.open("wb")
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self._log_f, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        while time.perf_counter() < t0 + 420:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        else:
-            self.stop()
-            raise RuntimeError(f"vLLM not ready after 420 s:\n{self.tail()}")
-        self.start_s = time.perf_counter() - t0
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log_f.close()
-
-
 @pytest.fixture(scope="module")
-def server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginServer]:
-    srv = PluginServer(export_dir, tmp_path_factory.mktemp("native-run"))
+def server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    if not VLLM_PY.exists():
+        raise RuntimeError(f"{VLLM_PY} missing: run scripts/setup_vllm.sh (make test does)")
+    srv = LocalServer(
+        VLLM_PY,
+        export_dir,
+        tmp_path_factory.mktemp("native-run"),
+        source_root=REPO,
+        served_model_name=MODEL_NAME,
+    )
     print(f"\n[vllm-native] plugin server ready in {srv.start_s:.1f} s")
     yield srv
     srv.stop()
@@ -187,7 +134,7 @@ def server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.mark.slow
 def test_plugin_assessment_equals_embedded(
-    full: LoadedBundle, light: LoadedBundle, server: PluginServer, request: pytest.FixtureRequest
+    full: LoadedBundle, light: LoadedBundle, server: LocalServer, request: pytest.FixtureRequest
 ) -> None:
     assert f"Resolved architecture: {ARCHITECTURE}" in server.log.read_text()  # the plugin's class
     backend = VLLMNativeBackend.from_bundle(server.url, light, MODEL_NAME, max_tokens=16)
