@@ -139,6 +139,15 @@ class VLLMNativeBackend(VLLMBackend):
             out.maa_score = score
         return outputs
 
+    def maa_scores(self, requests: list[SoftPromptRequest], soft: SoftTokens) -> list[float | None]:
+        """Only the MAA scores of ``requests`` (one embeddings request to the pooling server)."""
+        if self.maa is None:
+            raise BackendError("no MAA server configured (maa_url)")
+        parts = self.soft_parts(soft)
+        messages = [self.payload(r, parts)["messages"] for r in requests]
+        body = {"model": self.maa.model_name, "messages": messages, "add_special_tokens": True}
+        return self._maa_scores(body, len(requests))
+
     def _maa_scores(self, body: dict[str, Any], n: int) -> list[float | None]:
         assert self.maa is not None
         answer = self.maa._request("POST", "/v1/embeddings", body)

@@ -68,7 +68,9 @@ def light(bundle_path: Path) -> LoadedBundle:
 def export_dir(full: LoadedBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("native-export") / "merged"
     q = full.config.lqformer.num_queries
-    return export_merged_llm(full.model.llm, full.tokenizer, out, plugin_soft_tokens=q)
+    return export_merged_llm(
+        full.model.llm, full.tokenizer, out, plugin_soft_tokens=q, maa_head=full.model.maa
+    )
 
 
 def _snapshot(bundle: LoadedBundle) -> SessionSnapshot:
@@ -180,9 +182,58 @@ def test_plugin_assessment_equals_embedded(
             [SoftPromptRequest("sleep", "no slot here")], SoftTokens(torch.zeros(32, 64), None)
         )
 
-    # server gone → BackendError after the retries, not a hang
+    # server gone → BackendError after the retries, not a hang (the last test using this server)
     server.stop()
     gone = VLLMNativeBackend.from_bundle(server.url, light, MODEL_NAME, retries=1, backoff_s=0.05)
     request.addfinalizer(gone.close)
     with pytest.raises(BackendError, match="unreachable"):
         gone.generate_soft([SoftPromptRequest(k, prompts[k].text) for k in ITEM_KEYS], soft)
+
+
+@pytest.fixture(scope="module")
+def maa_server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """The plugin's pooling variant (MAA head as pooler) on the same export."""
+    srv = LocalServer(
+        VLLM_PY,
+        export_dir,
+        tmp_path_factory.mktemp("native-maa"),
+        source_root=REPO,
+        served_model_name=MODEL_NAME,
+        maa=True,
+    )
+    print(f"\n[vllm-native] MAA pooling server ready in {srv.start_s:.1f} s")
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.slow
+def test_maa_score_from_the_pooling_server(
+    full: LoadedBundle, light: LoadedBundle, maa_server: LocalServer, request: pytest.FixtureRequest
+) -> None:
+    from mllmdr_core.backends.vllm_plugin import MAA_ARCHITECTURE
+
+    assert f"Resolved architecture: {MAA_ARCHITECTURE}" in maa_server.log.read_text()
+    snapshot = _snapshot(full)
+    prompts = Assessor(light).prompts(snapshot)
+    texts = [prompts[k].text for k in ITEM_KEYS]
+    with torch.no_grad():
+        feats = [torch.from_numpy(x).unsqueeze(0) for x in (snapshot.audio, snapshot.visual)]
+        soft = SoftTokens.of(*light.model.encode_modalities(feats[0], None, feats[1], None))
+        embeds = full.model.prompt_embeds(texts, feats[0], None, feats[1], None)
+    from mllmdr_core.backends.base import ItemRequest
+    from mllmdr_core.backends.transformers_backend import TransformersBackend
+
+    want = [o.maa_score for o in TransformersBackend(full.model, 1).generate(
+        [ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)]
+    )]  # fmt: skip
+    items = [SoftPromptRequest(k, t) for k, t in zip(ITEM_KEYS, texts, strict=True)]
+    for wire, tol in (("float32", 1e-4), ("bfloat16", 5e-3)):  # bf16 rounds the soft tokens on the wire
+        backend = VLLMNativeBackend(
+            maa_server.url, MODEL_NAME, hidden_size=light.model.d_llm, maa_url=maa_server.url, wire_dtype=wire
+        )
+        request.addfinalizer(backend.close)
+        got = backend.maa_scores(items, soft)
+        diff = max(abs(g - w) for g, w in zip(got, want, strict=True) if g is not None and w is not None)
+        print(f"[vllm-native] MAA from vLLM, {wire} wire: max |diff| {diff:.2e}")
+        assert all(g is not None for g in got) and diff < tol
+    assert len({round(g or 0.0, 6) for g in got}) > 1  # the items differ, so the pooling is per item
