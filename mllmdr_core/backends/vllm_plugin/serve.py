@@ -72,7 +72,8 @@ def server_command(
     if maa:
         extra = [
             "--runner", "pooling", "--hf-overrides", json.dumps({"architectures": [MAA_ARCHITECTURE]}),
-            "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max_model_len * 8), *extra,
+            "--no-enable-chunked-prefill", "--no-enable-prefix-caching",  # the head pools every position
+            "--max-num-batched-tokens", str(max_model_len * 8), *extra,
         ]  # fmt: skip
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
