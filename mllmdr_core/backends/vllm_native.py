@@ -20,6 +20,7 @@ each answers one number, the item's ``maa_score``. Without it ``maa_score`` is `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,9 +46,11 @@ class VLLMNativeBackend(VLLMBackend):
         tokenizer: PreTrainedTokenizerBase | None = None,
         maa_url: str | None = None,
         maa_model_name: str | None = None,
+        share_soft_tokens: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.share_soft_tokens = share_soft_tokens
         self.tokenizer = tokenizer  # decodes the returned token ids as the embedded backend does
         # The plugin's pooling variant (MAA head as pooler) serving the same export: one score per item.
         self.maa: VLLMBackend | None = None
@@ -75,8 +78,9 @@ class VLLMNativeBackend(VLLMBackend):
             **kwargs,
         )
 
-    def soft_parts(self, soft: SoftTokens) -> list[dict[str, Any]]:
-        """The multimodal content parts for one window's soft tokens (encoded once, reused by 8 items)."""
+    def soft_parts(self, soft: SoftTokens, *, reference: bool = False) -> list[dict[str, Any]]:
+        """The multimodal content parts for one window's soft tokens, each with a content-hash ``uuid``;
+        ``reference``: the uuid alone (vLLM takes the tensor from its processor cache)."""
         parts: list[dict[str, Any]] = []
         for modality, tokens in (("audio", soft.audio), ("video", soft.video)):
             if tokens is None:
@@ -87,8 +91,22 @@ class VLLMNativeBackend(VLLMBackend):
                     f"got {tuple(tokens.shape)}"
                 )
             key = f"{modality}_embeds"
-            parts.append({"type": key, key: encode_prompt_embeds(tokens, self.wire_dtype)})
+            data = encode_prompt_embeds(tokens, self.wire_dtype)
+            uuid = f"mllmdr-{modality}-" + hashlib.sha256(data.encode()).hexdigest()[:32]
+            parts.append({"type": key, key: None if reference else data, "uuid": uuid})
         return parts
+
+    def conversations(
+        self, requests: list[SoftPromptRequest], soft: SoftTokens
+    ) -> list[list[dict[str, Any]]]:
+        """One single-message conversation per item; with ``share_soft_tokens`` only the first carries the
+        tensors, the others name them by uuid (one batched request: vLLM processes them in order)."""
+        full = self.soft_parts(soft)
+        ref = self.soft_parts(soft, reference=True) if self.share_soft_tokens else full
+        return [
+            [{"role": "user", "content": [{"type": "text", "text": r.prompt}, *(full if i == 0 else ref)]}]
+            for i, r in enumerate(requests)
+        ]
 
     def payload(self, request: SoftPromptRequest, parts: list[dict[str, Any]]) -> dict[str, Any]:
         """The Chat Completions body of one item (greedy, placeholders suppressed)."""
@@ -116,25 +134,43 @@ class VLLMNativeBackend(VLLMBackend):
                         f"item {r.item_key}: the prompt has {r.prompt.count(slot)} {slot} slot(s) for "
                         f"{'one' if tokens is not None else 'no'} set of soft tokens"
                     )
-        parts = self.soft_parts(soft)
-        bodies = [self.payload(r, parts) for r in requests]
+        conversations = self.conversations(requests, soft)
+        if self.share_soft_tokens:  # one batched request
+            batch = self.payload(requests[0], [])
+            batch["messages"] = conversations
+            bodies = [batch]
+        else:  # one request per item, each with the tensors
+            bodies = [
+                {**self.payload(r, []), "messages": c} for r, c in zip(requests, conversations, strict=True)
+            ]
+        path = "/v1/chat/completions/batch" if self.share_soft_tokens else "/v1/chat/completions"
         self.last_assessment_bytes = sum(len(json.dumps(b)) for b in bodies)
         maa_body = None
         if self.maa is not None:  # all items in one embeddings request (batched conversations)
-            maa_body = {
-                "model": self.maa.model_name,
-                "messages": [b["messages"] for b in bodies],
-                "add_special_tokens": True,
-            }
+            maa_body = {"model": self.maa.model_name, "messages": conversations, "add_special_tokens": True}
             self.last_assessment_bytes += len(json.dumps(maa_body))
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=len(bodies) + 1) as pool:
-            scores = None if maa_body is None else pool.submit(self._maa_scores, maa_body, len(bodies))
-            answers = list(pool.map(lambda b: self._request("POST", "/v1/chat/completions", b), bodies))
-            maa = [None] * len(bodies) if scores is None else scores.result()
+            scores = None if maa_body is None else pool.submit(self._maa_scores, maa_body, len(requests))
+            answers = list(pool.map(lambda b: self._request("POST", path, b), bodies))
+            maa = [None] * len(requests) if scores is None else scores.result()
         self.stats.last_latency_s = time.perf_counter() - t0
         self.stats.last_payload_bytes = self.last_assessment_bytes
-        outputs = [self._parse_chat(a, r) for a, r in zip(answers, requests, strict=True)]
+        per_answer = len(requests) if self.share_soft_tokens else 1
+        choices = [c for a in answers for c in self._choices(a, per_answer)]
+        outputs = [self._parse_choice(c, r) for c, r in zip(choices, requests, strict=True)]
+        served = sum(int(a.get("usage", {}).get("prompt_tokens", 0)) for a in answers)
+        if self.tokenizer is not None:  # per item: the batch answers only a total
+            for out, r in zip(outputs, requests, strict=True):
+                out.prompt_tokens = self.prompt_length(r.prompt, soft)
+            if served != sum(o.prompt_tokens for o in outputs):
+                raise BackendError(
+                    f"vLLM counted {served} prompt tokens, the bundle's tokenizer "
+                    f"{sum(o.prompt_tokens for o in outputs)}: the served model is not this bundle's export"
+                )
+        elif not self.share_soft_tokens:
+            for out, a in zip(outputs, answers, strict=True):
+                out.prompt_tokens = int(a.get("usage", {}).get("prompt_tokens", 0))
         for out, score in zip(outputs, maa, strict=True):
             out.maa_score = score
         return outputs
@@ -143,8 +179,7 @@ class VLLMNativeBackend(VLLMBackend):
         """Only the MAA scores of ``requests`` (one embeddings request to the pooling server)."""
         if self.maa is None:
             raise BackendError("no MAA server configured (maa_url)")
-        parts = self.soft_parts(soft)
-        messages = [self.payload(r, parts)["messages"] for r in requests]
+        messages = self.conversations(requests, soft)
         body = {"model": self.maa.model_name, "messages": messages, "add_special_tokens": True}
         return self._maa_scores(body, len(requests))
 
@@ -176,18 +211,40 @@ class VLLMNativeBackend(VLLMBackend):
             ids = ids[: ids.index(eos)]
         return str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
-    def _parse_chat(self, body: dict[str, Any], request: SoftPromptRequest) -> ItemOutput:
+    def prompt_length(self, prompt: str, soft: SoftTokens) -> int:
+        """Tokens vLLM prefills for ``prompt``: its ids with each slot expanded to its soft tokens."""
+        assert self.tokenizer is not None
+        n = len(self.tokenizer(prompt)["input_ids"])
+        for slot, tokens in ((AUDIO_TOKEN, soft.audio), (VIDEO_TOKEN, soft.video)):
+            if tokens is not None:
+                n += prompt.count(slot) * (int(tokens.shape[0]) - 1)
+        return n
+
+    @staticmethod
+    def _choices(body: dict[str, Any], n: int) -> list[dict[str, Any]]:
+        """The ``n`` choices of one answer, in index order (``BackendError`` when malformed)."""
         choices = body.get("choices")
-        usage = body.get("usage")
-        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(usage, dict):
-            raise BackendError(f"vLLM answered item {request.item_key} without one choice: {str(body)[:200]}")
-        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        if (
+            not isinstance(choices, list)
+            or len(choices) != n
+            or not all(isinstance(c, dict) for c in choices)
+        ):
+            raise BackendError(f"vLLM answered {str(body)[:200]} for {n} conversation(s)")
+        by_index = {c.get("index"): c for c in choices}
+        if sorted(by_index, key=str) != sorted(range(n), key=str):
+            raise BackendError(f"vLLM choice indices {sorted(by_index, key=str)} for {n} conversation(s)")
+        return [by_index[i] for i in range(n)]
+
+    def _parse_choice(self, choice: dict[str, Any], request: SoftPromptRequest) -> ItemOutput:
+        message = choice.get("message")
         if not isinstance(message, dict):
             raise BackendError(f"vLLM answered item {request.item_key} without a message")
+        token_ids = choice.get("token_ids")
+        prompt_ids = choice.get("prompt_token_ids")
         return ItemOutput(
             item_key=request.item_key,
-            text=self._text(message, choices[0].get("token_ids")),
+            text=self._text(message, token_ids),
             maa_score=None,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            generated_tokens=int(usage.get("completion_tokens", 0)),
+            prompt_tokens=len(prompt_ids) if isinstance(prompt_ids, list) else 0,
+            generated_tokens=len(token_ids) if isinstance(token_ids, list) else 0,
         )

@@ -20,7 +20,7 @@ from vllm.model_executor.models.interfaces import SupportsMultiModal
 from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
-from vllm.multimodal.parse import MultiModalDataItems
+from vllm.multimodal.parse import MultiModalDataItems, MultiModalDataParser, ProcessorBatchItems
 from vllm.multimodal.processing import (
     BaseDummyInputsBuilder,
     BaseMultiModalProcessor,
@@ -44,8 +44,43 @@ def _token_ids(config: Any) -> dict[str, int]:
     return {"audio": int(getattr(config, AUDIO_TOKEN_KEY)), "video": int(getattr(config, VIDEO_TOKEN_KEY))}
 
 
+class SoftTokenItems(ProcessorBatchItems):
+    """Soft tokens (Q, d) per item, parsed as processor data rather than pass-through embeddings, so that
+    vLLM's multimodal processor cache keeps them: a later item that names the same ``uuid`` with no
+    tensor (``"audio_embeds": null``) reuses them, and one assessment sends them once."""
+
+    def get_processor_data(self) -> Mapping[str, object]:
+        return {f"{self.modality}_soft": self.get_all()}
+
+    def get_feature_size(self, item_idx: int) -> int:
+        return int(self.get(item_idx).shape[0])
+
+
+class SoftTokenParser(MultiModalDataParser):
+    """``audio`` / ``video`` data → :class:`SoftTokenItems` ((N, Q, d) tensor or a list of (Q, d) / None)."""
+
+    def _get_subparsers(self) -> Mapping[str, Any]:
+        def parse(modality: str) -> Any:
+            def run(data: Any) -> SoftTokenItems | None:
+                if data is None:
+                    return None
+                items = (
+                    list(torch.unbind(data)) if isinstance(data, torch.Tensor) and data.ndim == 3 else data
+                )
+                if isinstance(items, torch.Tensor):
+                    items = [items]
+                return SoftTokenItems(list(items), modality)
+
+            return run
+
+        return {m: parse(m) for m in MODALITIES}
+
+
 class MllmdrProcessingInfo(BaseProcessingInfo):
     """One audio and one video item per prompt, ``Q`` positions each."""
+
+    def get_data_parser(self) -> MultiModalDataParser:
+        return SoftTokenParser()
 
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
         return {"audio": 1, "video": 1}
@@ -70,7 +105,24 @@ class MllmdrDummyInputsBuilder(BaseDummyInputsBuilder[MllmdrProcessingInfo]):
 
 
 class MllmdrMultiModalProcessor(BaseMultiModalProcessor[MllmdrProcessingInfo]):
-    """Embeddings pass through; each placeholder token is expanded to its item's length."""
+    """Soft tokens become ``{audio,video}_embeds``; each placeholder expands to its item's length."""
+
+    def _call_hf_processor(
+        self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]
+    ) -> BatchFeature:
+        cfg = self.info.get_hf_config()
+        q, d = int(getattr(cfg, NUM_QUERIES_KEY)), int(cfg.hidden_size)
+        out = {}
+        for modality in MODALITIES:
+            items = hf_data.get(f"{modality}_soft")
+            if not items:
+                continue
+            for t in items:  # type: ignore[attr-defined]
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != (q, d):
+                    shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                    raise ValueError(f"{modality} soft tokens must be ({q}, {d}), got {shape}")
+            out[f"{modality}_embeds"] = torch.stack(list(items))  # type: ignore[call-overload]  # (N, Q, d)
+        return BatchFeature(out)
 
     def _get_mm_fields_config(
         self, hf_inputs: BatchFeature, hf_processor_mm_kwargs: Mapping[str, object]

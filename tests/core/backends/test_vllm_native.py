@@ -105,17 +105,20 @@ def test_export_names_the_plugin_and_light_bundle_holds_no_llm(
 
 
 def test_payload_per_assessment_at_d4096() -> None:
-    backend = VLLMNativeBackend("http://127.0.0.1:9", "m", hidden_size=4096)  # never contacted
-    try:
-        soft = SoftTokens(torch.randn(32, 4096), torch.randn(32, 4096))
-        parts = backend.soft_parts(soft)
-        prompt = "x" * 2000  # a long item prompt
-        per_item = len(json.dumps(backend.payload(SoftPromptRequest("sleep", prompt), parts)))
-    finally:
-        backend.close()
+    soft = SoftTokens(torch.randn(32, 4096), torch.randn(32, 4096))
+    items = [SoftPromptRequest(k, "x" * 2000 + " <AudioHere> <VideoHere>") for k in ITEM_KEYS]  # long prompts
+    sizes = {}
+    for shared in (True, False):
+        backend = VLLMNativeBackend("http://127.0.0.1:9", "m", hidden_size=4096, share_soft_tokens=shared)
+        try:
+            convs = backend.conversations(items, soft)
+        finally:
+            backend.close()
+        sizes[shared] = len(json.dumps(convs))
+        assert sum(json.dumps(c).count("mllmdr-audio-") for c in convs) == 8  # every item names them
     soft_b64 = 2 * 4 * -(-(32 * 4096 * 2 + 1500) // 3)  # base64 of two bf16 (32, 4096) torch.save files
-    assert soft_b64 < per_item < soft_b64 + 6000
-    assert 8 * per_item < 6 * 2**20  # ≈ 5.4 MiB per assessment vs ≈ 130 MiB of whole prompt embeddings
+    assert soft_b64 < sizes[True] < soft_b64 + 8 * 2600 < 2**20  # sent once: ≤ 1 MiB per assessment
+    assert 8 * soft_b64 < sizes[False] < 8 * (soft_b64 + 2600)  # per item: ≈ 5.4 MiB
 
 
 @pytest.fixture(scope="module")
