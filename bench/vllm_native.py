@@ -7,10 +7,10 @@ bundle WITHOUT LLM weights on the "stream server" side and runs assessments thro
 with ``VLLMNativeBackend``; the embedded transformers backend on the full bundle is the reference.
 Last line: one JSON object with
 
-- ``payload_bytes_per_assessment_d4096``: JSON bodies of one assessment (8 chat requests + the MAA
-  request) built by the backend for this snapshot's prompts with d = 4096 soft tokens (bf16 on the wire);
-- ``payload_bytes_per_assessment_prompt_embeds_d4096``: the same prompts as whole prompt embeddings
-  (``VLLMBackend``, bf16), for comparison;
+- ``payload_bytes_per_assessment_d4096``: JSON bodies of one assessment (the batched generation request
+  + the MAA request, soft tokens once in each) built by the backend for this snapshot's prompts with
+  d = 4096 soft tokens, bf16 on the wire; ``..._detail``: also soft tokens with every item, generation
+  alone, and the same prompts as whole prompt embeddings (``VLLMBackend``) for comparison;
 - ``stream_llm_params``: LLM parameters in this (stream-server) process: 0;
 - ``maa_from_server`` and ``maa_max_abs_diff`` vs the embedded backend; ``text_equal``;
 - ``prefill_tokens_per_assessment``: ``per_item`` (the 8 prompts as served) and ``shared_prefix``
@@ -60,21 +60,29 @@ TRANSCRIPT = [
 ]
 
 
-def payload_d4096(prompts: list[str], prompt_tokens: list[int]) -> tuple[int, int]:
-    """Bytes per assessment at d = 4096: (plugin: text + soft tokens, prompt embeds of every item)."""
-    backend = VLLMNativeBackend("http://127.0.0.1:9", "m", hidden_size=D_BIG, maa_url="http://127.0.0.1:9")
-    try:
-        soft = SoftTokens(torch.randn(32, D_BIG), torch.randn(32, D_BIG))
-        parts = backend.soft_parts(soft)
-        bodies = [
-            backend.payload(SoftPromptRequest(k, p), parts) for k, p in zip(ITEM_KEYS, prompts, strict=True)
-        ]
-        maa = {"model": "m", "messages": [b["messages"] for b in bodies], "add_special_tokens": True}
-        plugin = sum(len(json.dumps(b)) for b in bodies) + len(json.dumps(maa))
-    finally:
-        backend.close()
-    embeds = sum(len(encode_prompt_embeds(torch.zeros(n, D_BIG))) for n in prompt_tokens)
-    return plugin, embeds
+def payload_d4096(prompts: list[str], prompt_tokens: list[int]) -> dict[str, int]:
+    """Bytes per assessment at d = 4096 for these prompts: the plugin's request bodies (generation +
+    MAA), soft tokens sent once (default) or with every item, and the prompt embeddings of every item."""
+    soft = SoftTokens(torch.randn(32, D_BIG), torch.randn(32, D_BIG))
+    items = [SoftPromptRequest(k, p) for k, p in zip(ITEM_KEYS, prompts, strict=True)]
+    out = {}
+    for shared in (True, False):
+        backend = VLLMNativeBackend("http://127.0.0.1:9", "m", hidden_size=D_BIG, share_soft_tokens=shared)
+        try:
+            convs = backend.conversations(items, soft)
+            gen = [{**backend.payload(items[0], []), "messages": convs}] if shared else [
+                {**backend.payload(r, []), "messages": c} for r, c in zip(items, convs, strict=True)
+            ]  # fmt: skip
+            maa = {"model": "m", "messages": convs, "add_special_tokens": True}
+            out["shared" if shared else "per_item"] = sum(len(json.dumps(b)) for b in gen) + len(
+                json.dumps(maa)
+            )
+            if shared:
+                out["shared_generation_only"] = sum(len(json.dumps(b)) for b in gen)
+        finally:
+            backend.close()
+    out["prompt_embeds"] = sum(len(encode_prompt_embeds(torch.zeros(n, D_BIG))) for n in prompt_tokens)
+    return out
 
 
 def run_tiny(runs: int) -> dict[str, object]:
@@ -132,12 +140,12 @@ def run_tiny(runs: int) -> dict[str, object]:
     diffs = [
         abs(a - b) for a, b in zip(maa_remote, maa_local, strict=True) if a is not None and b is not None
     ]
-    plugin_bytes, embeds_bytes = payload_d4096(texts, [o.prompt_tokens for o in outs])
+    sizes = payload_d4096(texts, [o.prompt_tokens for o in outs])
     return {
         "bench": "vllm_native",
         "mode": "tiny",
-        "payload_bytes_per_assessment_d4096": plugin_bytes,
-        "payload_bytes_per_assessment_prompt_embeds_d4096": embeds_bytes,
+        "payload_bytes_per_assessment_d4096": sizes["shared"],
+        "payload_bytes_per_assessment_d4096_detail": sizes,
         "stream_llm_params": llm_params_loaded(light.model),
         "embedded_llm_params": llm_params_loaded(full.model),
         "maa_from_server": all(v is not None for v in maa_remote),

@@ -3,19 +3,24 @@
 The stream server runs only the LQ-formers (32 + 32 soft tokens of d_llm per window) and holds no LLM
 weights; vLLM serves the bundle's merged model exported with ``merge.export_merged_llm(...,
 plugin_soft_tokens=Q)`` under the plugin's architecture (:mod:`mllmdr_core.backends.vllm_plugin`),
-started with ``--enable-mm-embeds``. Each item is one ``POST /v1/chat/completions`` whose single user
-message is the item prompt plus ``audio_embeds`` / ``video_embeds`` parts (base64 ``torch.save`` of
-(Q, d), bf16 by default); the export's chat template passes the prompt through verbatim and
+started with ``--enable-mm-embeds``. Each item is a one-message conversation: the item prompt plus
+``audio_embeds`` / ``video_embeds`` parts (base64 ``torch.save`` of (Q, d), bf16 by default, each with a
+content-hash ``uuid``); the export's chat template passes the prompt through verbatim and
 ``add_special_tokens`` adds the BOS, so vLLM sees the same token ids as ``MLlmDR.prompt_embeds`` with
-each placeholder expanded to Q soft-token positions. The 8 items go concurrently (vLLM batches them).
+each placeholder expanded to Q soft-token positions. Text is decoded from the returned token ids with
+the bundle's tokenizer.
 
-Wire cost per item ≈ prompt text + 2·Q·d·2 bytes·4/3 (base64): ≈ 683 KiB at Q = 32, d = 4096, i.e.
-≈ 5.3 MiB per assessment against ≈ 130 MiB of whole prompt embeddings (``vllm_backend``). vLLM's
-multimodal cache skips embedding inputs, so the soft tokens cannot be sent once and referenced by the
-other 7 items with this vLLM. ``maa_url`` names a second vLLM server that serves the same export as
-the plugin's pooling variant (:data:`~mllmdr_core.backends.vllm_plugin.MAA_ARCHITECTURE`, MAA head as
-pooler): the 8 items go to its ``/v1/embeddings`` in one request, concurrently with the generation, and
-each answers one number, the item's ``maa_score``. Without it ``maa_score`` is ``None``.
+``share_soft_tokens`` (default): the 8 items go in ONE ``POST /v1/chat/completions/batch``; only the
+first conversation carries the tensors, the other 7 name them by uuid and vLLM's multimodal processor
+cache supplies them (the plugin parses soft tokens as processor data, which that cache keeps; vLLM
+skips it for pass-through embeddings). Wire cost ≈ 2·Q·d·2 bytes·4/3 + the 8 prompt texts per request:
+≈ 0.69 MiB at Q = 32, d = 4096. Without it, 8 concurrent ``/v1/chat/completions`` requests each carry the
+tensors (≈ 5.4 MiB). Whole prompt embeddings (``vllm_backend``) cost ≈ 130 MiB for 1,562-token items.
+
+``maa_url`` names a second vLLM server that serves the same export as the plugin's pooling variant
+(:data:`~mllmdr_core.backends.vllm_plugin.MAA_ARCHITECTURE`, MAA head as pooler): the same 8
+conversations go to its ``/v1/embeddings`` in one request, concurrently with the generation, and each
+answers one number, the item's ``maa_score`` (another ≈ 0.69 MiB). Without it ``maa_score`` is ``None``.
 """
 
 from __future__ import annotations
