@@ -173,7 +173,11 @@ def main() -> int:
     if not args.tiny:
         print("only --tiny is implemented; the GPU comparison is bench/gpu_vllm.py", file=sys.stderr)
         return 2
-    print(json.dumps(run_tiny(args.runs)))
+    from common import write_result  # bench/ is sys.path[0]
+
+    result = run_tiny(args.runs)
+    write_result("vllm_native_tiny", {k: v for k, v in result.items() if k != "bench"})
+    print(json.dumps(result))
     return 0
 
 
