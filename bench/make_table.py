@@ -178,6 +178,23 @@ def gpu_vllm(doc: Doc) -> list[Row]:
     return [Row("gpu_vllm", figure)]
 
 
+def vllm_native_tiny(doc: Doc) -> list[Row]:
+    payload = doc["payload_bytes_per_assessment_d4096_detail"]
+    lat = doc["latency_ms_per_assessment"]
+    mib = 1024 * 1024
+    figure = (
+        f"vLLM plugin, {doc['device']}, generation + MAA pooling servers: payload per assessment at "
+        f"d = 4096 **{payload['shared'] / mib:.2f} MiB** (generation alone "
+        f"{payload['shared_generation_only'] / mib:.2f} MiB; whole prompt embeddings {payload['prompt_embeds'] / mib:.1f} MiB); stream-server LLM params "
+        f"**{doc['stream_llm_params']}**; MAA from vLLM {doc['maa_from_server']} (max diff "
+        f"{doc['maa_max_abs_diff']:.1e}); text equal to embedded {doc['text_equal']}; prefill tokens per "
+        f"assessment {doc['prefill_tokens_per_assessment']['per_item']}; latency p50 {lat['p50']} ms, p95 "
+        f"{lat['p95']} ms ({lat['runs']} runs)"
+    )
+    met = doc["stream_llm_params"] == 0 and doc["payload_bytes_per_assessment_d4096"] <= mib
+    return [Row("vllm_native (tiny)", figure, "≤ 1 MiB, 0 LLM params", met)]
+
+
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
     "hangup_latency": hangup_latency,
@@ -187,6 +204,7 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "transcribe_wer": transcribe_wer,
     "gpu_check": gpu_check,
     "gpu_vllm": gpu_vllm,
+    "vllm_native_tiny": vllm_native_tiny,
 }
 
 

@@ -8,6 +8,8 @@ The only place that assembles an ``Assessment``: live checkpoints and finals, pe
     prompts (slots only for modalities with frames)
     audio (Ta, Da), visual (Tv, Dv) --LQ-formers (once, shared by the 8 items)--> 32 + 32 soft tokens
     --splice--> 8 × (L_i, d_llm) --backend.generate (one batch)--> text + MAA score per item
+    (a ``SoftTokenBackend``, e.g. vLLM with the project's plugin, takes the 8 prompt texts and the soft
+    tokens instead and embeds them itself: no splice, no LLM weights in this process)
     --prompt.parse_output--> score; no usable score → MAA score (rounded, clamped), flagged ``fallback``
     → evidence per item (the item's Q/A spans, its indicators, time ranges), the item's exact prompt and
     pairs, the rationale's grounding against that prompt (``grounding.check``) → Assessment, with
@@ -36,7 +38,14 @@ from mllmdr_core.assessment import (
     ModelInfo,
     PromptPair,
 )
-from mllmdr_core.backends.base import ItemOutput, ItemRequest, LLMBackend
+from mllmdr_core.backends.base import (
+    ItemOutput,
+    ItemRequest,
+    LLMBackend,
+    SoftPromptRequest,
+    SoftTokenBackend,
+    SoftTokens,
+)
 from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
@@ -132,13 +141,13 @@ class Assessor:
     def __init__(
         self,
         bundle: LoadedBundle,
-        backend: LLMBackend | None = None,
+        backend: LLMBackend | SoftTokenBackend | None = None,
         *,
         interview_script: Sequence[str] | None = None,
     ) -> None:
         self.bundle = bundle
         self.model = bundle.model.eval()
-        self.backend: LLMBackend = backend or TransformersBackend(
+        self.backend: LLMBackend | SoftTokenBackend = backend or TransformersBackend(
             bundle.model, bundle.config.llm.max_new_tokens
         )
         self.interview_script = interview_script
@@ -193,16 +202,27 @@ class Assessor:
         prompts = self.prompts(snapshot)
         timings["prompts_ms"] = _ms(t0)
         t0 = time.perf_counter()
+        texts = [prompts[k].text for k in ITEM_KEYS]
+        embeds: list[torch.Tensor] | None = None
         with torch.inference_mode():
-            embeds = self.model.prompt_embeds(  # 8 × (L_i, d_llm)
-                [prompts[k].text for k in ITEM_KEYS], audio_t, None, visual_t, None
-            )
+            if isinstance(self.backend, SoftTokenBackend):  # 32 + 32 soft tokens only
+                soft = SoftTokens.of(*self.model.encode_modalities(audio_t, None, visual_t, None))
+            else:
+                embeds = self.model.prompt_embeds(texts, audio_t, None, visual_t, None)  # 8 × (L_i, d_llm)
         timings["encode_ms"] = _ms(t0)
         t0 = time.perf_counter()
-        outputs = self.backend.generate([ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)])
+        if embeds is None:
+            assert isinstance(self.backend, SoftTokenBackend)
+            requests = [SoftPromptRequest(k, t) for k, t in zip(ITEM_KEYS, texts, strict=True)]
+            outputs = self.backend.generate_soft(requests, soft)
+        else:
+            assert isinstance(self.backend, LLMBackend)
+            outputs = self.backend.generate(
+                [ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)]
+            )
         timings["generate_ms"] = _ms(t0)
         t0 = time.perf_counter()
-        if any(o.maa_score is None for o in outputs):
+        if embeds is not None and any(o.maa_score is None for o in outputs):  # needs the LLM here
             outputs = self._with_local_maa(outputs, embeds)
         items = [
             self._item(key, out, prompts[key], snapshot.indicators)

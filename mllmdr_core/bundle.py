@@ -275,6 +275,23 @@ def _load_state(module: torch.nn.Module, file: Path, prefix: str = "") -> None:
         raise BundleError(f"{file}: weights do not fit the configured model: {exc}") from exc
 
 
+def _llm_shell(root: Path, config: MllmdrConfig, manifest: dict[str, Any]) -> PreTrainedModel:
+    """The LLM's architecture on the meta device: shapes (d_llm, vocab) without weights or LoRA."""
+    source = str(root / "llm") if manifest["llm_source"] == "bundle" else str(config.llm.model)
+    try:
+        llm_cfg = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the base LLM config {source!r}: {exc}") from exc
+    with torch.device("meta"):
+        llm: PreTrainedModel = AutoModelForCausalLM.from_config(llm_cfg)
+    return llm
+
+
+def llm_params_loaded(model: MLlmDR) -> int:
+    """LLM parameters held in memory (0 for a bundle loaded with ``llm_weights=False``)."""
+    return sum(p.numel() for p in model.llm.parameters() if p.device.type != "meta")
+
+
 def _load_llm(root: Path, config: MllmdrConfig, manifest: dict[str, Any]) -> PreTrainedModel:
     dtype = getattr(torch, config.llm.dtype)
     if manifest["llm_source"] == "bundle":
@@ -292,8 +309,13 @@ def _load_llm(root: Path, config: MllmdrConfig, manifest: dict[str, Any]) -> Pre
     return llm
 
 
-def load_bundle(path: str | Path, *, check_features: bool = True) -> LoadedBundle:
-    """Verify and load a bundle. ``check_features=False`` skips the live-extractor check (dataset eval)."""
+def load_bundle(path: str | Path, *, check_features: bool = True, llm_weights: bool = True) -> LoadedBundle:
+    """Verify and load a bundle. ``check_features=False`` skips the live-extractor check (dataset eval).
+
+    ``llm_weights=False`` is for a backend that serves the LLM elsewhere and takes soft tokens
+    (``SoftTokenBackend``, e.g. the vLLM plugin): the LLM is an empty shell on the meta device (no weights,
+    no LoRA) and only the tokenizer, LQ-formers, MAA head and audio encoder are loaded.
+    """
     root = Path(path)
     manifest = verify_bundle(root)
     try:
@@ -304,8 +326,12 @@ def load_bundle(path: str | Path, *, check_features: bool = True) -> LoadedBundl
     if check_features:
         ensure_supported(spec, config)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(root / "tokenizer"))
-    llm = _load_llm(root, config, manifest)
-    model = MLlmDR(config, int(manifest["audio_dim"]), int(manifest["visual_dim"]), tokenizer, llm=llm)
+    llm = _load_llm(root, config, manifest) if llm_weights else _llm_shell(root, config, manifest)
+    model_config = config
+    if not llm_weights:  # no adapters on the shell
+        no_lora = dataclasses.replace(config.llm.lora, r=0)
+        model_config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, lora=no_lora))
+    model = MLlmDR(model_config, int(manifest["audio_dim"]), int(manifest["visual_dim"]), tokenizer, llm=llm)
     heads = {k[: k.index(".")] for k in HEAD_PREFIXES}
     for name in sorted(heads):
         _load_state(getattr(model, name), root / HEADS, prefix=f"{name}.")

@@ -34,3 +34,37 @@ class LLMBackend(Protocol):
     def generate(self, requests: list[ItemRequest]) -> list[ItemOutput]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class SoftPromptRequest:
+    """One PHQ-8 item for a backend that holds the LLM itself: the prompt text (its ``<AudioHere>`` /
+    ``<VideoHere>`` slots only for the modalities sent) — the soft tokens travel once per batch."""
+
+    item_key: str
+    prompt: str
+
+
+@dataclass
+class SoftTokens:
+    """The LQ-formers' outputs of one window, shared by the 8 items: (Q, d_llm) each, ``None`` if absent."""
+
+    audio: torch.Tensor | None
+    video: torch.Tensor | None
+
+    @classmethod
+    def of(cls, audio: torch.Tensor | None, video: torch.Tensor | None) -> SoftTokens:
+        """From ``MLlmDR.encode_modalities`` outputs of one window, (1, Q, d) or ``None``."""
+        return cls(audio=None if audio is None else audio[0], video=None if video is None else video[0])
+
+
+@runtime_checkable
+class SoftTokenBackend(Protocol):
+    """A backend that embeds the prompt tokens itself: the Assessor sends text + soft tokens and never
+    needs the LLM's embedding table (see :mod:`mllmdr_core.backends.vllm_native`)."""
+
+    name: str
+
+    def generate_soft(self, requests: list[SoftPromptRequest], soft: SoftTokens) -> list[ItemOutput]: ...
+
+    def close(self) -> None: ...

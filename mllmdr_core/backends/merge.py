@@ -31,6 +31,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from mllmdr_core.backends.vllm_plugin import (
+    ARCHITECTURE,
+    AUDIO_TOKEN_KEY,
+    MAA_WEIGHTS_NAME,
+    NUM_QUERIES_KEY,
+    RAW_CHAT_TEMPLATE,
+    VIDEO_TOKEN_KEY,
+)
 from mllmdr_core.errors import BundleError, ConfigError
 
 SERVING_FORMAT = "mllmdr-vllm-serving-v1"
@@ -99,11 +107,17 @@ def export_merged_llm(
     dtype: str | None = None,
     bundle_id: str | None = None,
     in_place: bool = False,
+    plugin_soft_tokens: int | None = None,
+    maa_head: nn.Module | None = None,
 ) -> Path:
     """Merge LoRA into ``llm`` and write a vLLM-servable HF model dir at ``out_dir``.
 
     ``dtype`` ("float32" | "bfloat16" | "float16") casts the saved weights (serve 8B models in bf16);
-    ``None`` keeps the model's dtype. Returns ``out_dir``.
+    ``None`` keeps the model's dtype. ``plugin_soft_tokens`` (the LQ-formers' query count) exports for
+    the project's vLLM plugin (:mod:`mllmdr_core.backends.vllm_plugin`): config ``architectures`` names
+    the plugin's model, with the placeholder token ids and query count, and the tokenizer gets a chat
+    template that passes the prompt through verbatim; ``maa_head`` (the bundle's) is saved for the
+    plugin's pooling variant, which serves the MAA score. Returns ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,8 +139,22 @@ def export_merged_llm(
             f"tokenizer has {len(tokenizer)} tokens but the embedding table only {emb.num_embeddings}"
         )
 
+    if plugin_soft_tokens is not None:
+        _configure_for_plugin(merged, tokenizer, plugin_soft_tokens)
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    if plugin_soft_tokens is not None:  # save_pretrained writes the class name: name the plugin's
+        config_path = out / "config.json"
+        config = json.loads(config_path.read_text())
+        config["architectures"] = [ARCHITECTURE]
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (out / "chat_template.jinja").write_text(RAW_CHAT_TEMPLATE)
+    if maa_head is not None:
+        (out / MAA_WEIGHTS_NAME).parent.mkdir(exist_ok=True)
+        state = {
+            k: v.detach().to("cpu", torch.float32).contiguous() for k, v in maa_head.state_dict().items()
+        }
+        save_file(state, str(out / MAA_WEIGHTS_NAME))
     # (vocab, d) table, contiguous copy so the file holds exactly this tensor.
     table_path = out / EMBED_TABLE_NAME
     table_path.parent.mkdir(exist_ok=True)
@@ -154,8 +182,25 @@ def export_merged_llm(
     return out
 
 
-def export_bundle(bundle_path: str | Path, out_dir: str | Path, *, dtype: str | None = None) -> Path:
-    """Load a model bundle (``mllmdr_core.bundle``) and export its LLM, LoRA merged, for vLLM."""
+def _configure_for_plugin(merged: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, queries: int) -> None:
+    """Point ``merged.config`` at the plugin's architecture (a copy of the config: the source is kept)."""
+    from mllmdr_core.model.tokenizer import modality_token_ids
+
+    if queries < 1:
+        raise ConfigError(f"plugin_soft_tokens must be >= 1, got {queries}")
+    audio_id, video_id = modality_token_ids(tokenizer)
+    cfg = copy.deepcopy(merged.config)
+    setattr(cfg, AUDIO_TOKEN_KEY, int(audio_id))
+    setattr(cfg, VIDEO_TOKEN_KEY, int(video_id))
+    setattr(cfg, NUM_QUERIES_KEY, int(queries))
+    merged.config = cfg
+
+
+def export_bundle(
+    bundle_path: str | Path, out_dir: str | Path, *, dtype: str | None = None, plugin: bool = False
+) -> Path:
+    """Load a model bundle (``mllmdr_core.bundle``) and export its LLM, LoRA merged, for vLLM
+    (``plugin``: for the project's vLLM plugin, soft tokens sent as multimodal embeddings)."""
     from mllmdr_core.bundle import load_bundle  # local: keeps this module importable on its own
 
     loaded = load_bundle(bundle_path)
@@ -163,7 +208,14 @@ def export_bundle(bundle_path: str | Path, out_dir: str | Path, *, dtype: str | 
     if llm is None:
         raise BundleError(f"bundle {bundle_path} has no LLM to export")
     return export_merged_llm(
-        llm, loaded.tokenizer, out_dir, dtype=dtype, bundle_id=loaded.bundle_id, in_place=True
+        llm,
+        loaded.tokenizer,
+        out_dir,
+        dtype=dtype,
+        bundle_id=loaded.bundle_id,
+        in_place=True,
+        plugin_soft_tokens=loaded.config.lqformer.num_queries if plugin else None,
+        maa_head=loaded.model.maa if plugin else None,
     )
 
 
@@ -209,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle")
     parser.add_argument("out_dir")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None)
+    parser.add_argument("--plugin", action="store_true", help="for the mllmdr vLLM plugin (soft tokens)")
     args = parser.parse_args(argv)
-    out = export_bundle(args.bundle, args.out_dir, dtype=args.dtype)
+    out = export_bundle(args.bundle, args.out_dir, dtype=args.dtype, plugin=args.plugin)
     print(f"exported {out} ({load_serving_manifest(out).hidden_size}-d, LoRA merged)")
     return 0
 

@@ -5,11 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mllmdr_core.assess import FALLBACK_NOTE, LOW_ACCURACY_LABEL, Assessor
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
-from mllmdr_core.backends.base import ItemOutput, ItemRequest
-from mllmdr_core.bundle import LoadedBundle, load_bundle
+from mllmdr_core.backends.base import (
+    ItemOutput,
+    ItemRequest,
+    LLMBackend,
+    SoftPromptRequest,
+    SoftTokenBackend,
+    SoftTokens,
+)
+from mllmdr_core.bundle import LoadedBundle, llm_params_loaded, load_bundle
 from mllmdr_core.errors import FeatureSpecError
 from mllmdr_core.features.interview import pair_transcript
 from mllmdr_core.frames import TranscriptLine
@@ -309,3 +317,43 @@ def test_indicators_in_prompt_is_a_bundle_option(bundle: LoadedBundle) -> None:
     config.assess.indicators_in_prompt = True
     prompts = Assessor(dataclasses.replace(bundle, config=config)).prompts(snapshot)
     assert all("\nIndicators: speech_ratio 0.25, pause_count 3\n" in p.text for p in prompts.values())
+
+
+class ScriptedSoftBackend:
+    """A ``SoftTokenBackend`` (as the vLLM plugin's): gets prompt texts + soft tokens, answers scores."""
+
+    name = "scripted-soft"
+
+    def __init__(self, maa: float | None) -> None:
+        self.maa = maa
+        self.requests: list[SoftPromptRequest] = []
+        self.soft: SoftTokens | None = None
+
+    def generate_soft(self, requests: list[SoftPromptRequest], soft: SoftTokens) -> list[ItemOutput]:
+        self.requests, self.soft = requests, soft
+        return [ItemOutput(r.item_key, "no number", self.maa, 40, 3) for r in requests]
+
+    def close(self) -> None:
+        pass
+
+
+def test_soft_token_backend_on_a_bundle_without_llm_weights(bundle: LoadedBundle) -> None:
+    light = load_bundle(bundle.path or "", llm_weights=False)
+    assert llm_params_loaded(light.model) == 0 and llm_params_loaded(bundle.model) > 0
+    audio, visual = _features(bundle)
+    snapshot = SessionSnapshot.of(audio=audio, visual=visual, transcript=TRANSCRIPT, window=(0.0, 60.0))
+    backend = ScriptedSoftBackend(maa=2.4)
+    result = Assessor(light, backend).assess(snapshot, session_id="s", kind="checkpoint")
+    assert isinstance(backend, SoftTokenBackend) and not isinstance(backend, LLMBackend)
+    want = Assessor(bundle).prompts(snapshot)
+    assert [r.prompt for r in backend.requests] == [want[k].text for k in ITEM_KEYS]
+    assert backend.soft is not None and backend.soft.audio is not None and backend.soft.video is not None
+    assert backend.soft.audio.shape == backend.soft.video.shape == (32, bundle.model.d_llm)
+    with torch.no_grad():  # the bundle's LQ-former output, as the full model computes it
+        ref, _ = bundle.model.encode_modalities(torch.from_numpy(audio).unsqueeze(0), None, None, None)
+    assert ref is not None and torch.allclose(backend.soft.audio, ref[0])
+    assert [it.score for it in result.items] == [2] * 8 and all(it.fallback for it in result.items)
+    assert result.maa_total == pytest.approx(8 * 2.4) and result.model.backend == "scripted-soft"
+    # no MAA from the backend and no LLM here: the item falls back to 0, flagged, never a local forward
+    none = Assessor(light, ScriptedSoftBackend(maa=None)).assess(snapshot, session_id="s", kind="checkpoint")
+    assert [it.score for it in none.items] == [0] * 8 and none.maa_total is None

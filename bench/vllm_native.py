@@ -1,0 +1,185 @@
+"""vLLM-native serving: the project's vLLM plugin (soft tokens as multimodal embeddings, MAA as pooler).
+
+``--tiny`` (CPU, needs ``.venv-vllm`` from ``scripts/setup_vllm.sh``; run with the project's ``.venv``):
+builds a tiny random-init bundle (Llama head_dim 32), exports it for the plugin, starts two vLLM CPU
+servers from this source tree (generation, and the pooling variant serving the MAA head), loads the
+bundle WITHOUT LLM weights on the "stream server" side and runs assessments through the ``Assessor``
+with ``VLLMNativeBackend``; the embedded transformers backend on the full bundle is the reference.
+Last line: one JSON object with
+
+- ``payload_bytes_per_assessment_d4096``: JSON bodies of one assessment (the batched generation request
+  + the MAA request, soft tokens once in each) built by the backend for this snapshot's prompts with
+  d = 4096 soft tokens, bf16 on the wire; ``..._detail``: also soft tokens with every item, generation
+  alone, and the same prompts as whole prompt embeddings (``VLLMBackend``) for comparison;
+- ``stream_llm_params``: LLM parameters in this (stream-server) process: 0;
+- ``maa_from_server`` and ``maa_max_abs_diff`` vs the embedded backend; ``text_equal``;
+- ``prefill_tokens_per_assessment``: ``per_item`` (the 8 prompts as served) and ``shared_prefix``
+  (null: shared-prefix prompts are not built yet);
+- ``latency_ms_per_assessment`` p50/p95 over ``--runs`` (tiny model, this CPU: a smoke figure).
+
+Without ``--tiny`` there is no GPU path yet: use ``bench/gpu_vllm.py`` for the 8B-shaped embedded figures.
+
+    .venv/bin/python bench/vllm_native.py --tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mllmdr_core.assess import Assessor  # noqa: E402
+from mllmdr_core.backends.base import SoftPromptRequest, SoftTokens  # noqa: E402
+from mllmdr_core.backends.merge import export_merged_llm  # noqa: E402
+from mllmdr_core.backends.vllm_backend import encode_prompt_embeds  # noqa: E402
+from mllmdr_core.backends.vllm_native import VLLMNativeBackend  # noqa: E402
+from mllmdr_core.backends.vllm_plugin.serve import LocalServer  # noqa: E402
+from mllmdr_core.bundle import llm_params_loaded, load_bundle  # noqa: E402
+from mllmdr_core.frames import TranscriptLine  # noqa: E402
+from mllmdr_core.phq8 import ITEM_KEYS  # noqa: E402
+from mllmdr_core.snapshot import SessionSnapshot  # noqa: E402
+from mllmdr_core.testing import build_tiny_bundle, tiny_config  # noqa: E402
+
+VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
+D_BIG = 4096
+TRANSCRIPT = [
+    TranscriptLine(1.0, 3.0, "clinician", "How easy is it for you to get a good night's sleep?"),
+    TranscriptLine(3.5, 5.5, "patient", "Not easy, I wake up at three every night."),
+    TranscriptLine(8.0, 10.0, "clinician", "Have you noticed any changes in your appetite?"),
+    TranscriptLine(10.5, 12.5, "patient", "I barely eat anything these days."),
+]
+
+
+def payload_d4096(prompts: list[str], prompt_tokens: list[int]) -> dict[str, int]:
+    """Bytes per assessment at d = 4096 for these prompts: the plugin's request bodies (generation +
+    MAA), soft tokens sent once (default) or with every item, and the prompt embeddings of every item."""
+    soft = SoftTokens(torch.randn(32, D_BIG), torch.randn(32, D_BIG))
+    items = [SoftPromptRequest(k, p) for k, p in zip(ITEM_KEYS, prompts, strict=True)]
+    out = {}
+    for shared in (True, False):
+        backend = VLLMNativeBackend("http://127.0.0.1:9", "m", hidden_size=D_BIG, share_soft_tokens=shared)
+        try:
+            convs = backend.conversations(items, soft)
+            gen = [{**backend.payload(items[0], []), "messages": convs}] if shared else [
+                {**backend.payload(r, []), "messages": c} for r, c in zip(items, convs, strict=True)
+            ]  # fmt: skip
+            maa = {"model": "m", "messages": convs, "add_special_tokens": True}
+            out["shared" if shared else "per_item"] = sum(len(json.dumps(b)) for b in gen) + len(
+                json.dumps(maa)
+            )
+            if shared:
+                out["shared_generation_only"] = sum(len(json.dumps(b)) for b in gen)
+        finally:
+            backend.close()
+    out["prompt_embeds"] = sum(len(encode_prompt_embeds(torch.zeros(n, D_BIG))) for n in prompt_tokens)
+    return out
+
+
+def run_tiny(runs: int) -> dict[str, object]:
+    if not VLLM_PY.exists():
+        raise SystemExit(f"{VLLM_PY} missing: run scripts/setup_vllm.sh")
+    tmp = Path(tempfile.mkdtemp(prefix="vllm-native-"))
+    cfg = tiny_config()
+    cfg.llm.llama.update(num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    path = build_tiny_bundle(tmp / "bundle", config=cfg)
+    full = load_bundle(path)
+    export = export_merged_llm(
+        full.model.llm, full.tokenizer, tmp / "export", plugin_soft_tokens=32, maa_head=full.model.maa
+    )
+    light = load_bundle(path, llm_weights=False)
+    rng = np.random.default_rng(0)
+    snapshot = SessionSnapshot.of(
+        audio=rng.standard_normal((300, light.model.audio_dim)).astype(np.float32),
+        visual=rng.standard_normal((300, light.model.visual_dim)).astype(np.float32),
+        transcript=TRANSCRIPT,
+        window=(0.0, 60.0),
+    )
+    t0 = time.perf_counter()
+    gen = LocalServer(VLLM_PY, export, tmp / "gen", source_root=REPO, served_model_name="mllmdr")
+    maa = LocalServer(
+        VLLM_PY, export, tmp / "maa", source_root=REPO, served_model_name="mllmdr-maa", maa=True
+    )
+    start_s = time.perf_counter() - t0
+    try:
+        backend = VLLMNativeBackend.from_bundle(
+            gen.url, light, "mllmdr", maa_url=maa.url, maa_model_name="mllmdr-maa", max_tokens=16
+        )
+        assessor = Assessor(light, backend)
+        assessor.assess(snapshot, session_id="warm", kind="checkpoint")
+        latencies, result = [], None
+        for i in range(runs):
+            t1 = time.perf_counter()
+            result = assessor.assess(snapshot, session_id=f"s{i}", kind="checkpoint")
+            latencies.append((time.perf_counter() - t1) * 1000)
+        assert result is not None
+        prompts = assessor.prompts(snapshot)
+        texts = [prompts[k].text for k in ITEM_KEYS]
+        audio_t, visual_t = (torch.from_numpy(x).unsqueeze(0) for x in (snapshot.audio, snapshot.visual))
+        soft = SoftTokens.of(*light.model.encode_modalities(audio_t, None, visual_t, None))
+        outs = backend.generate_soft(
+            [SoftPromptRequest(k, t) for k, t in zip(ITEM_KEYS, texts, strict=True)], soft
+        )
+        backend.close()
+    finally:
+        gen.stop()
+        maa.stop()
+    full.config.llm.max_new_tokens = 16
+    local = Assessor(full).assess(snapshot, session_id="ref", kind="checkpoint")
+    maa_remote = [it.maa_score for it in result.items]
+    maa_local = [it.maa_score for it in local.items]
+    diffs = [
+        abs(a - b) for a, b in zip(maa_remote, maa_local, strict=True) if a is not None and b is not None
+    ]
+    sizes = payload_d4096(texts, [o.prompt_tokens for o in outs])
+    return {
+        "bench": "vllm_native",
+        "mode": "tiny",
+        "payload_bytes_per_assessment_d4096": sizes["shared"],
+        "payload_bytes_per_assessment_d4096_detail": sizes,
+        "stream_llm_params": llm_params_loaded(light.model),
+        "embedded_llm_params": llm_params_loaded(full.model),
+        "maa_from_server": all(v is not None for v in maa_remote),
+        "maa_max_abs_diff": max(diffs) if len(diffs) == len(ITEM_KEYS) else None,
+        "text_equal": [it.raw_text for it in result.items] == [it.raw_text for it in local.items],
+        "prefill_tokens_per_assessment": {
+            "per_item": sum(o.prompt_tokens for o in outs),
+            "shared_prefix": None,
+        },
+        "latency_ms_per_assessment": {
+            "p50": round(statistics.median(latencies), 1),
+            "p95": round(float(np.percentile(latencies, 95)), 1),
+            "runs": runs,
+        },
+        "server_start_s": round(start_s, 1),
+        "device": "cpu (tiny random-init model, d_llm 64)",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny model, vLLM CPU servers")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if not args.tiny:
+        print("only --tiny is implemented; the GPU comparison is bench/gpu_vllm.py", file=sys.stderr)
+        return 2
+    from common import write_result  # bench/ is sys.path[0]
+
+    result = run_tiny(args.runs)
+    write_result("vllm_native_tiny", {k: v for k, v in result.items() if k != "bench"})
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
