@@ -185,7 +185,8 @@ def vllm_native_tiny(doc: Doc) -> list[Row]:
     figure = (
         f"vLLM plugin, {doc['device']}, generation + MAA pooling servers: payload per assessment at "
         f"d = 4096 **{payload['shared'] / mib:.2f} MiB** (generation alone "
-        f"{payload['shared_generation_only'] / mib:.2f} MiB; whole prompt embeddings {payload['prompt_embeds'] / mib:.1f} MiB); stream-server LLM params "
+        f"{payload['shared_generation_only'] / mib:.2f} MiB; whole prompt embeddings "
+        f"{payload['prompt_embeds'] / mib:.1f} MiB); stream-server LLM params "
         f"**{doc['stream_llm_params']}**; MAA from vLLM {doc['maa_from_server']} (max diff "
         f"{doc['maa_max_abs_diff']:.1e}); text equal to embedded {doc['text_equal']}; prefill tokens per "
         f"assessment {doc['prefill_tokens_per_assessment']['per_item']}; latency p50 {lat['p50']} ms, p95 "
