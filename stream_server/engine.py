@@ -133,7 +133,9 @@ class CoreEngine:
         from mllmdr_core.backends.vllm_backend import VLLMSettings
         from mllmdr_core.bundle import load_bundle
 
-        self._bundle: Any = load_bundle(Path(bundle_path))
+        # with vLLM's plugin (VLLMSettings.native) the LLM runs there: no LLM weights in this process
+        llm_weights = not isinstance(backend, VLLMSettings) or backend.llm_weights
+        self._bundle: Any = load_bundle(Path(bundle_path), llm_weights=llm_weights)
         if isinstance(backend, VLLMSettings):  # built for this bundle: its max_new_tokens, placeholder ids
             backend = backend.for_bundle(self._bundle)
         self._assessor: Any = Assessor(self._bundle, backend)

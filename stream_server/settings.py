@@ -83,7 +83,9 @@ class Settings(BaseModel):
     pending_claim_ttl_s: float = Field(default=60.0, gt=0)  # an instance's hold on a pending session
     pending_scan_s: float = Field(default=30.0, gt=0)  # look for unclaimed pending sessions this often
     # LLM backend: the embedded transformers model, or a remote vLLM (docs/deploy.md; core VLLMSettings)
-    llm_backend: Literal["transformers", "vllm"] = "transformers"  # "" and "embedded" = transformers
+    # "vllm-native": vLLM with this project's plugin (text + soft tokens; no LLM weights here);
+    # "" and "embedded" = transformers
+    llm_backend: Literal["transformers", "vllm", "vllm-native"] = "transformers"
     vllm_url: str | None = None
     vllm_model: str | None = None  # the server's --served-model-name
     vllm_export: str | None = None  # merged export dir: hidden size checked before sending
@@ -95,6 +97,8 @@ class Settings(BaseModel):
     vllm_retries: int = Field(default=2, ge=0)  # more attempts after connection errors, 408/429/5xx
     vllm_backoff_s: float = Field(default=0.5, ge=0)  # first back-off, doubled per retry
     vllm_wire_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    vllm_maa_url: str | None = None  # vllm-native: the plugin's pooling server (MAA head)
+    vllm_maa_model: str | None = None  # its served model name (default: vllm_model)
 
     @field_validator("llm_backend", mode="before")
     @classmethod
@@ -149,16 +153,18 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _vllm_needs_url_and_model(self) -> Settings:
-        if self.llm_backend == "vllm" and not (self.vllm_url and self.vllm_model):
-            raise ValueError("MLLMDR_LLM_BACKEND=vllm needs MLLMDR_VLLM_URL and MLLMDR_VLLM_MODEL")
+        if self.llm_backend != "transformers" and not (self.vllm_url and self.vllm_model):
+            raise ValueError(
+                f"MLLMDR_LLM_BACKEND={self.llm_backend} needs MLLMDR_VLLM_URL and MLLMDR_VLLM_MODEL"
+            )
         return self
 
     def vllm(self) -> VLLMSettings | None:
         """The vLLM backend's settings, or None for the embedded transformers backend."""
         from mllmdr_core.backends.vllm_backend import VLLMSettings
 
-        if self.llm_backend != "vllm" or not self.vllm_url or not self.vllm_model:
-            return None
+        if self.llm_backend == "transformers" or not self.vllm_url or not self.vllm_model:
+            return None  # (a vLLM backend without URL or model is refused when the settings load)
         return VLLMSettings(
             url=self.vllm_url,
             model=self.vllm_model,
@@ -171,6 +177,9 @@ class Settings(BaseModel):
             retries=self.vllm_retries,
             backoff_s=self.vllm_backoff_s,
             wire_dtype=self.vllm_wire_dtype,
+            native=self.llm_backend == "vllm-native",
+            maa_url=self.vllm_maa_url,
+            maa_model=self.vllm_maa_model,
         )
 
     @property

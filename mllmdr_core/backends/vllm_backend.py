@@ -301,6 +301,10 @@ class VLLMSettings:
     ``max_tokens`` None: the bundle's ``llm.max_new_tokens``, as the embedded backend generates.
     ``suppress_placeholders``: the ``<AudioHere>``/``<VideoHere>`` ids get a −100 logit bias, as the
     embedded backend suppresses them. ``export``: the merged export dir (hidden size checked locally).
+    ``native``: the server runs this project's vLLM plugin (``backends/vllm_plugin``): requests carry
+    prompt text + 32 + 32 soft tokens (:class:`~mllmdr_core.backends.vllm_native.VLLMNativeBackend`), so
+    the stream server loads no LLM weights (:attr:`llm_weights`); ``maa_url`` / ``maa_model``: the
+    plugin's pooling server (MAA head) for the regression score.
     """
 
     url: str
@@ -314,6 +318,14 @@ class VLLMSettings:
     retries: int = 2
     backoff_s: float = 0.5
     wire_dtype: str = "bfloat16"
+    native: bool = False
+    maa_url: str | None = None
+    maa_model: str | None = None
+
+    @property
+    def llm_weights(self) -> bool:
+        """Whether the stream server needs the bundle's LLM weights (not with the plugin)."""
+        return not self.native
 
     def build(self, *, max_new_tokens: int, placeholder_ids: tuple[int, ...]) -> VLLMBackend:
         """The backend for a bundle whose model generates ``max_new_tokens`` and has ``placeholder_ids``."""
@@ -334,6 +346,25 @@ class VLLMSettings:
     def for_bundle(self, bundle: LoadedBundle) -> VLLMBackend:
         """The backend for a loaded bundle (its ``llm.max_new_tokens`` and placeholder token ids)."""
         model = bundle.model
+        max_tokens = self.max_tokens if self.max_tokens is not None else int(bundle.config.llm.max_new_tokens)
+        if self.native:
+            from mllmdr_core.backends.vllm_native import VLLMNativeBackend
+
+            return VLLMNativeBackend.from_bundle(
+                self.url,
+                bundle,
+                self.model,
+                maa_url=self.maa_url,
+                maa_model_name=self.maa_model,
+                max_tokens=max_tokens,
+                api_key=self.api_key,
+                timeout_s=self.timeout_s,
+                connect_timeout_s=self.connect_timeout_s,
+                retries=self.retries,
+                backoff_s=self.backoff_s,
+                wire_dtype=self.wire_dtype,
+                **({} if self.suppress_placeholders else {"suppress_token_ids": ()}),
+            )
         return self.build(
             max_new_tokens=int(bundle.config.llm.max_new_tokens),
             placeholder_ids=(int(model.audio_token_id), int(model.video_token_id)),

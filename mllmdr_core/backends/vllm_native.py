@@ -74,14 +74,8 @@ class VLLMNativeBackend(VLLMBackend):
         suppression and ``max_new_tokens``."""
         model = bundle.model
         kwargs.setdefault("max_tokens", bundle.config.llm.max_new_tokens)
-        return cls(
-            base_url,
-            model_name,
-            hidden_size=model.d_llm,
-            suppress_token_ids=(model.audio_token_id, model.video_token_id),
-            tokenizer=bundle.tokenizer,
-            **kwargs,
-        )
+        kwargs.setdefault("suppress_token_ids", (model.audio_token_id, model.video_token_id))
+        return cls(base_url, model_name, hidden_size=model.d_llm, tokenizer=bundle.tokenizer, **kwargs)
 
     def soft_parts(self, soft: SoftTokens, *, reference: bool = False) -> list[dict[str, Any]]:
         """The multimodal content parts for one window's soft tokens, each with a content-hash ``uuid``;

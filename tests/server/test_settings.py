@@ -107,3 +107,30 @@ def test_one_function_decides_the_database() -> None:
     assert sqlite_path("postgresql+asyncpg://u@db/x") is None
     bus = make_event_bus("sqlite+aiosqlite://", Store("sqlite+aiosqlite://"), ServerMetrics())
     assert type(bus) is InProcessEventBus
+
+
+def test_vllm_native_env_builds_the_plugin_client_without_llm_weights(
+    monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path
+) -> None:
+    """MLLMDR_LLM_BACKEND=vllm-native: the engine loads the bundle without LLM weights and talks to the
+    plugin (text + soft tokens), with the MAA pooling server from the env."""
+    from mllmdr_core.backends.vllm_native import VLLMNativeBackend
+    from mllmdr_core.bundle import llm_params_loaded
+
+    monkeypatch.setenv("MLLMDR_LLM_BACKEND", "vllm-native")
+    with pytest.raises(ConfigError, match="vllm-native needs MLLMDR_VLLM_URL"):
+        Settings.from_env()
+    monkeypatch.setenv("MLLMDR_VLLM_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("MLLMDR_VLLM_MODEL", "mllmdr")
+    monkeypatch.setenv("MLLMDR_VLLM_MAA_URL", "http://127.0.0.1:10/")
+    settings = Settings.from_env().vllm()
+    assert settings is not None and settings.native and not settings.llm_weights
+    engine = CoreEngine(tiny_bundle, backend=settings)
+    try:
+        backend, model = engine._assessor.backend, engine._assessor.model
+        assert isinstance(backend, VLLMNativeBackend) and backend.maa is not None
+        assert llm_params_loaded(model) == 0  # the stream server holds no LLM weights
+        assert backend.max_tokens == engine.config.llm.max_new_tokens
+        assert backend.suppress_token_ids == (model.audio_token_id, model.video_token_id)
+    finally:
+        engine.close()
