@@ -585,7 +585,16 @@ class Offer(_Model):
 
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
     type: Literal["offer"] = "offer"
-    tracks: dict[str, TrackRole] = Field(default_factory=dict, max_length=MAX_TRACK_ROLES)
+    tracks: dict[str, TrackRole] = Field(
+        default_factory=dict, description=f"track mid or msid track id → role; at most {MAX_TRACK_ROLES}"
+    )
+
+    @field_validator("tracks")
+    @classmethod
+    def _few_tracks(cls, value: dict[str, TrackRole]) -> dict[str, TrackRole]:
+        if len(value) > MAX_TRACK_ROLES or any(len(k) > 128 for k in value):
+            raise ValueError(f"tracks: at most {MAX_TRACK_ROLES} entries, keys of at most 128 characters")
+        return value
 
 
 class Answer(_Model):
