@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--camera", action="store_true", help="publish the local camera + microphone instead")
     pub.add_argument("--video", help="separate video file (e.g. a .y4m) to pair with an audio FILE")
     pub.add_argument("--transcript", help="send this transcript's lines as captions in real time")
+    pub.add_argument(
+        "--interviewer-channel",
+        choices=("left", "right"),
+        help="two-party recording: this stereo channel is the interviewer (the other the patient)",
+    )
+    pub.add_argument("--interviewer", help="two-party: the interviewer's own audio file")
     pub.add_argument("--server", default=os.environ.get("MLLMDR_SERVER", DEFAULT_SERVER))
     pub.add_argument("--api-key", default=os.environ.get("MLLMDR_API_KEY"))
     pub.add_argument("--checkpoint-every", type=float, default=None, metavar="S", help="request checkpoints")
@@ -67,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default pocketsphinx; or a Whisper model path)",
     )
     rep.add_argument("--no-asr", action="store_true", help="never run speech-to-text")
+    rep.add_argument(
+        "--interviewer-channel",
+        choices=("left", "right"),
+        help="two-party recording: this stereo channel is the interviewer (the other the patient)",
+    )
+    rep.add_argument("--interviewer", help="two-party: the interviewer's own audio file (one recording)")
     rep.add_argument("--workers", type=int, default=1, help="parallel worker processes for a batch")
     rep.add_argument("--no-resume", action="store_true", help="redo sessions that already have results")
     rep.add_argument("--labels", help="split/labels CSV: restrict the batch to it and evaluate")
@@ -107,8 +119,13 @@ def _replay(args: argparse.Namespace) -> int:
         asr=args.asr,
         use_asr=not args.no_asr,
         max_s=args.max_s,
+        interviewer_channel=args.interviewer_channel,
+        interviewer_audio=Path(args.interviewer) if args.interviewer else None,
     )
     sources = find_sources(args.path)
+    if args.interviewer and len(sources) != 1:
+        print("mllmdr replay: --interviewer applies to one recording only", file=sys.stderr)
+        return 2
     if args.transcript and len(sources) != 1:
         print("mllmdr replay: --transcript applies to one recording only", file=sys.stderr)
         return 2
@@ -163,7 +180,12 @@ async def _publish(args: argparse.Namespace) -> int:
         if args.camera:
             await session.publish_camera()
         else:
-            await session.publish_file(args.file, video=args.video)
+            await session.publish_file(
+                args.file,
+                video=args.video,
+                interviewer_channel=args.interviewer_channel,
+                interviewer=args.interviewer,
+            )
         started = time.monotonic()
         captions = asyncio.ensure_future(_send_captions(session, lines, started))
         checkpoints = asyncio.ensure_future(_checkpoints(session, args.checkpoint_every))

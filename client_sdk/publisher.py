@@ -17,10 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from mllmdr_core.errors import MediaError, MllmdrError
-from stream_server.protocol import IceServer, Offer, to_rtc
+from stream_server.protocol import IceServer, Offer, TrackRole, to_rtc
+
+Channel = Literal["left", "right"]
 
 log = logging.getLogger("client_sdk.publisher")
 
@@ -29,23 +33,93 @@ log = logging.getLogger("client_sdk.publisher")
 class TrackSources:
     """The local tracks to publish and the players that own them."""
 
-    audio: Any = None  # aiortc MediaStreamTrack (kind "audio")
+    audio: Any = None  # aiortc MediaStreamTrack (kind "audio"): the patient
     video: Any = None  # aiortc MediaStreamTrack (kind "video")
     players: list[Any] = field(default_factory=list)
+    interviewer: Any = None  # aiortc audio track: the interviewer (two-party capture), labelled in the offer
+
+    def tracks(self) -> list[Any]:
+        return [t for t in (self.audio, self.video, self.interviewer) if t is not None]
 
     def ended(self) -> bool:
-        tracks = [t for t in (self.audio, self.video) if t is not None]
+        tracks = self.tracks()
         return bool(tracks) and all(t.readyState == "ended" for t in tracks)
 
     def stop(self) -> None:
-        for track in (self.audio, self.video):
-            if track is not None:
-                track.stop()
+        for track in self.tracks():
+            track.stop()
 
 
-def file_sources(path: str | Path, *, video: str | Path | None = None, loop: bool = False) -> TrackSources:
+class _StereoSplit:
+    """Reads a stereo track once and hands each channel, as a mono frame, to its ``ChannelTrack``."""
+
+    MAX_QUEUED = 250  # frames (5 s of 20 ms) a consumer may fall behind before its oldest are dropped
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.queues: dict[int, list[Any]] = {0: [], 1: []}
+        self._lock = asyncio.Lock()
+
+    async def next(self, channel: int) -> Any:
+        async with self._lock:
+            if not self.queues[channel]:
+                frame = await self.source.recv()  # MediaStreamError at the end: the channel track ends
+                for ch, frames in self.queues.items():
+                    frames.append(mono_channel(frame, ch))
+                    del frames[: max(0, len(frames) - self.MAX_QUEUED)]
+            return self.queues[channel].pop(0)
+
+
+def mono_channel(frame: Any, channel: int) -> Any:
+    """One channel of a packed s16 stereo ``av.AudioFrame`` as a mono frame (same pts and rate)."""
+    import av
+
+    data = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
+    if data.shape[1] < 2:
+        raise MediaError("a recording with one party per channel needs stereo audio")
+    mono = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(data[:, channel]).reshape(1, -1), format="s16", layout="mono"
+    )
+    mono.sample_rate, mono.pts, mono.time_base = frame.sample_rate, frame.pts, frame.time_base
+    return mono
+
+
+def channel_tracks(stereo: Any, interviewer: Channel) -> tuple[Any, Any]:
+    """A stereo aiortc audio track → (patient track, interviewer track), one party per channel."""
+    from aiortc.mediastreams import MediaStreamTrack
+
+    split = _StereoSplit(stereo)
+
+    class ChannelTrack(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self, channel: int) -> None:
+            super().__init__()
+            self.channel = channel
+
+        async def recv(self) -> Any:
+            try:
+                return await split.next(self.channel)
+            except Exception:
+                self.stop()
+                raise
+
+    theirs = 0 if interviewer == "left" else 1
+    return ChannelTrack(1 - theirs), ChannelTrack(theirs)
+
+
+def file_sources(
+    path: str | Path,
+    *,
+    video: str | Path | None = None,
+    loop: bool = False,
+    interviewer_channel: Channel | None = None,
+    interviewer: str | Path | None = None,
+) -> TrackSources:
     """Tracks from a recording: one file with audio and/or video, or an audio file + a video file
-    (``video=``, or a same-stem ``.y4m`` beside a ``.wav``)."""
+    (``video=``, or a same-stem ``.y4m`` beside a ``.wav``). Two-party recordings: one party per stereo
+    channel (``interviewer_channel`` names the interviewer's), or the interviewer's own audio file
+    (``interviewer=``)."""
     from aiortc.contrib.media import MediaPlayer
 
     p = Path(path)
@@ -66,6 +140,22 @@ def file_sources(path: str | Path, *, video: str | Path | None = None, loop: boo
         raise MediaError(f"{p}: cannot open for publishing: {exc}") from exc
     if out.audio is None and out.video is None:
         raise MediaError(f"{p}: holds neither audio nor video")
+    if interviewer_channel is not None:
+        if out.audio is None:
+            raise MediaError(f"{p}: no audio to split into the two parties' channels")
+        out.audio, out.interviewer = channel_tracks(out.audio, interviewer_channel)
+    elif interviewer is not None:
+        q = Path(interviewer)
+        if not q.is_file():
+            raise MediaError(f"{q}: no such file")
+        try:
+            theirs = MediaPlayer(str(q), loop=loop)
+        except (OSError, ValueError) as exc:
+            raise MediaError(f"{q}: cannot open for publishing: {exc}") from exc
+        if theirs.audio is None:
+            raise MediaError(f"{q}: holds no audio")
+        out.players.append(theirs)
+        out.interviewer = theirs.audio
     return out
 
 
@@ -186,8 +276,12 @@ class Publisher:
         for track in (self.sources.audio, self.sources.video):
             if track is not None:
                 pc.addTrack(self._relay.subscribe(track))
+        labels: dict[str, TrackRole] = {}
+        if self.sources.interviewer is not None:
+            sender = pc.addTrack(self._relay.subscribe(self.sources.interviewer))
+            labels[sender.track.id] = "interviewer"  # the msid track id the server reads
         await pc.setLocalDescription(await pc.createOffer())
-        answer = await self._offer(Offer(sdp=pc.localDescription.sdp))
+        answer = await self._offer(Offer(sdp=pc.localDescription.sdp, tracks=labels))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
     async def _watchdog(self) -> None:

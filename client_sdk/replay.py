@@ -14,13 +14,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.media import AudioFrame, MediaSource, iter_frames, resolve_source
 from mllmdr_core.snapshot import finite
+from mllmdr_core.speech_track import SpeechTrack
 from mllmdr_core.transcripts import read_transcript
 
 if TYPE_CHECKING:
@@ -38,6 +41,12 @@ class ReplayOptions:
     max_s: float | None = None  # replay only the first ``max_s`` seconds
     indicator_interval_s: float = 2.0  # media-time spacing of the recorded indicator series
     indicator_window_s: float = 30.0
+    # Two-party recordings (speech-to-text only; a transcript file, when given, is used instead):
+    interviewer_channel: Literal["left", "right"] | None = None  # stereo: this channel is the interviewer
+    interviewer_audio: Path | None = None  # the interviewer's audio as its own file
+
+
+Channel = Literal["left", "right"]
 
 
 @dataclass
@@ -99,9 +108,11 @@ class Replayer:
         self.assessor = assessor or Assessor(self.bundle)
         self._transcribers: dict[str, Any] = {}
 
-    def _transcriber(self, source: str) -> Any:
-        """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber."""
-        if source not in self._transcribers:
+    def _transcriber(self, source: str, party: str = "patient") -> Any:
+        """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber (one per
+        party: a recogniser adapts to its speaker's level)."""
+        key = f"{party}:{source}"
+        if key not in self._transcribers:
             from mllmdr_core.features.transcribe import make_transcriber
 
             if source.startswith("whisper:"):
@@ -110,8 +121,8 @@ class Replayer:
                 made = make_transcriber("whisper", model_path=source)
             else:
                 made = make_transcriber(source)
-            self._transcribers[source] = made
-        return self._transcribers[source]
+            self._transcribers[key] = made
+        return self._transcribers[key]
 
     def replay(
         self,
@@ -132,13 +143,28 @@ class Replayer:
             transcriber = self._transcriber(opts.asr or "pocketsphinx")
         started = time.perf_counter()
         state = self.assessor.new_session_state(src.session_id, transcriber=transcriber)
+        interviewer = (
+            SpeechTrack(
+                self.bundle.config,
+                self._transcriber(opts.asr or "pocketsphinx", "interviewer"),
+                on_lines=lambda new: _add_lines(state, new),
+            )
+            if transcriber is not None and (opts.interviewer_channel or opts.interviewer_audio)
+            else None
+        )
         try:
-            series = _push_all(state, src, lines, opts, float(self.bundle.config.visual.analysis_fps))
+            series = _push_all(
+                state, src, lines, opts, float(self.bundle.config.visual.analysis_fps), interviewer
+            )
+            if interviewer is not None and opts.interviewer_audio is not None:
+                _push_interviewer_file(interviewer, opts.interviewer_audio, opts.max_s)
             # End of the recording = end of the audio stream: close the open speech segment (and let
             # speech-to-text hear it) and encode the last window.
             flush = getattr(state, "flush", None)
             if callable(flush):
                 flush()
+            if interviewer is not None:
+                interviewer.flush()
             media_s = float(state.media_time_s)
             if media_s <= 0.0:
                 raise MediaError(f"{src.session_id}: no media decoded")
@@ -166,10 +192,48 @@ class Replayer:
         )
 
 
+def split_channels(frame: AudioFrame, interviewer: Channel) -> tuple[AudioFrame, AudioFrame]:
+    """A stereo frame → (patient, interviewer) mono frames; the interviewer's is ``interviewer``."""
+    if frame.channels != 2:
+        raise MediaError(
+            f"interviewer_channel={interviewer} needs stereo audio, got {frame.channels} channel(s)"
+        )
+    i = 0 if interviewer == "left" else 1
+    patient = np.ascontiguousarray(frame.samples[:, 1 - i : 2 - i])
+    other = np.ascontiguousarray(frame.samples[:, i : i + 1])
+    return (
+        AudioFrame(patient, frame.sample_rate, 1, frame.t_s),
+        AudioFrame(other, frame.sample_rate, 1, frame.t_s),
+    )
+
+
+def _add_lines(state: Any, lines: list[TranscriptLine]) -> None:
+    for line in lines:
+        state.add_transcript(line)
+
+
+def _push_interviewer_file(track: SpeechTrack, path: Path, max_s: float | None) -> None:
+    """The interviewer's own audio file → ``track`` (as the server: continuous after the first frame)."""
+    src = MediaSource(session_id="interviewer", audio=Path(path), video=None)
+    first = True
+    for frame in iter_frames(src, max_s=max_s):
+        if isinstance(frame, AudioFrame):
+            track.push_audio(
+                frame.samples.reshape(-1), frame.sample_rate, frame.channels, frame.t_s if first else None
+            )
+            first = False
+
+
 def _push_all(
-    state: Any, src: MediaSource, lines: Sequence[TranscriptLine], opts: ReplayOptions, analysis_fps: float
+    state: Any,
+    src: MediaSource,
+    lines: Sequence[TranscriptLine],
+    opts: ReplayOptions,
+    analysis_fps: float,
+    interviewer: SpeechTrack | None = None,
 ) -> list[IndicatorSample]:
-    """Feed every frame (and transcript lines once media time passes their end) into ``state``."""
+    """Feed every frame (and transcript lines once media time passes their end) into ``state``; with
+    ``opts.interviewer_channel`` that channel of each stereo frame goes to ``interviewer`` instead."""
     pending = sorted(lines, key=lambda ln: ln.end_s)
     k = 0
     series: list[IndicatorSample] = []
@@ -181,6 +245,10 @@ def _push_all(
             # As the server: interleaved (N*C,) samples; continuous audio after the first frame.
             t_s = frame.t_s if first_audio else None
             first_audio = False
+            if opts.interviewer_channel is not None:
+                frame, theirs = split_channels(frame, opts.interviewer_channel)
+                if interviewer is not None:
+                    interviewer.push_audio(theirs.samples.reshape(-1), theirs.sample_rate, 1, t_s)
             state.push_audio(frame.samples.reshape(-1), frame.sample_rate, channels=frame.channels, t_s=t_s)
             media_t = max(media_t, frame.t_s + len(frame.samples) / frame.sample_rate)
         else:

@@ -300,13 +300,24 @@ class Session:
         return data
 
     async def publish_file(
-        self, path: str | Path, *, video: str | Path | None = None, loop: bool = False
+        self,
+        path: str | Path,
+        *,
+        video: str | Path | None = None,
+        loop: bool = False,
+        interviewer_channel: Literal["left", "right"] | None = None,
+        interviewer: str | Path | None = None,
     ) -> None:
-        """Publish a recording (mp4/webm/mkv/…; or a wav with ``video=`` a y4m) in real time over WebRTC."""
+        """Publish a recording (mp4/webm/mkv/…; or a wav with ``video=`` a y4m) in real time over WebRTC.
+        Two-party: ``interviewer_channel`` (one party per stereo channel) or ``interviewer`` (the
+        interviewer's own audio file) sends the interviewer as a second, labelled audio track."""
         from client_sdk.publisher import file_sources
 
         pub = await self._ensure_publisher()
-        await pub.start(file_sources(path, video=video, loop=loop))
+        sources = file_sources(
+            path, video=video, loop=loop, interviewer_channel=interviewer_channel, interviewer=interviewer
+        )
+        await pub.start(sources)
 
     async def publish_camera(
         self,
@@ -322,12 +333,13 @@ class Session:
         pub = await self._ensure_publisher()
         await pub.start(camera_sources(video_device, audio_device, size=size, fps=fps))
 
-    async def publish_tracks(self, audio: Any = None, video: Any = None) -> None:
-        """Publish aiortc ``MediaStreamTrack``s you made yourself."""
+    async def publish_tracks(self, audio: Any = None, video: Any = None, *, interviewer: Any = None) -> None:
+        """Publish aiortc ``MediaStreamTrack``s you made yourself; ``interviewer``: the interviewer's
+        audio track (two-party capture)."""
         from client_sdk.publisher import TrackSources
 
         pub = await self._ensure_publisher()
-        await pub.start(TrackSources(audio=audio, video=video))
+        await pub.start(TrackSources(audio=audio, video=video, interviewer=interviewer))
 
     async def wait_media_ended(self, timeout_s: float | None = None) -> None:
         """Wait until a published file has been sent to the end."""

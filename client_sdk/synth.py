@@ -231,3 +231,66 @@ def _write_av(
                 cont.mux(packet)
         for packet in [*vstream.encode(None), *astream.encode(None)]:
             cont.mux(packet)
+
+
+@dataclass(frozen=True)
+class TwoPartyRecording:
+    """A two-party call: ``stereo`` (one party per channel), and each party's own mono wav."""
+
+    stereo: Path  # wav; the interviewer on ``interviewer_channel``, the patient on the other
+    patient: Path  # mono wav
+    interviewer: Path  # mono wav
+    interviewer_channel: str  # "left" | "right"
+    duration_s: float
+    lines: tuple[TranscriptLine, ...]  # both parties, with their times (questions: speaker clinician)
+
+
+def make_two_party(
+    out_dir: str | Path,
+    script: tuple[tuple[str, str], ...] = SCRIPT[:3],
+    *,
+    name: str = "call",
+    interviewer_channel: str = "left",
+    gap_s: float = 0.8,
+    silent_interviewer: bool = False,
+) -> TwoPartyRecording:
+    """Questions (espeak-ng, a lower voice) and answers in turn, each party on its own track;
+    ``silent_interviewer`` writes the interviewer's track as silence (bad-input tests)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gap = np.zeros(int(gap_s * AUDIO_RATE), dtype=np.int16)
+    patient: list[npt.NDArray[np.int16]] = [gap]
+    interviewer: list[npt.NDArray[np.int16]] = [gap]
+    lines: list[TranscriptLine] = []
+    t = gap_s
+    for question, answer in script:
+        for text, speaker, mine in ((question, "clinician", interviewer), (answer, "patient", patient)):
+            voice = speak(text, pitch=30 if speaker == "clinician" else 60)
+            other = patient if mine is interviewer else interviewer
+            mine.extend([voice, gap])
+            other.append(np.zeros(len(voice) + len(gap), dtype=np.int16))
+            lines.append(TranscriptLine(t, t + len(voice) / AUDIO_RATE, speaker, text, "captions"))  # type: ignore[arg-type]
+            t += (len(voice) + len(gap)) / AUDIO_RATE
+    p_audio, i_audio = np.concatenate(patient), np.concatenate(interviewer)
+    if silent_interviewer:
+        i_audio = np.zeros_like(i_audio)
+    left, right = (i_audio, p_audio) if interviewer_channel == "left" else (p_audio, i_audio)
+    paths = out / f"{name}.wav", out / f"{name}.patient.wav", out / f"{name}.interviewer.wav"
+    _write_stereo_wav(paths[0], np.stack([left, right], axis=1))
+    _write_wav(paths[1], p_audio)
+    _write_wav(paths[2], i_audio)
+    return TwoPartyRecording(*paths, interviewer_channel, len(p_audio) / AUDIO_RATE, tuple(lines))
+
+
+def _write_stereo_wav(path: Path, audio: npt.NDArray[np.int16]) -> None:
+    """(N, 2) s16 → a stereo wav at ``AUDIO_RATE``."""
+    with av.open(str(path), "w", format="wav") as cont:
+        stream = cast(av.AudioStream, cont.add_stream("pcm_s16le", rate=AUDIO_RATE, layout="stereo"))
+        for i in range(0, len(audio), 960):
+            chunk = np.ascontiguousarray(audio[i : i + 960])
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, i, Fraction(1, AUDIO_RATE)
+            for packet in stream.encode(frame):
+                cont.mux(packet)
+        for packet in stream.encode(None):
+            cont.mux(packet)

@@ -19,6 +19,7 @@ from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.errors import ConfigError
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.snapshot import SessionSnapshot
+from mllmdr_core.speech_track import SpeakerTranscriber, SpeechTrack
 from stream_server.asr import DEFAULT_MAX_BACKLOG_S, AsrProcess, BackgroundTranscriber, ProcessTranscriber
 
 TRANSCRIPT_SOURCES = ("auto", "captions", "pocketsphinx", "whisper")
@@ -72,6 +73,11 @@ class Engine(Protocol):
 
     @property
     def transcript_source(self) -> str: ...
+
+
+def interviewer_key(session_id: str) -> str:
+    """The key of a session's interviewer track in :meth:`CoreEngine.background_asr` / ``stop_asr``."""
+    return f"{session_id}#interviewer"
 
 
 class GatedTranscriber:
@@ -208,6 +214,26 @@ class CoreEngine:
             self._asr[session_id] = transcriber
         state: AnalysisState = self._assessor.new_session_state(session_id, transcriber=transcriber)
         return state
+
+    def new_speech_track(self, session_id: str) -> SpeechTrack | None:
+        """The interviewer's track for a session: VAD → this server's speech-to-text (off the media path,
+        as the patient's; queue :func:`interviewer_key`), lines labelled clinician. None without ASR."""
+        transcriber = self._transcriber()
+        if transcriber is None:
+            return None
+        key = interviewer_key(session_id)
+        if self._source == "auto":
+            transcriber = GatedTranscriber(transcriber)
+            self._gates[key] = transcriber
+        if self._asr_executor is None:
+            self._asr_executor = ThreadPoolExecutor(self._asr_threads, thread_name_prefix="mllmdr-asr")
+        background = BackgroundTranscriber(
+            SpeakerTranscriber(transcriber, "clinician"),
+            self._asr_executor,
+            max_backlog_s=self._asr_max_backlog_s,
+        )
+        self._asr[key] = background
+        return SpeechTrack(self.config, background, speaker="clinician")
 
     def background_asr(self, session_id: str) -> BackgroundTranscriber | None:
         """The session's speech-to-text queue (None when the source is ``captions``)."""

@@ -112,9 +112,11 @@ class TrackDrain:
         analysis_fps: float,
         on_frame: Callable[[str], None],
         on_drop: Callable[[str, int], None],
+        role: str = "patient",
     ) -> None:
         self.track = track
         self.kind = track.kind
+        self.role = role  # "patient" or "interviewer" (an audio track of two-party capture)
         self._queues = queues
         self._base = time_base_s
         self._min_dt = 0.9 / analysis_fps if analysis_fps > 0 else 0.0

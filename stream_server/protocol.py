@@ -569,11 +569,32 @@ class TokenResponse(_Model):
     expires_at: float = Field(description="token expiry, Unix seconds")
 
 
+TrackRole = Literal["patient", "interviewer"]
+MAX_TRACK_ROLES = 8
+
+
 class Offer(_Model):
-    """Body of ``POST /v1/sessions/{id}/offer`` (publisher token): the WebRTC SDP offer."""
+    """Body of ``POST /v1/sessions/{id}/offer`` (publisher token): the WebRTC SDP offer.
+
+    ``tracks`` labels audio tracks (two-party capture): a key is the track's transceiver ``mid`` (as in
+    the offer's ``a=mid:`` line) or its track id (the second word of ``a=msid:``), the value its role.
+    An ``interviewer`` audio track goes through voice activity detection and speech-to-text only (no
+    speech features, no indicators); its lines have ``speaker: "clinician"``. Audio tracks not labelled
+    are the patient's (as without ``tracks``); a second unlabelled audio track is refused
+    (``bad_sdp``): two patient tracks cannot share one timeline."""
 
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
     type: Literal["offer"] = "offer"
+    tracks: dict[str, TrackRole] = Field(
+        default_factory=dict, description=f"track mid or msid track id → role; at most {MAX_TRACK_ROLES}"
+    )
+
+    @field_validator("tracks")
+    @classmethod
+    def _few_tracks(cls, value: dict[str, TrackRole]) -> dict[str, TrackRole]:
+        if len(value) > MAX_TRACK_ROLES or any(len(k) > 128 for k in value):
+            raise ValueError(f"tracks: at most {MAX_TRACK_ROLES} entries, keys of at most 128 characters")
+        return value
 
 
 class Answer(_Model):

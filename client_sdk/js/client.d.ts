@@ -39,7 +39,8 @@ export declare class Session {
   waitFor<T extends ServerEvent["type"]>(
     type: T, predicate?: (ev: Extract<ServerEvent, { type: T }>) => boolean, timeoutMs?: number,
   ): Promise<Extract<ServerEvent, { type: T }>>;
-  publish(stream: MediaStream): Promise<void>;
+  /** `interviewer`: the clinician's audio as a second, labelled track (two-party capture). */
+  publish(stream: MediaStream, options?: { interviewer?: MediaStream }): Promise<void>;
   sendCaption(caption: CaptionInput): Promise<string | null>;
   requestCheckpoint(): Promise<string>;
   end(): Promise<SessionEndResponse>;

@@ -232,10 +232,21 @@ export interface ModelInfo {
   low_accuracy_transcript: boolean;
 }
 
-/** Body of `POST /v1/sessions/{id}/offer` (publisher token): the WebRTC SDP offer. */
+/**
+ * Body of `POST /v1/sessions/{id}/offer` (publisher token): the WebRTC SDP offer.
+ *
+ * `tracks` labels audio tracks (two-party capture): a key is the track's transceiver `mid` (as in
+ * the offer's `a=mid:` line) or its track id (the second word of `a=msid:`), the value its role.
+ * An `interviewer` audio track goes through voice activity detection and speech-to-text only (no
+ * speech features, no indicators); its lines have `speaker: "clinician"`. Audio tracks not labelled
+ * are the patient's (as without `tracks`); a second unlabelled audio track is refused
+ * (`bad_sdp`): two patient tracks cannot share one timeline.
+ */
 export interface Offer {
   sdp: string;
   type?: "offer";
+  /** track mid or msid track id → role; at most 8 */
+  tracks?: Record<string, "patient" | "interviewer">;
 }
 
 /** Keep-alive; answered with `pong`. */

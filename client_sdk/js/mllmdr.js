@@ -173,9 +173,12 @@ export class Session {
     return toRtcIceServers((await this._http("GET", "/ice-servers")).ice_servers);
   }
 
-  /** Publish a MediaStream (camera + mic) to the session over WebRTC. */
-  async publish(stream) {
+  /** Publish a MediaStream (camera + mic) to the session over WebRTC. Two-party capture:
+   * `{ interviewer: clinicianStream }` adds the interviewer's audio as a second track, labelled in the
+   * offer by its transceiver mid (speech-to-text only on the server; its lines have speaker "clinician"). */
+  async publish(stream, options = {}) {
     this.stream = stream;
+    this.interviewerStream = options.interviewer || null;
     await this._offer();
   }
 
@@ -184,6 +187,12 @@ export class Session {
     const pc = new RTCPeerConnection({ iceServers: await this.iceServers() });
     this.pc = pc;
     for (const track of this.stream.getTracks()) pc.addTrack(track, this.stream);
+    const interviewerSenders = [];
+    if (this.interviewerStream) {
+      for (const track of this.interviewerStream.getAudioTracks().slice(0, 1)) {
+        interviewerSenders.push(pc.addTrack(track, this.interviewerStream));
+      }
+    }
     pc.onconnectionstatechange = () => {
       this._emit({ type: "sdk.connection", state: pc.connectionState });
       if (pc !== this.pc || this.closed || this.sessionClosed) return;
@@ -198,7 +207,11 @@ export class Session {
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     await waitIceComplete(pc);
-    const answer = await this._http("POST", "/offer", { sdp: pc.localDescription.sdp, type: "offer" });
+    const tracks = {};
+    for (const t of pc.getTransceivers()) {
+      if (interviewerSenders.includes(t.sender) && t.mid !== null) tracks[t.mid] = "interviewer";
+    }
+    const answer = await this._http("POST", "/offer", { sdp: pc.localDescription.sdp, type: "offer", tracks });
     await pc.setRemoteDescription(answer);
     return pc;
   }

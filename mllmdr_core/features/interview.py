@@ -10,7 +10,9 @@ Pairing rules of :func:`pair_qa` (times are session seconds):
 2. A clinician line is a *question* when it holds a ``?`` or one of its clauses, after leading
    fillers ("okay so", "I see,"), starts like a question or a prompt ("how…", "do you…", "tell me…",
    "describe…"). Other clinician lines ("mhm", "that sounds hard") are backchannels: they are
-   ignored and do not end the current answer.
+   ignored and do not end the current answer. A clinician line from speech-to-text (the interviewer's
+   audio track: no punctuation, question words often misheard) is a question when it has at least
+   ``ASR_QUESTION_MIN_WORDS`` words.
 3. Each patient line is attached to the question before it; consecutive patient lines (also across
    backchannels) merge into one answer. A patient line before any question forms a pair with no
    question (``question is None``).
@@ -176,6 +178,20 @@ def is_question(text: str) -> bool:
     return False
 
 
+ASR_QUESTION_MIN_WORDS = 3
+
+
+def _asr_question(line: TranscriptLine) -> bool:
+    """An interviewer line from speech-to-text (the interviewer's track) of at least
+    ``ASR_QUESTION_MIN_WORDS`` words: a recogniser writes no ``?`` and often mishears the question word,
+    so only length tells a question from a backchannel ("mhm", "I see")."""
+    return (
+        line.speaker == "clinician"
+        and line.source.startswith("asr")
+        and len(line.text.split()) >= ASR_QUESTION_MIN_WORDS
+    )
+
+
 def is_follow_up(text: str) -> bool:
     """True for a follow-up question that carries on the last topic ("why?", "tell me more")."""
     return bool(_FOLLOW_UP_RE.match(_FILLER_RE.sub("", text.strip())))
@@ -218,7 +234,7 @@ def pair_qa(lines: Sequence[TranscriptLine]) -> list[QAPair]:
     pairs: list[_Pair] = []
     current: _Pair | None = None  # the pair answers attach to
     for line in _usable(lines):
-        asks = line.speaker != "patient" and is_question(line.text)
+        asks = line.speaker != "patient" and (is_question(line.text) or _asr_question(line))
         if line.speaker == "clinician" and not asks:
             continue  # backchannel: ignored, the current answer goes on
         if asks:

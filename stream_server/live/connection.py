@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -71,13 +71,21 @@ class PublisherConnection:
         ice = to_rtc(ice_servers_for(self.svc.settings, self.session_id))  # configured STUN/TURN, fresh
         pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         kinds: list[str] = []
+        received: list[Any] = []
         new_drains: list[TrackDrain] = []
 
         @pc.on("track")
         def on_track(track: Any) -> None:
             kinds.append(track.kind)
             if track.kind in ("audio", "video"):
-                new_drains.append(self.ingest.drain_for(track))
+                received.append(track)
+
+        def make_drains() -> None:  # after the remote description: every track and its mid are known
+            if not received:
+                raise ValueError("offer has no audio or video track")
+            roles = audio_roles(pc, [t for t in received if t.kind == "audio"], offer.tracks)
+            for track in received:
+                new_drains.append(self.ingest.drain_for(track, roles.get(id(track), "patient")))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -88,7 +96,7 @@ class PublisherConnection:
             elif pc.connectionState in ("failed", "closed"):
                 await self._on_lost(f"connection {pc.connectionState}")
 
-        await self._negotiate(pc, offer, new_drains)
+        await self._negotiate(pc, offer, make_drains)
         await self.drop()
         self.pc, self.drains = pc, new_drains
         for d in new_drains:
@@ -98,6 +106,12 @@ class PublisherConnection:
             await self.events.warn(
                 "no_audio_track", "publisher sent no audio track: no speech indicators", once=False
             )
+        if any(d.role == "interviewer" for d in new_drains) and self.ingest.interviewer is None:
+            await self.events.warn(
+                "interviewer_not_transcribed",
+                "the interviewer's track is received but not transcribed: this server runs without "
+                "speech-to-text (transcript source captions)",
+            )
         if "video" not in kinds:
             await self.events.warn(
                 "no_video_track", "publisher sent no video track: no facial indicators", once=False
@@ -106,13 +120,13 @@ class PublisherConnection:
         return Answer(sdp=local.sdp, type="answer")
 
     @staticmethod
-    async def _negotiate(pc: RTCPeerConnection, offer: Offer, drains: list[TrackDrain]) -> None:
-        """Remote offer → local answer. A bad offer (aiortc raises ValueError/KeyError/... at any step)
-        closes ``pc`` and answers ``bad_sdp``, never a 500; the publisher that is live stays untouched."""
+    async def _negotiate(pc: RTCPeerConnection, offer: Offer, make_drains: Callable[[], None]) -> None:
+        """Remote offer → local answer. A bad offer (aiortc raises ValueError/KeyError/... at any step,
+        or the track roles do not fit) closes ``pc`` and answers ``bad_sdp``, never a 500; the publisher
+        that is live stays untouched."""
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type=offer.type))
-            if not drains:
-                raise ValueError("offer has no audio or video track")
+            make_drains()
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             with contextlib.suppress(Exception):
@@ -144,3 +158,26 @@ class PublisherConnection:
         """Idempotent: grace timer cancelled, drains stopped, peer closed."""
         await self.tasks.aclose()
         await self.drop()
+
+
+def audio_roles(pc: RTCPeerConnection, audio: list[Any], labels: Mapping[str, str]) -> dict[int, str]:
+    """``id(track)`` → role for the offer's audio tracks (see ``protocol.Offer``): a label, keyed by the
+    transceiver mid or the msid track id, wins; unlabelled tracks in m-line order are the patient's,
+    then the interviewer's. ``ValueError`` for a role given twice or a third audio track."""
+    mids = {id(t.receiver.track): str(t.mid) for t in pc.getTransceivers() if t.receiver.track is not None}
+    roles: dict[int, str] = {}
+    for track in audio:
+        role = labels.get(mids.get(id(track), "")) or labels.get(str(track.id))
+        if role is not None:
+            roles[id(track)] = role
+    for track in audio:
+        if id(track) not in roles:
+            free = [r for r in ("patient", "interviewer") if r not in roles.values()]
+            if not free:
+                raise ValueError("more audio tracks than roles (one patient, one interviewer)")
+            roles[id(track)] = free[0]
+    taken = list(roles.values())
+    for role in ("patient", "interviewer"):
+        if taken.count(role) > 1:
+            raise ValueError(f"two audio tracks labelled {role}")
+    return roles

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mllmdr_core.speech_track import SpeechTrack
 from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
 from stream_server.live.events import SessionEvents
 from stream_server.live.state import GuardedState
@@ -32,6 +33,11 @@ class MediaIngest:
         self.state = state
         self.events = events
         self.queues = MediaQueues(cfg.audio_queue_frames, cfg.video_queue_frames)
+        # Two-party capture: the interviewer's audio, its own queue (same wake-up), VAD + ASR only.
+        self.interviewer_queues = MediaQueues(cfg.audio_queue_frames, 0)
+        self.interviewer_queues.wake = self.queues.wake
+        new_track = getattr(services.engine, "new_speech_track", None)
+        self.interviewer: SpeechTrack | None = new_track(session_id) if new_track is not None else None
         self.media_time_s = 0.0
         self.last_lag_s: float | None = None
         self.recorder = AudioRecorder(cfg.var_path / "recordings", session_id) if cfg.record_audio else None
@@ -44,11 +50,14 @@ class MediaIngest:
     def start(self) -> None:
         self.tasks.start("worker", self._worker())
 
-    def drain_for(self, track: Any) -> TrackDrain:
-        """A drain feeding this session's queues from ``track`` (media time continues after a re-offer)."""
+    def drain_for(self, track: Any, role: str = "patient") -> TrackDrain:
+        """A drain feeding this session's queues from ``track`` (media time continues after a re-offer);
+        an ``interviewer`` audio track feeds the interviewer's queue."""
+        interviewer = role == "interviewer" and track.kind == "audio"
         return TrackDrain(
             track,
-            self.queues,
+            self.interviewer_queues if interviewer else self.queues,
+            role="interviewer" if interviewer else "patient",
             time_base_s=self.media_time_s,
             analysis_fps=self.analysis_fps,
             on_frame=self._on_frame,
@@ -79,17 +88,24 @@ class MediaIngest:
 
     async def process_queued(self) -> None:
         """Everything queued → the state (an error event per failed batch; the next batch still runs)."""
-        while self.queues.audio or self.queues.video:
+        while self.queues.audio or self.queues.video or self.interviewer_queues.audio:
             audio, video = self.queues.take()
+            theirs, _ = self.interviewer_queues.take()
             try:
-                await self.svc.run(self._process, audio, video)
+                await self.svc.run(self._process, audio, video, theirs)
             except Exception as exc:
                 await self.events.error(exc)
 
-    def _process(self, audio: list[QueuedAudio], video: list[QueuedVideo]) -> None:
-        """Worker thread: frames → SessionState."""
+    def _process(
+        self, audio: list[QueuedAudio], video: list[QueuedVideo], theirs: list[QueuedAudio] | None = None
+    ) -> None:
+        """Worker thread: frames → SessionState; the interviewer's audio → its speech track."""
         m = self.svc.metrics
         with self.state.locked() as state:
+            if self.interviewer is not None:
+                for group in audio_groups(theirs or []):
+                    samples = np.concatenate([a.samples for a in group])
+                    self.interviewer.push_audio(samples, group[0].sample_rate, channels=group[0].channels)
             for group in audio_groups(audio):
                 t0 = time.perf_counter()
                 samples = np.concatenate([a.samples for a in group])
@@ -122,11 +138,19 @@ class MediaIngest:
         await self.stop()
         await self.process_queued()
         await self.svc.run(self.state.flush)
+        if self.interviewer is not None:
+            await self.svc.run(self._flush_interviewer)
+
+    def _flush_interviewer(self) -> None:
+        with self.state.locked():
+            if self.interviewer is not None:
+                self.interviewer.flush()
 
     async def aclose(self) -> None:
         """Idempotent: worker stopped, queues cleared, recording closed."""
         await self.stop()
         self.queues.clear()
+        self.interviewer_queues.clear()
         if self.recorder is not None and not self._closed:
             with contextlib.suppress(Exception):
                 await self.svc.run(self._close_recorder)

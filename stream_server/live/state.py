@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 
@@ -18,7 +19,8 @@ class GuardedState:
     def __init__(self, state: AnalysisState) -> None:
         self._state = state
         self._lock = threading.Lock()
-        self.without_asr = False  # captions took over: ASR lines stay stored but leave the prompts
+        self.without_asr = False  # patient captions took over: its ASR lines stay stored, leave the prompts
+        self.interviewer_captioned = False  # clinician captions took over from the interviewer track's ASR
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[AnalysisState]:
@@ -43,7 +45,16 @@ class GuardedState:
     def snapshot(self, indicator_window_s: float) -> SessionSnapshot:
         with self._lock:
             snap = self._state.snapshot(indicator_window_s)
-        return snap.without_sources("asr") if self.without_asr else snap
+        if not (self.without_asr or self.interviewer_captioned):
+            return snap
+        kept = tuple(line for line in snap.transcript if not self._asr_left_out(line))
+        return dataclasses.replace(snap, transcript=kept)
+
+    def _asr_left_out(self, line: TranscriptLine) -> bool:
+        """An ASR line of a party whose captions took over."""
+        if not line.source.startswith("asr"):
+            return False
+        return self.interviewer_captioned if line.speaker == "clinician" else self.without_asr
 
     def flush(self) -> None:
         """End of media: close the open speech segment and encode the last window."""

@@ -1,7 +1,9 @@
 """The session's transcript: captions and speech-to-text lines, stored, fed to the state, published.
 
 With transcript source ``auto``, once the platform captions the patient, captions take over: the
-session's ASR stops and its earlier lines leave the assessments' input (they stay stored).
+session's ASR stops and its earlier lines leave the assessments' input (they stay stored). Two-party
+capture: the same holds per party — a clinician caption stops the interviewer track's ASR and its
+earlier lines leave the assessments; the patient's ASR goes on until a patient caption comes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 
 from mllmdr_core.frames import TranscriptLine
 from stream_server.asr import BackgroundTranscriber
+from stream_server.engine import interviewer_key
 from stream_server.live.events import SessionEvents
 from stream_server.live.state import GuardedState
 from stream_server.protocol import (
@@ -35,16 +38,17 @@ class TranscriptLog:
         self.prefer_captions = str(services.engine.transcript_source).startswith("auto")
         self._lock = asyncio.Lock()
         self._asr_seen = 0  # ASR lines already stored and published
-        self.asr = self._attach_asr()
+        self.asr = self._attach_asr(session_id)
+        self.interviewer_asr = self._attach_asr(interviewer_key(session_id))
 
     @property
     def patient_captioned(self) -> bool:
         return self.state.without_asr
 
-    def _attach_asr(self) -> BackgroundTranscriber | None:
-        """The session's background speech-to-text queue (None: captions only)."""
+    def _attach_asr(self, key: str) -> BackgroundTranscriber | None:
+        """A background speech-to-text queue of the session (None: captions only, or no such track)."""
         lookup = getattr(self.svc.engine, "background_asr", None)
-        asr: BackgroundTranscriber | None = lookup(self.session_id) if lookup is not None else None
+        asr: BackgroundTranscriber | None = lookup(key) if lookup is not None else None
         if asr is not None:
             asr.on_lines = self.state.add_lines  # ASR thread: lines join the state; the tick publishes
             asr.on_drop = self._on_asr_drop
@@ -72,6 +76,8 @@ class TranscriptLog:
         self.check_caption(line)
         if self.prefer_captions and line.speaker != "clinician" and not self.patient_captioned:
             await self.captions_take_over()
+        if self.prefer_captions and line.speaker == "clinician" and not self.state.interviewer_captioned:
+            await self.interviewer_captions_take_over()
         async with self._lock:
             index = await self.svc.store.add_transcript(self.session_id, line)
             await self.svc.run(self.state.add_line, line.to_line())
@@ -94,6 +100,18 @@ class TranscriptLog:
             "its earlier lines stay in the transcript but are left out of assessments",
         )
 
+    async def interviewer_captions_take_over(self) -> None:
+        """Source ``auto``: the platform captions the clinician, so the interviewer track's ASR stops
+        (a warning only when such a track is being transcribed)."""
+        self.state.interviewer_captioned = True
+        stop = getattr(self.svc.engine, "stop_asr", None)
+        if callable(stop) and stop(interviewer_key(self.session_id)):
+            await self.events.warn(
+                "interviewer_asr_stopped",
+                "the platform sends captions for the clinician: speech recognition of the interviewer's "
+                "track stopped; its earlier lines stay in the transcript but are left out of assessments",
+            )
+
     async def restore(self, lines: list[TranscriptLineModel]) -> None:
         """A resumed session: its stored lines join the state (stored already: not re-published)."""
         for line in lines:
@@ -101,6 +119,8 @@ class TranscriptLog:
             self._asr_seen += line.source.startswith("asr")
             if self.prefer_captions and line.source == "captions" and line.speaker != "clinician":
                 await self.captions_take_over()
+            if self.prefer_captions and line.source == "captions" and line.speaker == "clinician":
+                self.state.interviewer_captioned = True
 
     def new_asr_lines(self) -> list[TranscriptLine]:
         """Worker thread: ASR lines not yet stored and published."""
@@ -121,13 +141,15 @@ class TranscriptLog:
 
     async def finish(self, timeout_s: float) -> None:
         """End of session: queued speech gets up to ``timeout_s`` (polled), then its lines are published."""
-        if self.asr is not None:
-            deadline = time.monotonic() + timeout_s
-            while not self.asr.idle and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        for asr in (self.asr, self.interviewer_asr):
+            if asr is None:
+                continue
+            while not asr.idle and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            if not self.asr.idle:
-                left = self.asr.backlog_s
-                self.asr.close()
+            if not asr.idle:
+                left = asr.backlog_s
+                asr.close()
                 await self.events.warn(
                     "asr_incomplete",
                     f"speech-to-text did not finish within {timeout_s:.0f} s; "
@@ -137,6 +159,7 @@ class TranscriptLog:
         await self.publish_new_asr()  # the last segment's text
 
     async def aclose(self) -> None:
-        """Idempotent: the session's speech-to-text queue is dropped."""
-        if self.asr is not None:
-            self.asr.close()
+        """Idempotent: the session's speech-to-text queues are dropped."""
+        for asr in (self.asr, self.interviewer_asr):
+            if asr is not None:
+                asr.close()

@@ -50,3 +50,32 @@ async def publish(
         raise AssertionError(f"offer refused: {r.status_code} {r.text}")
     await pc.setRemoteDescription(RTCSessionDescription(**r.json()))
     return Publisher(pc, player)
+
+
+async def publish_two_party(
+    http: httpx.AsyncClient,
+    session_id: str,
+    token: str,
+    patient: Path,
+    interviewer: Path,
+    *,
+    label: str | None = "interviewer",
+) -> list[Publisher]:
+    """Offer the patient's and the interviewer's audio as two tracks; ``label`` (or None: m-line order,
+    the second audio track is the interviewer's) names the second one's role by its msid track id."""
+    players = [MediaPlayer(str(patient)), MediaPlayer(str(interviewer))]
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(players[0].audio)
+    sender = pc.addTrack(players[1].audio)
+    await pc.setLocalDescription(await pc.createOffer())
+    body: dict[str, object] = {"sdp": pc.localDescription.sdp, "type": "offer"}
+    if label is not None:
+        body["tracks"] = {sender.track.id: label}
+    r = await http.post(
+        f"/v1/sessions/{session_id}/offer", headers={"Authorization": f"Bearer {token}"}, json=body
+    )
+    if r.status_code != 200:
+        await pc.close()
+        raise AssertionError(f"offer refused: {r.status_code} {r.text}")
+    await pc.setRemoteDescription(RTCSessionDescription(**r.json()))
+    return [Publisher(pc, players[0]), Publisher(pc, players[1])]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mllmdr_core.features.interview import (
@@ -292,3 +294,24 @@ def test_daic_style_interview() -> None:
         ("can you give me an example of that", "i snap at my kids", ["sleep"]),
         ("how would your best friend describe you", "loyal", ["failure"]),
     ]
+
+
+def test_interviewer_track_asr_lines_are_questions_unless_short() -> None:
+    """Speech-to-text of the interviewer's track has no ``?`` and mishears question words: a clinician
+    ASR line of 3+ words asks; a shorter one ("mm hmm") is a backchannel, as a caption would be."""
+    asr = "asr:pocketsphinx"
+    lines = [
+        TranscriptLine(0.0, 2.0, "clinician", "i'll shoot the tweet", asr),
+        TranscriptLine(3.0, 6.0, "patient", "i wake up at four", asr),
+        TranscriptLine(6.2, 6.6, "clinician", "mm hmm", asr),
+        TranscriptLine(7.0, 8.0, "patient", "every night", asr),
+        TranscriptLine(9.0, 11.0, "clinician", "the little you know things", asr),
+        TranscriptLine(12.0, 14.0, "patient", "not really", asr),
+    ]
+    pairs = pair_qa(lines)
+    assert [(p.question.text if p.question else None, p.answer_text) for p in pairs] == [
+        ("i'll shoot the tweet", "i wake up at four every night"),
+        ("the little you know things", "not really"),
+    ]
+    captioned = [dataclasses.replace(ln, source="captions") for ln in lines]
+    assert [p.question for p in pair_qa(captioned)] == [None]  # captions keep the shape rule
