@@ -41,6 +41,7 @@ from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
 from mllmdr_core.features.encoder import StreamingHubertEncoder
+from mllmdr_core.features.visual_schema import V2_SPEC, restrict
 from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
 from mllmdr_core.grounding import check as check_grounding
 from mllmdr_core.grounding import grounding_share
@@ -158,6 +159,14 @@ class Assessor:
             raise FeatureSpecError(f"{name} features must be (T, {dim}) for this bundle, got {array.shape}")
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
 
+    def _bundle_columns(self, visual: FloatArray | None) -> FloatArray | None:
+        """"visual-v2" frames with the values the bundle never saw in training masked (its recorded
+        ``visual_columns``), so the model sees the mask pattern it was trained on."""
+        spec = self.bundle.feature_spec
+        if visual is None or spec.visual_spec != V2_SPEC or not spec.visual_columns or visual.size == 0:
+            return visual
+        return restrict(visual, spec.visual_columns)
+
     def fits(self, prompt: str, slots: int) -> bool:
         """Whether ``prompt`` with ``slots`` modality slots fits the bundle's ``max_prompt_tokens``."""
         soft = slots * (self.bundle.config.lqformer.num_queries - 1)  # each slot token becomes Q tokens
@@ -188,7 +197,7 @@ class Assessor:
         window = snapshot.window
         lines = [ln for ln in snapshot.transcript if _in_window(ln, window)]
         audio_t = self._features(snapshot.audio, self.model.audio_dim, "audio")
-        visual_t = self._features(snapshot.visual, self.model.visual_dim, "visual")
+        visual_t = self._features(self._bundle_columns(snapshot.visual), self.model.visual_dim, "visual")
         prompts = self.prompts(snapshot)
         timings["prompts_ms"] = _ms(t0)
         t0 = time.perf_counter()
@@ -240,6 +249,12 @@ class Assessor:
                 backend=self.backend.name,
                 transcript_source=sources.most_common(1)[0][0] if sources else "none",
                 low_accuracy_transcript=low_accuracy,
+                modalities=[
+                    name
+                    for name, used in (("text", bool(lines)), ("audio", audio_t is not None),
+                                       ("video", visual_t is not None))
+                    if used
+                ],
             ),
             labels=labels,
             timings_ms=timings,
