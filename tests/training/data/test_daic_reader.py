@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mllmdr_core.errors import DatasetError
+from mllmdr_core.features.visual_schema import V2_SPEC
 from training.data import OPENFACE_FEATURE_NAMES, OPENFACE_SPEC, DaicWozReader
 from training.data.wav import write_wav
 
@@ -126,7 +127,7 @@ def test_reads_splits_labels_transcript_audio_and_clnf(tmp_path: Path) -> None:
     assert r300.audio_path == tmp_path / "daic" / "300_P" / "300_AUDIO.wav"
 
     vis = r300.load_visual()
-    assert vis is not None and vis.spec == OPENFACE_SPEC == r300.visual_spec
+    assert vis is not None and vis.spec == OPENFACE_SPEC and r300.visual_spec == V2_SPEC
     assert vis.values.shape == (3, len(OPENFACE_FEATURE_NAMES))
     col = {n: vis.values[:, i] for i, n in enumerate(vis.names)}
     assert col["pose_Rx"][0] == pytest.approx(0.1) and col["pose_Rz"][0] == pytest.approx(0.05)
