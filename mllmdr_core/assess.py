@@ -72,6 +72,14 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
 
 
+def modalities_used(text: bool, audio: bool, video: bool) -> list[Literal["text", "audio", "video"]]:
+    """The ``ModelInfo.modalities`` list: which inputs reached the model."""
+    named: tuple[tuple[Literal["text", "audio", "video"], bool], ...] = (
+        ("text", text), ("audio", audio), ("video", video)
+    )
+    return [name for name, used in named if used]
+
+
 def _in_window(line: TranscriptLine, window: tuple[float, float]) -> bool:
     return line.final and bool(line.text.strip()) and line.end_s >= window[0] and line.start_s <= window[1]
 
@@ -249,12 +257,7 @@ class Assessor:
                 backend=self.backend.name,
                 transcript_source=sources.most_common(1)[0][0] if sources else "none",
                 low_accuracy_transcript=low_accuracy,
-                modalities=[
-                    name
-                    for name, used in (("text", bool(lines)), ("audio", audio_t is not None),
-                                       ("video", visual_t is not None))
-                    if used
-                ],
+                modalities=modalities_used(bool(lines), audio_t is not None, visual_t is not None),
             ),
             labels=labels,
             timings_ms=timings,

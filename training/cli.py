@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "--llm", help="LLM path or HF id (e.g. meta-llama/Meta-Llama-3-8B-Instruct; default: the "
                 "config's, e.g. micro's demo LM trained from scratch)"
             )
-            p.add_argument("--strict", action="store_true", help="stop at a malformed session (default: skip it)")
+            p.add_argument(
+                "--strict", action="store_true", help="stop at a malformed session (default: skip it)"
+            )
             p.add_argument("--hubert", help="HuBERT path or HF id (default: from the config)")
     return parser
 

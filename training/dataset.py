@@ -98,7 +98,8 @@ def build_examples(
     modality: str = "all",
     cache: FeatureCache | None = None,
 ) -> list[ItemExample]:
-    """8 examples per session with item labels (total-only sessions give none). ``modality``: "all" (text + audio + video), "text" (no soft tokens) or
+    """8 examples per session with item labels (total-only sessions give none). ``modality``: "all"
+    (text + audio + video), "text" (no soft tokens) or
     "av" (soft tokens, no interview text). A modality with no frames gets no slot (as in the assessor);
     with ``cache`` the feature files are read to find out, without it every slot is kept."""
     if modality not in MODALITIES:

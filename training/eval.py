@@ -132,11 +132,15 @@ def predict_session(
     return pred
 
 
-def totals_report(sessions: Sequence[SessionLabels], pred_items: Sequence[dict[str, float]]) -> dict[str, Any]:
+def totals_report(
+    sessions: Sequence[SessionLabels], pred_items: Sequence[dict[str, float]]
+) -> dict[str, Any]:
     """Binary and total metrics on every session (a total-only label counts), item MAE on the sessions
     with item labels (``n_items`` of them; ``item_mae`` empty when none has)."""
     with_items = [i for i, s in enumerate(sessions) if s.has_items]
-    items = screening_report([dict(sessions[i].item_scores) for i in with_items], [pred_items[i] for i in with_items])
+    items = screening_report(
+        [dict(sessions[i].item_scores) for i in with_items], [pred_items[i] for i in with_items]
+    )
     t_tot = [float(s.total) for s in sessions]
     p_tot = [float(sum(p[k] for k in ITEM_KEYS)) for p in pred_items]
     return {

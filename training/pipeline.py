@@ -326,7 +326,11 @@ def corpus_feature_spec(cfg: RunConfig, corpus: Corpus) -> Any:
 
 def data_sources(records: Sequence[Any]) -> tuple[str, ...]:
     """Where the features of ``records`` came from, e.g. "e-daic: OpenFace 2.x CSV" (sorted, unique)."""
-    kinds = {"clnf": "CLNF pose/gaze/AUs", "openface": "OpenFace 2.x CSV", "openface-per-question": "OpenFace 2.x CSV"}
+    kinds = {
+        "clnf": "CLNF pose/gaze/AUs",
+        "openface": "OpenFace 2.x CSV",
+        "openface-per-question": "OpenFace 2.x CSV",
+    }
     out: set[str] = set()
     for rec in records:
         out.add(f"{rec.dataset}: transcript")

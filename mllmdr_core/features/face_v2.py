@@ -59,8 +59,14 @@ def v2_values(v1: FloatArray, q: npt.NDArray[np.float64] | None) -> npt.NDArray[
     out = np.full(V2_K, np.nan)
     out[V2_IDX["face_present"]] = 1.0
     pitch, yaw, roll = (float(v1[IDX[n]]) for n in ("head_pitch_deg", "head_yaw_deg", "head_roll_deg"))
-    out[V2_IDX["head_pitch_deg"]], out[V2_IDX["head_yaw_deg"]], out[V2_IDX["head_roll_deg"]] = pitch, yaw, roll
-    eye_angle = np.degrees(np.arcsin(np.clip(EYE_WIDTH_PER_RADIUS * v1[[IDX["gaze_x"], IDX["gaze_y"]]], -1, 1)))
+    out[V2_IDX["head_pitch_deg"]], out[V2_IDX["head_yaw_deg"]], out[V2_IDX["head_roll_deg"]] = (
+        pitch,
+        yaw,
+        roll,
+    )
+    eye_angle = np.degrees(
+        np.arcsin(np.clip(EYE_WIDTH_PER_RADIUS * v1[[IDX["gaze_x"], IDX["gaze_y"]]], -1, 1))
+    )
     out[V2_IDX["gaze_yaw_deg"]] = yaw + float(eye_angle[0])
     out[V2_IDX["gaze_pitch_deg"]] = pitch + float(eye_angle[1])
     ear = float((v1[IDX["eye_open_left"]] + v1[IDX["eye_open_right"]]) / 2.0)

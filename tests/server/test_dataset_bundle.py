@@ -1,4 +1,4 @@
-"""A bundle trained on the E-DAIC format fixture ("visual-v2" schema) serves a live call (real aiortc peer)."""
+"""A bundle trained on the E-DAIC format fixture ("visual-v2") serves a live call (real aiortc peer)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,24 @@ from .conftest import make_settings, run_server
 from .peers import publish
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "training" / "data"))
-from test_edaic_reader import make_edaic  # noqa: E402  (the reader tests' format fixture)
+from test_edaic_reader import make_edaic
 
 
 @pytest.fixture(scope="module")
 def edaic_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("edaic")
     root = make_edaic(tmp / "data")
-    args = ["paper", "--dataset", "e-daic", "--data", str(root), "--config", "micro", "--workdir", str(tmp / "w")]
+    args = [
+        "paper",
+        "--dataset",
+        "e-daic",
+        "--data",
+        str(root),
+        "--config",
+        "micro",
+        "--workdir",
+        str(tmp / "w"),
+    ]
     assert main([*args, "--quiet"]) == 0
     return tmp / "w" / "bundle"
 

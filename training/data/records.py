@@ -9,9 +9,9 @@ from typing import Any, Literal
 import numpy as np
 
 from mllmdr_core.errors import DatasetError
+from mllmdr_core.features.visual_schema import V2_SPEC
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS
-from mllmdr_core.features.visual_schema import V2_SPEC
 from training.data.openface import read_clnf, read_openface_csv, stack_tables
 from training.data.visual_table import VisualTable
 from training.data.wav import read_wav_16k

@@ -51,7 +51,9 @@ def test_live_v2_spec_and_column_check() -> None:
     assert str(err.value) == (
         "visual: bundle was trained on columns the live tracker 'visual-v2' does not produce: AU07_r, AU23_r"
     )
-    assert FeatureSpec.from_dict({**live.to_dict(), "visual_columns": ["AU12_r"]}).visual_columns == ("AU12_r",)
+    assert FeatureSpec.from_dict({**live.to_dict(), "visual_columns": ["AU12_r"]}).visual_columns == (
+        "AU12_r",
+    )
 
 
 def test_live_tracker_estimates_follow_the_planted_face() -> None:
@@ -76,7 +78,9 @@ def test_live_tracker_estimates_follow_the_planted_face() -> None:
         assert blink[V2_IDX["eye_open"]] < 0.15 < 0.25 < neutral[V2_IDX["eye_open"]]
         pitch = down[V2_IDX["head_pitch_deg"]] - neutral[V2_IDX["head_pitch_deg"]]
         assert pitch == pytest.approx(10.0, abs=3.0)  # planted 13° (the photo's own pitch differs)
-        assert roll[V2_IDX["head_roll_deg"]] - neutral[V2_IDX["head_roll_deg"]] == pytest.approx(10.0, abs=3.0)
+        assert roll[V2_IDX["head_roll_deg"]] - neutral[V2_IDX["head_roll_deg"]] == pytest.approx(
+            10.0, abs=3.0
+        )
         absent = tracker.process(np.zeros((240, 320, 3), np.uint8), 0.0)
         assert not absent.present and absent.vector[V2_K + V2_IDX["face_present"]] == 1.0
         assert absent.vector[V2_K + 1 :].sum() == 0.0  # every other value missing

@@ -20,8 +20,21 @@ from training.run_config import load_run_config
 
 
 def _train(dataset: str, root: Path, work: Path, *extra: str) -> int:
-    return main(["paper", "--dataset", dataset, "--data", str(root), "--config", "micro", "--workdir", str(work),
-                 "--quiet", *extra])
+    return main(
+        [
+            "paper",
+            "--dataset",
+            dataset,
+            "--data",
+            str(root),
+            "--config",
+            "micro",
+            "--workdir",
+            str(work),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +53,9 @@ def test_dataset_bundle_trains_and_replays_video(dataset: str, tmp_path: Path, r
     spec = manifest["feature_spec"]
     assert spec["visual_spec"] == V2_SPEC and spec["visual_dim"] == 32
     title = {"e-daic": "E-DAIC", "daic-woz": "DAIC-WOZ"}[dataset]
-    assert manifest["training_data"] == f"{title} train split (2 sessions)" and manifest["non_clinical"] is False
+    assert (
+        manifest["training_data"] == f"{title} train split (2 sessions)" and manifest["non_clinical"] is False
+    )
     assert "eye_open" not in spec["visual_columns"]  # no source gives it: masked live too
     if dataset == "e-daic":
         assert "AU45_r" in spec["visual_columns"] and "e-daic: OpenFace 2.x CSV" in spec["sources"]
@@ -53,7 +68,10 @@ def test_dataset_bundle_trains_and_replays_video(dataset: str, tmp_path: Path, r
     report = json.loads((work / "eval" / "report.json").read_text())  # the test split: totals only
     total = {"e-daic": 20, "daic-woz": 17}[dataset]
     assert report["ablations"]["all"]["totals"]["true"] == [total]
-    assert report["ablations"]["all"]["all"]["n_items"] == 0 and report["ablations"]["all"]["all"]["item_mae"] == {}
+    assert (
+        report["ablations"]["all"]["all"]["n_items"] == 0
+        and report["ablations"]["all"]["all"]["item_mae"] == {}
+    )
 
     assert load_bundle(work / "bundle").feature_spec.visual_spec == V2_SPEC  # the live check passes
     result = Replayer(work / "bundle").replay(recording, ReplayOptions())
@@ -66,7 +84,9 @@ def test_malformed_session_is_skipped_with_its_reason_or_stops_with_strict(tmp_p
     root = make_daic(tmp_path / "data")
     bad = root / "301_P" / "301_TRANSCRIPT.csv"
     bad.write_text(bad.read_text() + "12.0\tParticipant\tno stop time\n")
-    cfg = load_run_config("micro", ["corpus.kind=daic-woz", f"corpus.path={root}", f"workdir={tmp_path / 'w'}"])
+    cfg = load_run_config(
+        "micro", ["corpus.kind=daic-woz", f"corpus.path={root}", f"workdir={tmp_path / 'w'}"]
+    )
     corpus = load_corpus(cfg)
     skipped = [d for d in corpus.dropped if d["session_id"] == "301"]
     assert len(skipped) == 1 and "301_TRANSCRIPT.csv:" in skipped[0]["reason"]

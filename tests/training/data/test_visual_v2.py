@@ -30,7 +30,9 @@ def test_edaic_openface_maps_to_v2_with_no_face_frames_masked(tmp_path: Path) ->
     pooled = unpack(pool_v2(table.times, table.values, 2.0))  # 4 frames at 30 fps → one bin
     assert pooled.shape == (1, V2_K)
     assert pooled[0, V2_IDX["AU45_r"]] == pytest.approx((0.0 + 0.25 + 0.75) / 3)  # the no-face frame is out
-    assert pooled[0, V2_IDX["face_present"]] == pytest.approx(0.75) and np.isnan(pooled[0, V2_IDX["eye_open"]])
+    assert pooled[0, V2_IDX["face_present"]] == pytest.approx(0.75) and np.isnan(
+        pooled[0, V2_IDX["eye_open"]]
+    )
 
 
 def test_daic_clnf_lacks_au45_and_a_zero_confidence_frame_is_no_face(tmp_path: Path) -> None:
