@@ -118,7 +118,8 @@ def test_reads_splits_labels_transcript_audio_and_clnf(tmp_path: Path) -> None:
         "patient",
     ]  # empty line dropped
     assert lines[0].start_s == pytest.approx(36.588) and lines[0].end_s == pytest.approx(39.868)
-    assert lines[3].text == 'not easy <laughter> i wake up at "four"'  # quotes kept verbatim (QUOTE_NONE)
+    # quotes kept verbatim (QUOTE_NONE); the non-verbal tag in its one cue form
+    assert lines[3].text == 'not easy [laughter] i wake up at "four"'
     assert all(ln.source == "dataset" for ln in lines)
 
     audio = r300.load_audio()
