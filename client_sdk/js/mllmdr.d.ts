@@ -230,7 +230,7 @@ export interface ModelInfo {
   backend: string;
   transcript_source: string;
   low_accuracy_transcript: boolean;
-  modalities?: Array<"text" | "audio" | "video">;
+  modalities: ("text" | "audio" | "video")[];
 }
 
 /** Body of `POST /v1/sessions/{id}/offer` (publisher token): the WebRTC SDP offer. */
