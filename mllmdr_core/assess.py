@@ -50,6 +50,7 @@ from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
 from mllmdr_core.features.encoder import StreamingHubertEncoder
+from mllmdr_core.features.visual_schema import V2_SPEC, restrict
 from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
 from mllmdr_core.grounding import check as check_grounding
 from mllmdr_core.grounding import grounding_share
@@ -78,6 +79,14 @@ MAX_EVIDENCE_CHARS = 300
 
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
+
+
+def modalities_used(text: bool, audio: bool, video: bool) -> list[Literal["text", "audio", "video"]]:
+    """The ``ModelInfo.modalities`` list: which inputs reached the model."""
+    named: tuple[tuple[Literal["text", "audio", "video"], bool], ...] = (
+        ("text", text), ("audio", audio), ("video", video)
+    )
+    return [name for name, used in named if used]
 
 
 def _in_window(line: TranscriptLine, window: tuple[float, float]) -> bool:
@@ -167,6 +176,14 @@ class Assessor:
             raise FeatureSpecError(f"{name} features must be (T, {dim}) for this bundle, got {array.shape}")
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
 
+    def _bundle_columns(self, visual: FloatArray | None) -> FloatArray | None:
+        """"visual-v2" frames with the values the bundle never saw in training masked (its recorded
+        ``visual_columns``), so the model sees the mask pattern it was trained on."""
+        spec = self.bundle.feature_spec
+        if visual is None or spec.visual_spec != V2_SPEC or not spec.visual_columns or visual.size == 0:
+            return visual
+        return restrict(visual, spec.visual_columns)
+
     def fits(self, prompt: str, slots: int) -> bool:
         """Whether ``prompt`` with ``slots`` modality slots fits the bundle's ``max_prompt_tokens``."""
         soft = slots * (self.bundle.config.lqformer.num_queries - 1)  # each slot token becomes Q tokens
@@ -198,7 +215,7 @@ class Assessor:
         window = snapshot.window
         lines = [ln for ln in snapshot.transcript if _in_window(ln, window)]
         audio_t = self._features(snapshot.audio, self.model.audio_dim, "audio")
-        visual_t = self._features(snapshot.visual, self.model.visual_dim, "visual")
+        visual_t = self._features(self._bundle_columns(snapshot.visual), self.model.visual_dim, "visual")
         prompts = self.prompts(snapshot)
         timings["prompts_ms"] = _ms(t0)
         t0 = time.perf_counter()
@@ -261,6 +278,7 @@ class Assessor:
                 backend=self.backend.name,
                 transcript_source=sources.most_common(1)[0][0] if sources else "none",
                 low_accuracy_transcript=low_accuracy,
+                modalities=modalities_used(bool(lines), audio_t is not None, visual_t is not None),
             ),
             labels=labels,
             timings_ms=timings,

@@ -66,6 +66,9 @@ class ModelInfo(BaseModel):
     backend: str  # "transformers" | "vllm"
     transcript_source: str = "captions"
     low_accuracy_transcript: bool = False
+    # the inputs that reached the model for this window: "text" (transcript lines in the prompts),
+    # "audio", "video" (feature frames in the window); [] for assessments written before the field
+    modalities: list[Literal["text", "audio", "video"]] = Field(default_factory=list)
 
 
 class Assessment(BaseModel):

@@ -49,6 +49,7 @@ class FaceObservation:
     vector: FloatArray  # (D_visual,)
     present: bool
     landmarks: FloatArray | None = None  # (478, 3) normalised, when a face was found
+    indicator_vector: FloatArray | None = None  # "mediapipe-face-v1" layout for the panel, other specs
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,8 @@ class SessionState:
         self._visual.append(t_s, obs.vector)
         if self.config.visual.spec == INDICATOR_VISUAL_SPEC:  # indicators read that layout
             self._tracker.add_visual(t_s, obs.vector)
+        elif obs.indicator_vector is not None:  # other specs may carry that layout beside theirs
+            self._tracker.add_visual(t_s, obs.indicator_vector)
 
     # ---- transcript, read-outs -----------------------------------------------------------------
     def add_transcript(self, line: TranscriptLine) -> None:

@@ -17,6 +17,12 @@ number of fields; DAIC-WOZ cells are taken verbatim (no CSV quoting), E-DAIC's m
 confidences are numbers (not NaN), ``0 <= start <= end``; a DAIC-WOZ speaker other than Ellie or
 Participant is an error; rows with empty text are left out. Malformed input raises
 :class:`~mllmdr_core.errors.DatasetError` naming ``file:line``.
+
+Non-verbal annotations in the dataset formats (:func:`normalize_nonverbal`): a tag in angle or square
+brackets (``<sigh>``, ``<laughter>``, ``[laughter]``) becomes one bracketed lower-case cue token
+(``[sigh]``, ``[laughter]``); a run of x's standing alone (``xxx``, ``xxxx``: unintelligible speech)
+becomes ``[unintelligible]``. The cues stay in the line — they reach the item prompts as the patient's
+non-verbal behaviour, in one form the model learns — and a row left with nothing but cues is kept.
 """
 
 from __future__ import annotations
@@ -243,6 +249,16 @@ def _span(cells: dict[str, str], start_col: str, end_col: str, name: str, lineno
     return start, end
 
 
+_NONVERBAL_TAG = re.compile(r"[<\[]\s*([A-Za-z][A-Za-z _-]*?)\s*[>\]]")
+_UNINTELLIGIBLE = re.compile(r"(?<![A-Za-z])[xX]{3,}(?![A-Za-z])")
+
+
+def normalize_nonverbal(text: str) -> str:
+    """``<sigh>`` / ``[Laughter]`` → ``[sigh]`` / ``[laughter]``; ``xxx`` → ``[unintelligible]``."""
+    text = _NONVERBAL_TAG.sub(lambda m: "[" + re.sub(r"[\s_-]+", " ", m.group(1)).lower() + "]", text)
+    return _UNINTELLIGIBLE.sub("[unintelligible]", text)
+
+
 def _parse_daic(text: str, name: str) -> list[TranscriptLine]:
     columns = ("start_time", "stop_time", "speaker", "value")
     out = []
@@ -254,7 +270,8 @@ def _parse_daic(text: str, name: str) -> list[TranscriptLine]:
             )
         start, stop = _span(cells, "start_time", "stop_time", name, lineno)
         if cells["value"]:
-            out.append(_line(name, lineno, start, stop, speaker, cells["value"], "dataset"))
+            value = normalize_nonverbal(cells["value"])
+            out.append(_line(name, lineno, start, stop, speaker, value, "dataset"))
     return out
 
 
@@ -265,7 +282,8 @@ def _parse_edaic(text: str, name: str) -> list[TranscriptLine]:
         start, end = _span(cells, "Start_Time", "End_Time", name, lineno)
         conf = _float(cells["Confidence"], name, lineno, "Confidence")
         if cells["Text"]:
-            out.append(_line(name, lineno, start, end, "patient", cells["Text"], "dataset", conf))
+            value = normalize_nonverbal(cells["Text"])
+            out.append(_line(name, lineno, start, end, "patient", value, "dataset", conf))
     return out
 
 

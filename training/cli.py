@@ -152,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dataset", choices=("daic-woz", "e-daic", "cmdc"), required=True)
             p.add_argument("--data", required=True, help="dataset root directory")
             p.add_argument(
-                "--llm", required=True, help="LLM path or HF id (e.g. meta-llama/Meta-Llama-3-8B-Instruct)"
+                "--llm", help="LLM path or HF id (e.g. meta-llama/Meta-Llama-3-8B-Instruct; default: the "
+                "config's, e.g. micro's demo LM trained from scratch)"
+            )
+            p.add_argument(
+                "--strict", action="store_true", help="stop at a malformed session (default: skip it)"
             )
             p.add_argument("--hubert", help="HuBERT path or HF id (default: from the config)")
     return parser
@@ -166,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             f"corpus.{k}={getattr(args, k)}" for k in ("n", "seed", "fps") if getattr(args, k) is not None
         ]
     if args.command == "paper":
-        extra += [f"corpus.kind={args.dataset}", f"corpus.path={args.data}", f"model.llm.model={args.llm}"]
+        # dataset visual files map onto the "visual-v2" schema the live tracker makes too
+        extra += [f"corpus.kind={args.dataset}", f"corpus.path={args.data}", "model.visual.spec=visual-v2"]
+        extra += [f"model.llm.model={args.llm}"] if args.llm else []
+        extra += ["corpus.strict=true"] if args.strict else []
         if args.hubert:
             extra.append(f"model.audio.model={args.hubert}")
     args.set = [*(args.set or []), *extra]

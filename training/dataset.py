@@ -35,9 +35,16 @@ class SessionLabels:
     item_scores: Mapping[str, int]
     rationales: Mapping[str, str] = field(default_factory=dict)
     tags: frozenset[str] = frozenset()  # e.g. {"masked"} for synthetic sessions with neutral words
+    total_label: int | None = None  # a PHQ-8 total without item scores (DAIC-WOZ test): evaluation only
+
+    @property
+    def has_items(self) -> bool:
+        return all(k in self.item_scores for k in ITEM_KEYS)
 
     @property
     def total(self) -> int:
+        if not self.has_items and self.total_label is not None:
+            return int(self.total_label)
         return int(sum(self.item_scores[k] for k in ITEM_KEYS))
 
 
@@ -101,13 +108,16 @@ def build_examples(
     modality: str = "all",
     cache: FeatureCache | None = None,
 ) -> list[ItemExample]:
-    """8 examples per session. ``modality``: "all" (text + audio + video), "text" (no soft tokens) or
+    """8 examples per session with item labels (total-only sessions give none). ``modality``: "all"
+    (text + audio + video), "text" (no soft tokens) or
     "av" (soft tokens, no interview text). A modality with no frames gets no slot (as in the assessor);
     with ``cache`` the feature files are read to find out, without it every slot is kept."""
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     out: list[ItemExample] = []
     for s in sessions:
+        if not s.has_items:
+            continue  # totals only: nothing to train an item prompt on
         transcript: Sequence[TranscriptLine] = () if modality == "av" else s.transcript
         has_audio = has_video = modality != "text"
         if has_audio and cache is not None:

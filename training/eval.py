@@ -180,15 +180,39 @@ def metric_intervals(
     return out
 
 
+def totals_report(
+    sessions: Sequence[SessionLabels], pred_items: Sequence[dict[str, float]]
+) -> dict[str, Any]:
+    """Binary and total metrics on every session (a total-only label counts), item MAE on the sessions
+    with item labels (``n_items`` of them; ``item_mae`` empty when none has)."""
+    with_items = [i for i, s in enumerate(sessions) if s.has_items]
+    items = screening_report(
+        [dict(sessions[i].item_scores) for i in with_items], [pred_items[i] for i in with_items]
+    )
+    t_tot = [float(s.total) for s in sessions]
+    p_tot = [float(sum(p[k] for k in ITEM_KEYS)) for p in pred_items]
+    return {
+        "n": len(sessions),
+        **binary_scores(t_tot, p_tot),
+        **regression_scores(t_tot, p_tot),
+        "n_items": len(with_items),
+        "item_mae": items["item_mae"] if with_items else {},
+    }
+
+
 def _metrics(
     sessions: Sequence[SessionLabels], preds: Sequence[SessionPrediction], indicator_names: Sequence[str]
 ) -> dict[str, Any]:
-    true_items = [dict(s.item_scores) for s in sessions]
     pred_items = [{k: float(p.items[k].score) for k in ITEM_KEYS} for p in preds]
     maa_items = [{k: float(min(3.0, max(0.0, p.items[k].maa))) for k in ITEM_KEYS} for p in preds]
-    report = screening_report(true_items, pred_items)
-    report["intervals"] = metric_intervals(true_items, pred_items)
-    report["maa"] = {k: v for k, v in screening_report(true_items, maa_items).items() if k != "item_mae"}
+    report = totals_report(sessions, pred_items)
+    with_items = [i for i, s in enumerate(sessions) if s.has_items]  # intervals: sessions with item labels
+    report["intervals"] = (
+        metric_intervals([dict(sessions[i].item_scores) for i in with_items], [pred_items[i] for i in with_items])
+        if with_items
+        else {}
+    )
+    report["maa"] = {k: v for k, v in totals_report(sessions, maa_items).items() if k != "item_mae"}
     # mean per-item grounding score of mllmdr_core.grounding (the check every assessment carries)
     grounded = [p.items[k].grounding for p in preds for k in ITEM_KEYS]
     report["grounded_share"] = float(np.mean(grounded)) if grounded else 0.0
@@ -322,7 +346,7 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
                 *rows,
                 "",
             ]
-    if "all" in results["ablations"]:
+    if "all" in results["ablations"] and results["ablations"]["all"]["all"]["item_mae"]:
         overall = results["ablations"]["all"]["all"]
         im, im_ci = overall["item_mae"], overall.get("intervals", {}).get("item_mae", {})
         lines += [

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mllmdr_core.config import MllmdrConfig
-from mllmdr_core.errors import MllmdrError
+from mllmdr_core.errors import ConfigError, MllmdrError
 from mllmdr_core.frames import FloatArray
 from mllmdr_core.media import AudioFrame, MediaSource, iter_frames
 
@@ -45,19 +45,18 @@ class MediaJob:
     record: Any
 
 
-def pool_visual_table(times: FloatArray, values: FloatArray, rate_hz: float) -> FloatArray:
-    """Mean-pool a dataset's per-frame visual table (e.g. OpenFace, 30 fps) into ``rate_hz`` bins (T', D)."""
-    if len(times) == 0:
-        return np.zeros((0, values.shape[-1]), dtype=np.float32)
-    bins = np.floor(np.asarray(times) * rate_hz).astype(np.int64)
-    bins -= bins.min()
-    n = int(bins.max()) + 1
-    sums = np.zeros((n, values.shape[-1]), dtype=np.float64)
-    counts = np.zeros(n, dtype=np.float64)
-    np.add.at(sums, bins, values)
-    np.add.at(counts, bins, 1.0)
-    keep = counts > 0
-    return (sums[keep] / counts[keep, None]).astype(np.float32)
+def dataset_visual(rec: Any, cfg: MllmdrConfig) -> FloatArray:
+    """A record's OpenFace/CLNF files → "visual-v2" vectors at the analysis rate (the live schema)."""
+    from mllmdr_core.features.visual_schema import V2_SPEC
+    from training.data.visual_v2 import pool_v2
+
+    if cfg.visual.spec != V2_SPEC:
+        raise ConfigError(
+            f"session {rec.session_id}: dataset visual features map onto {V2_SPEC!r}, the config's "
+            f"visual.spec is {cfg.visual.spec!r}: set model.visual.spec={V2_SPEC}"
+        )
+    table = rec.load_visual_v2()
+    return pool_v2(table.times, table.values, cfg.visual.analysis_fps)
 
 
 @dataclass
@@ -203,10 +202,8 @@ def extract_one(
 
         spec = extractor_spec(cfg)
         visual_spec = spec.visual_spec
-        table = rec.load_visual() if rec.video_path is None else None
-        if table is not None:  # dataset features (OpenFace/CLNF): their own spec, not producible live
-            visual = pool_visual_table(table.times, table.values, cfg.visual.analysis_fps)
-            visual_spec = table.spec
+        if rec.video_path is None and rec.visual_format is not None:
+            visual = dataset_visual(rec, cfg)
         return SessionFeatures(
             audio=np.asarray(audio, dtype=np.float32),
             visual=np.asarray(visual, dtype=np.float32),

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from training.trainlog import plot_curves, seed_everything
 class Corpus:
     sessions: list[SessionLabels]
     jobs: list[MediaJob]
+    dropped: list[dict[str, str]] = field(default_factory=list)  # {"session_id", "split", "reason"}
 
     def split(self, name: str) -> list[SessionLabels]:
         return [s for s in self.sessions if s.split == name]
@@ -66,8 +67,9 @@ def step_synth(cfg: RunConfig, progress: bool = True) -> Path:
     return out
 
 
-def read_records(kind: str, root: Path) -> list[Any]:
-    """``SessionRecord``s of a dataset (the synthetic corpus is in DAIC-WOZ layout)."""
+def read_records(kind: str, root: Path, *, strict: bool = False) -> tuple[list[Any], list[dict[str, str]]]:
+    """``SessionRecord``s of a dataset (the synthetic corpus is in DAIC-WOZ layout) and the sessions
+    skipped as malformed, each ``{"session_id", "split", "reason"}`` (``strict``: raise instead)."""
     from training.data.cmdc import CmdcReader
     from training.data.daic import DaicWozReader
     from training.data.edaic import EDaicReader
@@ -80,7 +82,11 @@ def read_records(kind: str, root: Path) -> list[Any]:
     }
     if kind not in readers:
         raise ConfigError(f"corpus.kind must be one of {sorted(readers)}, got {kind!r}")
-    return list(readers[kind](root))
+    reader = readers[kind](root)
+    if hasattr(reader, "read_all"):
+        records, skipped = reader.read_all(strict=strict)
+        return list(records), list(skipped)
+    return list(reader), []
 
 
 def make_teacher(cfg: RunConfig) -> Any:
@@ -112,10 +118,18 @@ def load_rationales(cfg: RunConfig, records: Sequence[Any]) -> dict[tuple[str, s
 
 
 def session_labels(rec: Any, all_rationales: dict[tuple[str, str], str]) -> SessionLabels | None:
-    """A record's labels for item training, ``None`` without per-item PHQ-8 labels."""
+    """A record's labels: item training needs per-item PHQ-8 labels; a PHQ-8 total alone (DAIC-WOZ
+    test) gives a total-only session, evaluated on binary and total metrics; ``None`` without either."""
     items = rec.labels.items
-    if items is None or rec.labels.scale != "PHQ-8":
+    if rec.labels.scale != "PHQ-8":
         return None
+    if items is None:
+        if rec.labels.total is None:
+            return None
+        return SessionLabels(
+            session_id=rec.session_id, split=rec.split, transcript=tuple(rec.transcript), item_scores={},
+            total_label=int(rec.labels.total),
+        )
     meta = rec.meta or {}
     rationales = {
         k: all_rationales[(rec.session_id, k)] for k in items if (rec.session_id, k) in all_rationales
@@ -141,7 +155,8 @@ def load_corpus(cfg: RunConfig) -> Corpus:
     feats = cfg.work / "features"
     sessions: list[SessionLabels] = []
     jobs: list[MediaJob] = []
-    records = sorted(read_records(cfg.corpus.kind, root), key=lambda r: r.session_id)
+    records, dropped = read_records(cfg.corpus.kind, root, strict=cfg.corpus.strict)
+    records = sorted(records, key=lambda r: r.session_id)
     if cfg.corpus.limit is not None:
         records = records[: cfg.corpus.limit]  # the first N sessions by id (synth: generation order)
     if cfg.corpus.train_limit is not None:
@@ -151,13 +166,24 @@ def load_corpus(cfg: RunConfig) -> Corpus:
     rationales = load_rationales(cfg, records)
     for rec in records:
         labels = session_labels(rec, rationales)
-        if labels is None:
-            continue  # no per-item labels (some E-DAIC sessions, CMDC's PHQ-9): cannot train item prompts
+        if labels is None:  # CMDC's PHQ-9, sessions without any PHQ-8 label
+            why = "PHQ-9 labels" if rec.labels.scale != "PHQ-8" else "no PHQ-8 labels"
+            dropped.append({"session_id": rec.session_id, "split": rec.split, "reason": why})
+            continue
+        if not labels.has_items:
+            dropped.append({
+                "session_id": rec.session_id, "split": rec.split,
+                "reason": "no PHQ-8 item labels: not trained on; evaluated on total and binary only",
+            })
         sessions.append(labels)
         jobs.append(MediaJob(rec.session_id, str(feats / f"{rec.session_id}.npz"), rec))
+    for d in dropped:
+        print(f"session {d['session_id']} ({d['split']}) dropped: {d['reason']}", file=sys.stderr)
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    (cfg.work / "sessions_dropped.json").write_text(json.dumps(dropped, indent=2))
     if not sessions:
         raise ConfigError(f"no sessions with PHQ-8 item labels found under {root}")
-    return Corpus(sessions, jobs)
+    return Corpus(sessions, jobs, dropped)
 
 
 def encoder_dir(cfg: RunConfig) -> Path:
@@ -279,13 +305,58 @@ def run_training(
 
 
 def corpus_feature_spec(cfg: RunConfig, corpus: Corpus) -> Any:
-    """The feature spec the model was trained on (from the cache: dataset visual specs differ)."""
+    """The feature spec the model was trained on, from the train sessions' caches: for "visual-v2" the
+    columns observed in them, and the sources their features were read from."""
     from mllmdr_core.features.spec import FeatureSpec
+    from mllmdr_core.features.visual_schema import V2_NAMES, V2_SPEC, observed_columns
 
     feats = load_features(Path(corpus.jobs[0].out_path))
+    train = {s.session_id for s in corpus.split("train")}
+    used = [j for j in corpus.jobs if j.session_id in train] or corpus.jobs
+    columns: set[str] = set()
+    if feats.visual_spec == V2_SPEC:
+        for job in used:
+            columns.update(observed_columns(load_features(Path(job.out_path)).visual))
     return FeatureSpec(
-        feats.audio_spec, int(feats.audio.shape[-1]), feats.visual_spec, int(feats.visual.shape[-1])
+        feats.audio_spec, int(feats.audio.shape[-1]), feats.visual_spec, int(feats.visual.shape[-1]),
+        visual_columns=tuple(n for n in V2_NAMES if n in columns),
+        sources=data_sources([j.record for j in used]),
     )
+
+
+def data_sources(records: Sequence[Any]) -> tuple[str, ...]:
+    """Where the features of ``records`` came from, e.g. "e-daic: OpenFace 2.x CSV" (sorted, unique)."""
+    kinds = {
+        "clnf": "CLNF pose/gaze/AUs",
+        "openface": "OpenFace 2.x CSV",
+        "openface-per-question": "OpenFace 2.x CSV",
+    }
+    out: set[str] = set()
+    for rec in records:
+        out.add(f"{rec.dataset}: transcript")
+        if rec.audio:
+            out.add(f"{rec.dataset}: audio")
+        if rec.video_path is not None:
+            out.add(f"{rec.dataset}: video (live face tracker)")
+        elif rec.visual_format is not None:
+            out.add(f"{rec.dataset}: {kinds[rec.visual_format]}")
+    return tuple(sorted(out))
+
+
+def training_provenance(corpus: Corpus) -> tuple[str, bool]:
+    """(``training_data``, ``non_clinical``) from the train sessions actually used: "synthetic" (and
+    ``non_clinical``) when every one is synthetic, else e.g. "E-DAIC train split (4 sessions)"."""
+    train = {s.session_id for s in corpus.split("train")}
+    records = [j.record for j in corpus.jobs if j.session_id in train]
+    titles = {"daic-woz": "DAIC-WOZ", "e-daic": "E-DAIC", "cmdc": "CMDC", "synthetic": "synthetic"}
+    counts: dict[str, int] = {}
+    for rec in records:
+        counts[rec.dataset] = counts.get(rec.dataset, 0) + 1
+    synthetic = bool(records) and set(counts) == {"synthetic"}
+    if synthetic:
+        return "synthetic", True
+    text = ", ".join(f"{titles.get(d, d)} train split ({n} sessions)" for d, n in sorted(counts.items()))
+    return text or "unknown", False
 
 
 def export_bundle(
@@ -299,6 +370,7 @@ def export_bundle(
     mcfg = model.config
     out = Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle"
     encoder = HubertModel.from_pretrained(encoder_dir(cfg)) if mcfg.audio.model is None else None
+    training_data, non_clinical = training_provenance(corpus)  # the data used, not the config's wish
     bundle = save_bundle(
         out,
         model=model,
@@ -306,8 +378,8 @@ def export_bundle(
         config=mcfg,
         audio_encoder=encoder,
         feature_spec=corpus_feature_spec(cfg, corpus),
-        training_data=cfg.export.training_data,
-        non_clinical=cfg.export.non_clinical,
+        training_data=training_data,
+        non_clinical=non_clinical,
         metrics=metrics,
         overwrite=True,
     )

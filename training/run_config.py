@@ -36,6 +36,7 @@ class CorpusConfig:
     teacher: str = "template"  # rationale teacher: "template" | "openai"
     teacher_url: str | None = None
     teacher_model: str | None = None
+    strict: bool = False  # stop at a malformed session instead of skipping it (reason in the summary)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
+    # not written into the bundle any more: provenance comes from the data used (pipeline.training_provenance)
     training_data: str = "synthetic"
     non_clinical: bool = True
     out: str | None = None  # bundle directory (None: workdir/bundle)

@@ -230,6 +230,7 @@ export interface ModelInfo {
   backend: string;
   transcript_source: string;
   low_accuracy_transcript: boolean;
+  modalities: ("text" | "audio" | "video")[];
 }
 
 /**

@@ -5,7 +5,11 @@ its spec names. :func:`make_face_tracker` builds the tracker registered for ``Vi
 :func:`register_face_tracker` adds one (a spec name, its vector width, a factory). Registered here:
 
 - ``"mediapipe-face-v1"`` — :class:`~mllmdr_core.features.face_mediapipe.MediapipeFaceTracker`
-  (mediapipe face mesh + head pose, 19 values, :data:`VISUAL_FEATURE_NAMES`), imported only when built.
+  (mediapipe face mesh + head pose, 19 values, :data:`VISUAL_FEATURE_NAMES`), imported only when built;
+  the live default bundle (``bundles/demo``) is trained on it.
+- ``"visual-v2"`` — :class:`~mllmdr_core.features.face_v2.VisualV2Tracker`: the schema shared with the
+  dataset readers (``features/visual_schema.py``; 16 values ⊕ their 16-value mask); new bundles use it.
+  Its observations also carry the "mediapipe-face-v1" vector (``indicator_vector``) for the panel.
 
 Contract: ``process`` never raises on a bad frame (no face, several faces, blank, tiny or malformed frames
 give the "absent" observation, ``present=False``), returns a float32 ``(dim,)`` vector, and ``close`` is
@@ -27,6 +31,7 @@ import numpy as np
 
 from mllmdr_core.config import VisualConfig
 from mllmdr_core.errors import ConfigError
+from mllmdr_core.features.visual_schema import V2_DIM, V2_SPEC
 from mllmdr_core.frames import FaceObservation, FloatArray
 
 SPEC = "mediapipe-face-v1"
@@ -82,6 +87,8 @@ class FaceTrackerEntry:
 _REGISTRY: dict[str, FaceTrackerEntry] = {
     # by name: mediapipe (and cv2) are imported only when a tracker is built
     SPEC: FaceTrackerEntry(VISUAL_DIM, "mllmdr_core.features.face_mediapipe:MediapipeFaceTracker"),
+    # the schema shared with the dataset readers (features/visual_schema.py): 16 values ⊕ 16 mask
+    V2_SPEC: FaceTrackerEntry(V2_DIM, "mllmdr_core.features.face_v2:VisualV2Tracker"),
 }
 
 

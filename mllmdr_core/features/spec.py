@@ -3,9 +3,10 @@
 Audio "hubert+prosody-v1": pooled HuBERT last hidden states (5 Hz by default) ⊕ prosody
 (f0_semitones, energy_db, voiced) ⊕ speech flag — width hidden_size + 4 (``features/encoder.py``);
 without prosody the spec is "hubert-v1" (width hidden_size). Visual: the spec of a registered face
-tracker (``features/face.py``), "mediapipe-face-v1" (19 values) by default. Dataset readers may
-declare "openface-pose-gaze-au-v1" (OpenFace CSV columns), which no live extractor produces: a server
-refuses such a bundle.
+tracker (``features/face.py``): "mediapipe-face-v1" (19 values, the demo bundle's) or "visual-v2"
+(``features/visual_schema.py``), the schema the dataset readers map OpenFace/CLNF files onto, so a
+dataset-trained bundle serves live. Older dataset bundles declared "openface-pose-gaze-au-v1" (raw
+OpenFace columns), which no live extractor produces: a server refuses such a bundle.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mllmdr_core.config import MllmdrConfig
 from mllmdr_core.errors import ConfigError, FeatureSpecError
 from mllmdr_core.features.face import face_tracker_specs, visual_dim
 from mllmdr_core.features.prosody import PROSODY_NAMES
+from mllmdr_core.features.visual_schema import V2_NAMES, V2_SPEC, check_columns
 
 AUDIO_SPEC = "hubert+prosody-v1"
 AUDIO_SPEC_NO_PROSODY = "hubert-v1"
@@ -29,10 +31,20 @@ AUDIO_EXTRA_DIMS = len(PROSODY_NAMES) + 1  # prosody + speech flag
 
 @dataclass(frozen=True)
 class FeatureSpec:
+    """What a bundle was trained on. ``visual_columns``: the "visual-v2" values observed in its training
+    data (the rest are masked at serving); ``sources``: where its features came from, e.g.
+    ``("e-daic: OpenFace 2.x CSV", "e-daic: wav")``. Both empty for bundles written before them."""
+
     audio_spec: str
     audio_dim: int
     visual_spec: str
     visual_dim: int
+    visual_columns: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:  # JSON gives lists
+        object.__setattr__(self, "visual_columns", tuple(str(c) for c in self.visual_columns))
+        object.__setattr__(self, "sources", tuple(str(c) for c in self.sources))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -41,7 +53,8 @@ class FeatureSpec:
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         try:
             return cls(str(data["audio_spec"]), int(data["audio_dim"]), str(data["visual_spec"]),
-                       int(data["visual_dim"]))
+                       int(data["visual_dim"]), tuple(data.get("visual_columns", ())),
+                       tuple(data.get("sources", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise FeatureSpecError(f"malformed feature spec {data!r}: {exc}") from exc
 
@@ -88,3 +101,5 @@ def ensure_supported(spec: FeatureSpec, cfg: MllmdrConfig) -> None:
         )
     if problems:
         raise FeatureSpecError("feature spec mismatch: " + "; ".join(problems))
+    if spec.visual_spec == V2_SPEC:
+        check_columns(spec.visual_columns, V2_NAMES, f"the live tracker {V2_SPEC!r}")

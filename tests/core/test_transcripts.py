@@ -204,3 +204,19 @@ def test_files_and_text_agree_for_dataset_formats(tmp_path: Path) -> None:
         from_file = [(ln.start_s, ln.end_s, ln.speaker, ln.text) for ln in read_transcript(path)]
         from_text = [(ln.start_s, ln.end_s, ln.speaker, ln.text) for ln in parse_transcript(text, fmt)]
         assert from_file == from_text
+
+
+def test_nonverbal_tokens_have_one_cue_form() -> None:
+    from mllmdr_core.transcripts import normalize_nonverbal
+
+    assert normalize_nonverbal("well <sigh> i [Laughter] guess") == "well [sigh] i [laughter] guess"
+    assert (
+        normalize_nonverbal("xxx i went xxxx to the exit")
+        == "[unintelligible] i went [unintelligible] to the exit"
+    )
+    assert (
+        normalize_nonverbal("<deep_breath>") == "[deep breath]"
+        and normalize_nonverbal("x-ray taxi") == "x-ray taxi"
+    )
+    lines = parse_transcript("Start_Time,End_Time,Text,Confidence\n1,2,<laughter> xxx,0.9\n", "edaic")
+    assert [ln.text for ln in lines] == ["[laughter] [unintelligible]"]

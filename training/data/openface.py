@@ -2,12 +2,13 @@
 
 The spec (23 columns, in this order): head rotation ``pose_Rx, pose_Ry, pose_Rz`` (radians, camera
 frame: Rx = pitch, Ry = yaw, Rz = roll), ``gaze_angle_x, gaze_angle_y`` (radians, mean of both eyes),
-the 17 OpenFace 2 action-unit intensities ``AU01_r … AU45_r`` (0–5), and ``success`` (1 face tracked,
-0 not). Columns a source lacks are filled with 0.0 and listed in ``VisualTable.missing`` (DAIC-WOZ's
+the 17 OpenFace 2 action-unit intensities ``AU01_r … AU45_r`` (0–5), ``success`` (1 face tracked,
+0 not) and ``confidence``. Columns a source lacks are NaN (never 0.0) and listed in
+``VisualTable.missing``; NaN cells stay NaN (DAIC-WOZ's
 CLNF files have no AU07_r, AU23_r, AU45_r intensities and no gaze angles: the angles are computed from
 the world-frame gaze vectors the way OpenFace does, ``atan2(x, -z)`` and ``atan2(y, -z)`` of the mean
-of both eyes' unit vectors). This spec cannot be produced live (the server's tracker makes
-"mediapipe-face-v1"); a bundle trained on it is refused by the server.
+of both eyes' unit vectors). This raw table is not a model input: ``training/data/visual_v2.py`` maps
+it onto the "visual-v2" schema the live tracker produces too (values ⊕ mask).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ OPENFACE_FEATURE_NAMES: tuple[str, ...] = (
     "gaze_angle_y",
     *OPENFACE_AU_NAMES,
     "success",
+    "confidence",
 )
 
 
@@ -74,7 +76,7 @@ def _column(header: list[str], data: np.ndarray, name: str) -> np.ndarray | None
 
 
 def _to_spec(columns: dict[str, np.ndarray], times: np.ndarray, sources: tuple[Path, ...]) -> VisualTable:
-    values = np.zeros((len(times), len(OPENFACE_FEATURE_NAMES)), dtype=np.float32)  # (T, D)
+    values = np.full((len(times), len(OPENFACE_FEATURE_NAMES)), np.nan, dtype=np.float32)  # (T, D)
     missing: list[str] = []
     for j, name in enumerate(OPENFACE_FEATURE_NAMES):
         col = columns.get(name)
@@ -82,7 +84,7 @@ def _to_spec(columns: dict[str, np.ndarray], times: np.ndarray, sources: tuple[P
             missing.append(name)
         else:
             values[:, j] = col
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    values[~np.isfinite(values)] = np.nan  # ±inf counts as missing too
     return VisualTable(
         spec=OPENFACE_SPEC,
         names=OPENFACE_FEATURE_NAMES,
@@ -134,9 +136,10 @@ def read_clnf(pose_path: Path, gaze_path: Path, aus_path: Path) -> VisualTable:
         col = _column(ah, ad, name)
         if col is not None:
             columns[name] = col
-    success = _column(ah, ad, "success")
-    if success is not None:
-        columns["success"] = success
+    for name in ("success", "confidence"):
+        col = _column(ah, ad, name)
+        if col is not None:
+            columns[name] = col
     times = _column(ah, ad, "timestamp")
     assert times is not None
     return _to_spec(columns, times, (pose_path, gaze_path, aus_path))

@@ -9,9 +9,10 @@ from typing import Any, Literal
 import numpy as np
 
 from mllmdr_core.errors import DatasetError
+from mllmdr_core.features.visual_schema import V2_SPEC
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.phq8 import BINARY_CUTOFF, ITEM_KEYS
-from training.data.openface import OPENFACE_SPEC, read_clnf, read_openface_csv, stack_tables
+from training.data.openface import read_clnf, read_openface_csv, stack_tables
 from training.data.visual_table import VisualTable
 from training.data.wav import read_wav_16k
 
@@ -77,10 +78,18 @@ class SessionRecord:
 
     @property
     def visual_spec(self) -> str | None:
-        return OPENFACE_SPEC if self.visual_format is not None else None
+        """The schema the session's visual feature files map onto (``load_visual_v2``)."""
+        return V2_SPEC if self.visual_format is not None else None
+
+    def load_visual_v2(self) -> VisualTable | None:
+        """The visual feature files mapped onto "visual-v2" (values ⊕ mask; ``None`` without files)."""
+        from training.data.visual_v2 import openface_to_v2
+
+        table = self.load_visual()
+        return openface_to_v2(table) if table is not None else None
 
     def load_visual(self) -> VisualTable | None:
-        """Read and map the visual feature files (``None`` when the session has none)."""
+        """Read the raw OpenFace/CLNF columns (NaN where missing; ``None`` when the session has none)."""
         if self.visual_format is None:
             return None
         if self.visual_format == "clnf":

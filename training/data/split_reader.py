@@ -42,6 +42,20 @@ class SplitFileReader:
         for split, sid, labels in self.split_ids():
             yield self.read_session(sid, split, labels)
 
+    def read_all(self, *, strict: bool = False) -> tuple[list[SessionRecord], list[dict[str, str]]]:
+        """Every readable session, and ``{"session_id", "split", "reason"}`` for each one skipped because
+        its files are malformed (``strict``: raise the first ``DatasetError`` instead)."""
+        records: list[SessionRecord] = []
+        skipped: list[dict[str, str]] = []
+        for split, sid, labels in self.split_ids():
+            try:
+                records.append(self.read_session(sid, split, labels))
+            except DatasetError as exc:
+                if strict:
+                    raise
+                skipped.append({"session_id": sid, "split": split, "reason": str(exc)})
+        return records, skipped
+
     def split_rows(self) -> Iterator[tuple[str, str, Row, Path]]:
         """(split, session id, row, split file) for every participant row of the chosen split files."""
         for split in self.splits:

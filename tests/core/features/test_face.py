@@ -157,7 +157,7 @@ def test_names_close_and_spec() -> None:
 
 
 def test_mediapipe_is_the_registered_default() -> None:
-    assert face_tracker_specs() == (SPEC,) and SPEC == VisualConfig().spec == "mediapipe-face-v1"
+    assert face_tracker_specs() == (SPEC, "visual-v2") and SPEC == VisualConfig().spec == "mediapipe-face-v1"
     assert visual_dim(SPEC) == VISUAL_DIM == 19
     ft = make_face_tracker(VisualConfig())
     try:
@@ -207,7 +207,7 @@ def test_second_tracker_satisfies_the_interface_and_spec(mean_colour: type[MeanC
     assert isinstance(ft, mean_colour) and isinstance(ft, FaceTracker)
     obs = ft.process(np.full((4, 4, 3), (255, 0, 51), np.uint8), 0.5)
     assert np.allclose(obs.vector, [1.0, 0.0, 0.2]) and obs.t_s == 0.5
-    assert face_tracker_specs() == (SPEC, "mean-colour-v1")
+    assert face_tracker_specs() == (SPEC, "visual-v2", "mean-colour-v1")
     mc = MllmdrConfig(audio=AudioEncoderConfig(hubert={"hidden_size": 8}), visual=cfg)
     live = extractor_spec(mc)
     assert (live.visual_spec, live.visual_dim) == ("mean-colour-v1", 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mllmdr_core.errors import DatasetError
-from training.data import CmdcReader
+from training.data import OPENFACE_FEATURE_NAMES, CmdcReader
 from training.data.wav import write_wav
 
 
@@ -73,7 +73,8 @@ def test_cmdc_per_question_openface_is_stacked_on_the_session_clock(tmp_path: Pa
         (root / "HC" / "HC01" / f"Q{k}.csv").write_text(head + "\n" + rows + "\n")
     hc = next(r for r in CmdcReader(root) if r.session_id == "HC01")
     vis = hc.load_visual()
-    assert vis is not None and vis.values.shape == (6, 23)
+    assert vis is not None and vis.values.shape == (6, len(OPENFACE_FEATURE_NAMES))
+    assert np.isnan(vis.values[:, vis.names.index("gaze_angle_x")]).all()  # missing: NaN, never 0.0
     np.testing.assert_allclose(vis.times, [0.0, 0.5, 1.0, 1.5, 3.0, 3.5])  # answers start at 0, 1 and 3 s
     np.testing.assert_allclose(vis.values[:, vis.names.index("AU12_r")], [1, 1, 2, 2, 3, 3])
     assert "gaze_angle_x" in vis.missing and "pose_Rx" not in vis.missing

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mllmdr_core.errors import DatasetError
+from mllmdr_core.features.visual_schema import V2_SPEC
 from training.data import OPENFACE_FEATURE_NAMES, OPENFACE_SPEC, DaicWozReader
 from training.data.wav import write_wav
 
@@ -117,7 +118,8 @@ def test_reads_splits_labels_transcript_audio_and_clnf(tmp_path: Path) -> None:
         "patient",
     ]  # empty line dropped
     assert lines[0].start_s == pytest.approx(36.588) and lines[0].end_s == pytest.approx(39.868)
-    assert lines[3].text == 'not easy <laughter> i wake up at "four"'  # quotes kept verbatim (QUOTE_NONE)
+    # quotes kept verbatim (QUOTE_NONE); the non-verbal tag in its one cue form
+    assert lines[3].text == 'not easy [laughter] i wake up at "four"'
     assert all(ln.source == "dataset" for ln in lines)
 
     audio = r300.load_audio()
@@ -126,7 +128,7 @@ def test_reads_splits_labels_transcript_audio_and_clnf(tmp_path: Path) -> None:
     assert r300.audio_path == tmp_path / "daic" / "300_P" / "300_AUDIO.wav"
 
     vis = r300.load_visual()
-    assert vis is not None and vis.spec == OPENFACE_SPEC == r300.visual_spec
+    assert vis is not None and vis.spec == OPENFACE_SPEC and r300.visual_spec == V2_SPEC
     assert vis.values.shape == (3, len(OPENFACE_FEATURE_NAMES))
     col = {n: vis.values[:, i] for i, n in enumerate(vis.names)}
     assert col["pose_Rx"][0] == pytest.approx(0.1) and col["pose_Rz"][0] == pytest.approx(0.05)
