@@ -207,10 +207,9 @@ def _metrics(
     maa_items = [{k: float(min(3.0, max(0.0, p.items[k].maa))) for k in ITEM_KEYS} for p in preds]
     report = totals_report(sessions, pred_items)
     with_items = [i for i, s in enumerate(sessions) if s.has_items]  # intervals: sessions with item labels
+    labelled = [dict(sessions[i].item_scores) for i in with_items]
     report["intervals"] = (
-        metric_intervals([dict(sessions[i].item_scores) for i in with_items], [pred_items[i] for i in with_items])
-        if with_items
-        else {}
+        metric_intervals(labelled, [pred_items[i] for i in with_items]) if with_items else {}
     )
     report["maa"] = {k: v for k, v in totals_report(sessions, maa_items).items() if k != "item_mae"}
     # mean per-item grounding score of mllmdr_core.grounding (the check every assessment carries)
