@@ -57,7 +57,9 @@ async def test_checkpoint_flood_is_limited_and_does_not_starve_another_session(
         await _caption(srv, a, 0.0)
         await _caption(srv, b, 0.0)
         flood = [
-            srv.http.post(f"/v1/sessions/{a['session_id']}/checkpoint", headers=srv.bearer(a["clinician_token"]))
+            srv.http.post(
+                f"/v1/sessions/{a['session_id']}/checkpoint", headers=srv.bearer(a["clinician_token"])
+            )
             for _ in range(20)
         ]
         answers = await asyncio.gather(*flood)
@@ -76,7 +78,9 @@ async def test_checkpoint_flood_is_limited_and_does_not_starve_another_session(
         await healthy(srv)
 
 
-async def test_websocket_checkpoint_and_caption_limits_answer_typed_errors(tmp_path: Path, engine: Any) -> None:
+async def test_websocket_checkpoint_and_caption_limits_answer_typed_errors(
+    tmp_path: Path, engine: Any
+) -> None:
     settings = make_settings(tmp_path, checkpoint_burst=1, caption_burst=2, caption_per_s=0.5)
     async with run_server(settings, engine) as srv:
         s = await srv.create_session()
@@ -90,7 +94,9 @@ async def test_websocket_checkpoint_and_caption_limits_answer_typed_errors(tmp_p
             cap = {"type": "caption", "id": f"c{i}", "text": "hello", "start_s": i, "end_s": i + 0.5}
             await pub.send(cap)
         refused = await pub.wait("error", pred=lambda e: e.get("ref") == "c2")
-        assert refused[0]["code"] == "rate_limited" and refused[0]["retry_after_s"] == pytest.approx(2.0, abs=0.5)
+        assert refused[0]["code"] == "rate_limited" and refused[0]["retry_after_s"] == pytest.approx(
+            2.0, abs=0.5
+        )
         assert {e["ref"] for e in pub.of("transcript.ack")} == {"c0", "c1"}
         r = await srv.http.post(
             f"/v1/sessions/{s['session_id']}/captions",

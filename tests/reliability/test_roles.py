@@ -56,7 +56,11 @@ def _examples(sid: str) -> list[Any]:
     """One stored event of every type (warnings: one the publisher may see, one it may not)."""
     out = []
     for example in p.protocol_examples():
-        if isinstance(example, p._Event) and example.type not in ("pong", "token.refreshed", "session.closed"):
+        if isinstance(example, p._Event) and example.type not in (
+            "pong",
+            "token.refreshed",
+            "session.closed",
+        ):
             out.append(example.model_copy(update={"session_id": sid, "seq": 0}))
     out.append(p.WarningEvent(session_id=sid, code="publisher_lost", message="lost"))
     out.append(p.WarningEvent(session_id=sid, code="asr_behind", message="behind"))
@@ -88,7 +92,11 @@ async def test_sockets_deliver_by_role_history_and_live(server: RunningServer, r
         code = example.code if example.type == "warning" else ""
         if (example.type, code) not in MATRIX:
             continue
-        assert ((example.type, code) in seen) is MATRIX[(example.type, code)][column], (role, example.type, code)
+        assert ((example.type, code) in seen) is MATRIX[(example.type, code)][column], (
+            role,
+            example.type,
+            code,
+        )
     if role == "publisher":
         assert not {"checkpoint.result", "assessment.result", "indicators"} & {e["type"] for e in ev.items}
     await ev.close()
