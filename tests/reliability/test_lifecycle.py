@@ -40,9 +40,17 @@ async def test_unused_session_expires_and_used_one_stays(tmp_path: Path, engine:
 async def test_unused_session_expires_with_its_tokens(tmp_path: Path, engine: Any) -> None:
     async with run_server(make_settings(tmp_path), engine) as srv:  # unused_session_ttl_s: 900 s
         s = await srv.create_session(ttl_s=10)
-        clin = await srv.events(s["session_id"], s["clinician_token"])
-        closed = await clin.wait("session.closed", timeout=20)
-        assert closed[0]["reason"] == "expired"
+        sid = s["session_id"]
+        state = ""
+        for _ in range(60):  # its tokens (and the sockets opened with them) end at 10 s: so does it
+            await asyncio.sleep(0.5)
+            state = (await srv.http.get(f"/v1/sessions/{sid}", headers=srv.api())).json()["state"]
+            if state == "closed":
+                break
+        assert state == "closed"
+        export = (await srv.http.get(f"/v1/sessions/{sid}/export", headers=srv.api())).json()
+        closed = [e for e in export["events"] if e["type"] == "session.closed"]
+        assert closed and closed[0]["reason"] == "expired" and export["assessment"] is None
 
 
 async def test_publisher_that_never_returns_gets_a_partial_final(
@@ -68,10 +76,19 @@ async def test_sdk_file_that_ends_normally_ends_without_publisher_lost(
 ) -> None:
     """The SDK ends the session before it closes its peer connection (2 of 8 runs went ``reconnecting``)."""
     async with run_server(make_settings(tmp_path, reconnect_grace_s=30.0), engine) as srv:
-        for _ in range(3):
+        for slow_close in (False, True):
             async with await Session.create(srv.base, API_KEY) as session:
                 clin = await srv.events(session.session_id, session.created.clinician_token)  # type: ignore[union-attr]
                 await session.publish_file(recording)
+                if slow_close:  # the peer's close reaches the server well before anything sent after it
+                    publisher = session._publisher
+                    close = publisher.close
+
+                    async def close_then_wait(close: Any = close) -> None:
+                        await close()
+                        await asyncio.sleep(1.5)
+
+                    publisher.close = close_then_wait
                 final = await session.end(timeout_s=60)
                 assert final is not None and final.kind == "final"
                 closed = await clin.wait("session.closed", timeout=30)
