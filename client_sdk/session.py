@@ -139,6 +139,9 @@ class Session:
         self.server_url = server_url.rstrip("/")
         self.session_id = session_id
         self.token = token
+        # events and reads: a publisher token sees no results (docs/protocol.md, Roles); a session the
+        # platform created reads with its clinician token
+        self.read_token = created.clinician_token if created is not None else token
         self.api_key = api_key
         self.created = created
         self.reconnect = reconnect
@@ -231,12 +234,12 @@ class Session:
         )
 
     async def info(self) -> SessionInfo:
-        resp = await _request(self._http, "GET", self._url(""), self.token)
+        resp = await _request(self._http, "GET", self._url(""), self.read_token)
         return SessionInfo.model_validate(resp.json(), extra="ignore")
 
     async def export(self) -> SessionExport:
         """Everything stored for the session (clinician token or API key)."""
-        resp = await _request(self._http, "GET", self._url("export"), self.api_key or self.token)
+        resp = await _request(self._http, "GET", self._url("export"), self.api_key or self.read_token)
         return SessionExport.model_validate(resp.json(), extra="ignore")
 
     async def send_caption(
@@ -263,10 +266,18 @@ class Session:
         return CheckpointAccepted.model_validate(resp.json(), extra="ignore")
 
     async def end(self, *, timeout_s: float = 180.0) -> Assessment | None:
-        """End the session (stops publishing first) and return the final assessment."""
+        """End the session, then stop publishing, and return the final assessment.
+
+        The end request goes first: closing the peer connection first would make the server see a lost
+        publisher (``reconnecting``, ``publisher_lost``) before the end.
+        """
         if self._publisher is not None:
-            await self._publisher.close()
-        resp = await self._post("end", timeout=timeout_s)
+            self._publisher.reconnect = False  # the server closes the connection now: no re-offer
+        try:
+            resp = await self._post("end", timeout=timeout_s)
+        finally:
+            if self._publisher is not None:
+                await self._publisher.close()
         ended = SessionEndResponse.model_validate(resp.json(), extra="ignore")
         if ended.assessment is not None:
             self._set_final(ended.assessment)
@@ -383,7 +394,7 @@ class Session:
             refused: str | None = None
             try:
                 # after_seq: the server replays stored events we have not seen (resume after a drop)
-                url = f"{self._ws_url()}?token={self.token}&after_seq={self._last_seq}"
+                url = f"{self._ws_url()}?token={self.read_token}&after_seq={self._last_seq}"
                 async with websockets.connect(url, open_timeout=10, max_size=4 * 1024 * 1024) as ws:
                     self._ws = ws
                     self._ws_ready.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -10,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mllmdr_core.errors import MllmdrError
 from stream_server.metrics import ServerMetrics
 from stream_server.protocol import HTTPErrorBody, error_code_of
+from stream_server.ratelimit import retry_after_of
 
 STATUS_OF_CODE = {
     "auth_failed": 401,
@@ -43,7 +46,11 @@ def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     async def on_mllmdr_error(_request: Request, exc: MllmdrError) -> JSONResponse:
         code = error_code_of(exc)
         metrics.ws_errors.inc(1.0, code)
-        return error_response(code, str(exc))
+        response = error_response(code, str(exc))
+        retry_after = retry_after_of(exc)
+        if retry_after is not None:  # 429: whole seconds until a request would pass
+            response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -97,7 +97,10 @@ SessionStateName = TypeAliasType(
     "SessionStateName", Literal["created", "live", "reconnecting", "ending", "pending", "closed"]
 )
 # why a session ended (``session.closed``'s ``reason``, ``LiveSession.end``)
-CloseReason = TypeAliasType("CloseReason", Literal["ended", "publisher_gone", "error", "server_shutdown"])
+# expired: created, never used, closed when its tokens lapsed (no assessment)
+CloseReason = TypeAliasType(
+    "CloseReason", Literal["ended", "publisher_gone", "error", "server_shutdown", "expired"]
+)
 
 
 class WsClose(IntEnum):
@@ -107,7 +110,7 @@ class WsClose(IntEnum):
     POLICY = 1008  # a fatal error without a code of its own
     TOO_BIG = 1009  # a frame over 1 MiB (refused by uvicorn)
     TRY_AGAIN_LATER = 1013  # the client read too slowly: reconnect with after_seq = the last seq seen
-    UNAUTHORIZED = 4401  # bad or expired token
+    UNAUTHORIZED = 4401  # bad or expired token (also when an open socket's token expires unrefreshed)
     FORBIDDEN = 4403  # token for another session or role
     NOT_FOUND = 4404  # unknown session
 
@@ -297,6 +300,9 @@ class ErrorEvent(_Event):
     message: str
     ref: str | None = Field(default=None, description="the client message id this answers, if any")
     fatal: bool = Field(default=False, description="the session (or this connection) ends")
+    retry_after_s: float | None = Field(
+        default=None, description="rate_limited: seconds until the request would be accepted"
+    )
 
 
 class PongEvent(_Event):
@@ -313,6 +319,18 @@ class SessionClosedEvent(_Event):
     reason: CloseReason
     final_assessment: bool = Field(description="an assessment.result was stored")
     media_time_s: float = 0.0
+    partial: bool = Field(
+        default=False,
+        description="the publisher never came back: the final assessment covers only the media received",
+    )
+
+
+class TokenRefreshedEvent(_Event):
+    """Answer to ``token.refresh`` (to this connection only): the socket now lives until ``expires_at``."""
+
+    type: Literal["token.refreshed"] = "token.refreshed"
+    ref: str | None = Field(default=None, description="the token.refresh message's id")
+    expires_at: float = Field(description="the new token's expiry, Unix seconds")
 
 
 ServerEvent = Annotated[
@@ -326,7 +344,8 @@ ServerEvent = Annotated[
     | WarningEvent
     | ErrorEvent
     | PongEvent
-    | SessionClosedEvent,
+    | SessionClosedEvent
+    | TokenRefreshedEvent,
     Field(discriminator="type"),
 ]
 SERVER_EVENT_ADAPTER: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
@@ -342,6 +361,7 @@ SERVER_EVENT_TYPES: tuple[str, ...] = (
     "error",
     "pong",
     "session.closed",
+    "token.refreshed",
 )
 
 
@@ -427,12 +447,28 @@ class PingMessage(_ClientMsg):
     type: Literal["ping"] = "ping"
 
 
+class TokenRefreshMessage(_ClientMsg):
+    """A fresh token for the same session and role (minted over REST) before this socket's one expires.
+
+    Answered with ``token.refreshed``; without it the socket is closed with 4401 at the token's expiry.
+    """
+
+    type: Literal["token.refresh"] = "token.refresh"
+    token: str = Field(min_length=1, max_length=4096)
+
+
 ClientMessage = Annotated[
-    CaptionMessage | CheckpointRequestMessage | SessionEndMessage | PingMessage,
+    CaptionMessage | CheckpointRequestMessage | SessionEndMessage | PingMessage | TokenRefreshMessage,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGE_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-CLIENT_MESSAGE_TYPES: tuple[str, ...] = ("caption", "checkpoint.request", "session.end", "ping")
+CLIENT_MESSAGE_TYPES: tuple[str, ...] = (
+    "caption",
+    "checkpoint.request",
+    "session.end",
+    "ping",
+    "token.refresh",
+)
 PUBLISHER_ONLY_TYPES: frozenset[str] = frozenset({"caption", "session.end"})
 
 
@@ -685,6 +721,81 @@ class HTTPErrorBody(_Model):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Who receives what (least privilege): the patient's publisher token never sees scores or rationales.
+
+# event type → the token roles whose WebSockets receive it (the API key has no socket)
+EVENT_AUDIENCE: dict[str, frozenset[Role]] = {
+    "session.created": frozenset({"publisher", "clinician"}),
+    "session.status": frozenset({"publisher", "clinician"}),
+    "indicators": frozenset({"clinician"}),  # behavioural measurements of the patient
+    "transcript": frozenset({"clinician"}),
+    "transcript.ack": frozenset({"publisher", "clinician"}),
+    "checkpoint.result": frozenset({"clinician"}),  # item scores and rationales
+    "assessment.result": frozenset({"clinician"}),
+    "warning": frozenset({"publisher", "clinician"}),  # publisher: only PUBLISHER_WARNINGS
+    "error": frozenset({"publisher", "clinician"}),
+    "pong": frozenset({"publisher", "clinician"}),
+    "session.closed": frozenset({"publisher", "clinician"}),
+    "token.refreshed": frozenset({"publisher", "clinician"}),
+}
+# the warnings that concern the publisher's connection and media (the others are about the analysis)
+PUBLISHER_WARNINGS: frozenset[str] = frozenset(
+    {"no_audio_track", "no_video_track", "publisher_lost", "session_resumed"}
+)
+# REST route → who may call it ("api_key": the platform's key); "publisher*": allowed, results withheld
+REST_ACCESS: tuple[tuple[str, str], ...] = (
+    ("POST /v1/sessions", "api_key"),
+    ("POST /v1/sessions/{id}/tokens", "api_key"),
+    ("GET /v1/sessions/{id}/ice-servers", "publisher, api_key"),
+    ("POST /v1/sessions/{id}/offer", "publisher"),
+    ("POST /v1/sessions/{id}/captions", "publisher"),
+    ("POST /v1/sessions/{id}/checkpoint", "publisher*, clinician, api_key"),
+    ("POST /v1/sessions/{id}/end", "publisher*, api_key"),
+    ("GET /v1/sessions/{id}", "publisher*, clinician, api_key"),
+    ("GET /v1/sessions/{id}/export", "clinician, api_key"),
+)
+
+
+def visible_to(role: Role, event_type: str, warning_code: str = "") -> bool:
+    """Whether a WebSocket opened with a ``role`` token receives this event."""
+    if role not in EVENT_AUDIENCE.get(event_type, frozenset()):
+        return False
+    return not (role == "publisher" and event_type == "warning" and warning_code not in PUBLISHER_WARNINGS)
+
+
+def _role_matrix_markdown() -> list[str]:
+    yes = {True: "yes", False: "—"}
+    only = " (only " + ", ".join(f"`{w}`" for w in sorted(PUBLISHER_WARNINGS)) + ")"
+    rows = [
+        f"| `{kind}` | {yes['publisher' in EVENT_AUDIENCE[kind]]}"
+        + (only if kind == "warning" else "")
+        + f" | {yes['clinician' in EVENT_AUDIENCE[kind]]} |"
+        for kind in SERVER_EVENT_TYPES
+    ]
+    return [
+        "## Roles",
+        "",
+        "Events each token role's WebSocket receives (history and live):",
+        "",
+        "| event | publisher (patient) | clinician |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "REST routes (`publisher*`: allowed, but the answer carries no assessment — results need the "
+        "clinician token or the API key):",
+        "",
+        "| route | who may call it |",
+        "|---|---|",
+        *(f"| `{route}` | {who} |" for route, who in REST_ACCESS),
+        "",
+        "A socket's token is enforced while it is open: at its `exp` the server sends a fatal "
+        "`token_expired` error and closes with 4401, unless the client sent `token.refresh` with a fresh "
+        "token of the same session and role (minted with `POST /v1/sessions/{id}/tokens`).",
+        "",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------
 # docs/protocol.md
 
 
@@ -795,10 +906,12 @@ def protocol_examples() -> list[BaseModel]:
         ErrorEvent(**common, seq=9, code="bad_json", message="message is not valid JSON"),
         PongEvent(**common, seq=10, ref="p-1"),
         SessionClosedEvent(**common, seq=11, reason="ended", final_assessment=True, media_time_s=45.0),
+        TokenRefreshedEvent(**common, seq=12, ref="r-1", expires_at=ts + 3600),
         CaptionMessage(id="c-17", text="I wake up tired a lot", speaker="patient", start_s=41.2, end_s=43.0),
         CheckpointRequestMessage(id="k-1"),
         SessionEndMessage(id="e-1"),
         PingMessage(id="p-1"),
+        TokenRefreshMessage(id="r-1", token="eyJhbGciOi..."),
         SessionCreateRequest(external_id="call-8812", checkpoint_interval_s=120.0),
         SessionCreated(
             session_id=sid,
@@ -854,6 +967,7 @@ def protocol_markdown() -> str:
         "",
         *(f"- `{c.value}` {c.name}" for c in WsClose),
         "",
+        *_role_matrix_markdown(),
         'Every non-2xx REST response has the body `{"error": {"code": ..., "message": ...}}`.',
         f"Limits: WebSocket message ≤ {MAX_WS_MESSAGE_BYTES} bytes, REST body ≤ {MAX_HTTP_BODY_BYTES} bytes, "
         f"caption text ≤ {MAX_TEXT_CHARS} characters.",
@@ -916,4 +1030,3 @@ def to_rtc(servers: list[IceServer]) -> list[RTCIceServer]:
         if urls:
             out.append(RTCIceServer(urls=urls, username=server.username, credential=server.credential))
     return out
-

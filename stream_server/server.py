@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from typing import Annotated
 
 from fastapi import Depends
@@ -16,23 +14,10 @@ from stream_server.manager import SessionManager
 from stream_server.metrics import ServerMetrics
 from stream_server.pending import PendingAssessments
 from stream_server.protocol import Role, SessionInfo, protocol_error
+from stream_server.ratelimit import Buckets
 from stream_server.services import Services
 from stream_server.settings import Settings
 from stream_server.store import Store
-
-
-class RateLimiter:
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._times: deque[float] = deque()
-
-    def check(self) -> None:
-        now = time.monotonic()
-        while self._times and now - self._times[0] > 60.0:
-            self._times.popleft()
-        if len(self._times) >= self.per_minute:
-            raise protocol_error("rate_limited", f"more than {self.per_minute} sessions created per minute")
-        self._times.append(now)
 
 
 def bearer_of(conn: HTTPConnection) -> str | None:
@@ -54,7 +39,13 @@ class Server:
         self.pending = PendingAssessments(self.services)  # final assessments waiting for the LLM backend
         self.manager = SessionManager(self.services, self.pending)
         self.issuer = TokenIssuer(settings.jwt_secret, settings.api_key)
-        self.limiter = RateLimiter(settings.session_create_per_min)
+        per_min = settings.session_create_per_min
+        self.create_limit = Buckets("sessions created", per_min, per_min / 60.0)  # per API key
+        self.checkpoint_limit = Buckets(
+            "checkpoint requests", settings.checkpoint_burst, settings.checkpoint_per_min / 60.0
+        )  # per session
+        # per session
+        self.caption_limit = Buckets("captions", settings.caption_burst, settings.caption_per_s)
         self.ready = False
 
     def auth(

@@ -61,6 +61,7 @@ class LiveSession:
         self.final: Assessment | None = None
         self.closed = asyncio.Event()
         self._ending = False
+        self.used = False  # an offer or a caption came (a session nobody used expires: SessionManager)
         self.tasks = TaskSet(session_id)
         self.state = GuardedState(services.engine.new_state(session_id))
         self.events = SessionEvents(
@@ -111,6 +112,11 @@ class LiveSession:
         return self.connection.connected and self.status == "live"
 
     @property
+    def has_media(self) -> bool:
+        """A publisher connected at least once (what the live-session cap counts)."""
+        return self.status != "created"
+
+    @property
     def live(self) -> bool:
         """Not closed yet (an ending session still counts)."""
         return not self.closed.is_set()
@@ -137,9 +143,11 @@ class LiveSession:
         self.feed.start()
         self.assessments.start()
 
-    async def resume_from(self, transcript: list[TranscriptLineModel]) -> None:
-        """After a restart: the stored transcript rejoins the state, then the session starts again."""
+    async def resume_from(self, transcript: list[TranscriptLineModel], media_time_s: float = 0.0) -> None:
+        """After a restart: the stored transcript rejoins the state, media time continues from
+        ``media_time_s``, then the session starts again."""
         await self.transcript.restore(transcript)
+        self.ingest.resume_at(media_time_s)
         await self.start(announce=False)
         await self.events.warn(
             "session_resumed",
@@ -159,11 +167,13 @@ class LiveSession:
     async def accept_offer(self, offer: Offer) -> Answer:
         """Answer a publisher's offer; a second offer (reconnect) replaces the previous connection."""
         self._assert_open()
+        self.used = True
         return await self.connection.accept(offer)
 
     async def add_caption(self, line: TranscriptLineModel, ref: str | None = None) -> TranscriptAckEvent:
         """Store (committed), feed the state, broadcast; the returned ack is also broadcast."""
         self._assert_open()
+        self.used = True
         return await self.transcript.add_caption(line, ref)
 
     async def checkpoint(
@@ -242,9 +252,12 @@ class LiveSession:
         await self.ingest.finish()
         await self.transcript.finish(ASR_DRAIN_TIMEOUT_S)
         self.svc.metrics.stage_seconds.observe(time.perf_counter() - t_end, "end_drain")
-        self.final, pending = await self.assessments.final(
-            reason, media_time_s=self.media_time_s, started=t_end
-        )
+        if reason == "expired":  # never used: nothing to assess
+            self.final, pending = None, False
+        else:
+            self.final, pending = await self.assessments.final(
+                reason, media_time_s=self.media_time_s, started=t_end
+            )
         if not pending:
             await self.events.status("closed", reason)
             await self.events.publish(
@@ -253,6 +266,7 @@ class LiveSession:
                     reason=reason,
                     final_assessment=self.final is not None,
                     media_time_s=self.media_time_s,
+                    partial=reason == "publisher_gone",
                 )
             )
         return pending

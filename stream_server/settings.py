@@ -69,7 +69,16 @@ class Settings(BaseModel):
     video_queue_frames: int = Field(default=8, ge=1)
     ws_queue_events: int = Field(default=1000, ge=10)  # per subscriber; overflow disconnects it
     max_sessions: int = Field(default=32, ge=1)
-    session_create_per_min: int = Field(default=120, ge=1)  # rate limit per API key
+    session_create_per_min: int = Field(default=120, ge=1)  # rate limit per API key (burst = one minute's)
+    # Rate limits (stream_server/ratelimit.py token buckets): a burst, then a steady rate; over it: 429 with
+    # Retry-After (REST) or an error event rate_limited with retry_after_s (WebSocket).
+    checkpoint_burst: int = Field(default=3, ge=1)  # checkpoint requests per session at once
+    checkpoint_per_min: float = Field(default=6.0, gt=0)  # then this many per session per minute
+    caption_burst: int = Field(default=200, ge=1)  # captions per session at once
+    caption_per_s: float = Field(default=20.0, gt=0)  # then this many per session per second
+    # Session lifecycle: a session nobody published media to (state still created) is closed after this
+    # many seconds, or when its tokens expire if that is sooner (docs/reliability.md)
+    unused_session_ttl_s: float = Field(default=900.0, gt=0)
     workers: int = Field(default=max(2, os.cpu_count() or 2), ge=1)  # analysis threads
     # torch intra-op threads: sessions already run in parallel analysis threads; more oversubscribes.
     # Process-wide, so the CLI entry (stream_server.__main__) sets it; embedders of create_app set theirs.

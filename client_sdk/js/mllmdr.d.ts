@@ -95,9 +95,9 @@ export interface CheckpointResultEvent {
   assessment: Assessment;
 }
 
-export type ClientMessage = CaptionMessage | CheckpointRequestMessage | SessionEndMessage | PingMessage;
+export type ClientMessage = CaptionMessage | CheckpointRequestMessage | SessionEndMessage | PingMessage | TokenRefreshMessage;
 
-export type CloseReason = "ended" | "publisher_gone" | "error" | "server_shutdown";
+export type CloseReason = "ended" | "publisher_gone" | "error" | "server_shutdown" | "expired";
 
 export type ErrorCode =
   | "internal"
@@ -139,6 +139,8 @@ export interface ErrorEvent {
   ref: string | null;
   /** the session (or this connection) ends */
   fatal: boolean;
+  /** rate_limited: seconds until the request would be accepted */
+  retry_after_s: number | null;
 }
 
 /** What a rationale rests on: a transcript span or an indicator value, with its time range. */
@@ -292,7 +294,8 @@ export type ServerEvent =
   | WarningEvent
   | ErrorEvent
   | PongEvent
-  | SessionClosedEvent;
+  | SessionClosedEvent
+  | TokenRefreshedEvent;
 
 /** Last event of a session; the WebSocket is closed (code 1000) after it. */
 export interface SessionClosedEvent {
@@ -308,6 +311,8 @@ export interface SessionClosedEvent {
   /** an assessment.result was stored */
   final_assessment: boolean;
   media_time_s: number;
+  /** the publisher never came back: the final assessment covers only the media received */
+  partial: boolean;
 }
 
 /** Optional body of `POST /v1/sessions`. */
@@ -421,6 +426,34 @@ export interface SessionStatusEvent {
 }
 
 export type Speaker = "patient" | "clinician" | "unknown";
+
+/**
+ * A fresh token for the same session and role (minted over REST) before this socket's one expires.
+ *
+ * Answered with `token.refreshed`; without it the socket is closed with 4401 at the token's expiry.
+ */
+export interface TokenRefreshMessage {
+  /** echoed as ref in the answer */
+  id?: string | null;
+  type: "token.refresh";
+  token: string;
+}
+
+/** Answer to `token.refresh` (to this connection only): the socket now lives until `expires_at`. */
+export interface TokenRefreshedEvent {
+  /** protocol version */
+  v: 1;
+  session_id: string;
+  /** per session, strictly increasing (connection-local events leave gaps) */
+  seq: number;
+  /** server wall clock, Unix seconds */
+  ts: number;
+  type: "token.refreshed";
+  /** the token.refresh message's id */
+  ref: string | null;
+  /** the new token's expiry, Unix seconds */
+  expires_at: number;
+}
 
 /** Body of `POST /v1/sessions/{id}/tokens` (API key): a fresh token for one role. */
 export interface TokenRequest {

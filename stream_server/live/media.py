@@ -39,6 +39,7 @@ class MediaIngest:
         new_track = getattr(services.engine, "new_speech_track", None)
         self.interviewer: SpeechTrack | None = new_track(session_id) if new_track is not None else None
         self.media_time_s = 0.0
+        self._audio_t0: float | None = None  # session time of the next audio sample, once (a resume)
         self.last_lag_s: float | None = None
         self.recorder = AudioRecorder(cfg.var_path / "recordings", session_id) if cfg.record_audio else None
         self.analysis_fps = float(
@@ -49,6 +50,11 @@ class MediaIngest:
 
     def start(self) -> None:
         self.tasks.start("worker", self._worker())
+
+    def resume_at(self, media_time_s: float) -> None:
+        """After a restart: media time continues from ``media_time_s`` (audio and video)."""
+        self.media_time_s = max(self.media_time_s, media_time_s)
+        self._audio_t0 = self.media_time_s
 
     def drain_for(self, track: Any, role: str = "patient") -> TrackDrain:
         """A drain feeding this session's queues from ``track`` (media time continues after a re-offer);
@@ -109,7 +115,8 @@ class MediaIngest:
             for group in audio_groups(audio):
                 t0 = time.perf_counter()
                 samples = np.concatenate([a.samples for a in group])
-                state.push_audio(samples, group[0].sample_rate, channels=group[0].channels)
+                t_s, self._audio_t0 = self._audio_t0, None
+                state.push_audio(samples, group[0].sample_rate, channels=group[0].channels, t_s=t_s)
                 if self.recorder is not None:
                     self.recorder.write(samples, group[0].sample_rate, group[0].channels)
                 m.stage_seconds.observe(time.perf_counter() - t0, "audio")

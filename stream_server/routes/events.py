@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -21,18 +23,35 @@ from stream_server.protocol import (
     PingMessage,
     PongEvent,
     SessionEndMessage,
+    TokenRefreshedEvent,
+    TokenRefreshMessage,
     TranscriptLineModel,
     WsClose,
     error_code_of,
     message_ref,
     parse_client_message,
     protocol_error,
+    visible_to,
 )
+from stream_server.ratelimit import retry_after_of
 from stream_server.routes.sessions import quiet
 from stream_server.server import Server, ServerDep
 
 router = APIRouter()
 WS_SEND_TIMEOUT_S = 10.0  # a subscriber that does not take an event for this long is disconnected
+
+
+@dataclass
+class Lease:
+    """An open socket's token: its role, and its expiry (moved on by ``token.refresh``)."""
+
+    claims: Claims
+    exp: float
+
+    async def expired(self) -> None:
+        """Returns at the (possibly refreshed) expiry."""
+        while (left := self.exp - time.time()) > 0:
+            await asyncio.sleep(left)
 
 
 @router.websocket("/v1/sessions/{session_id}/events")
@@ -64,22 +83,28 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
     """History (stored events after ``after_seq``), then live events; client messages answered in turn."""
     sub = srv.bus.subscribe(session_id)
     reader: asyncio.Task[None] | None = None
+    lease = Lease(claims, claims.exp)
+    expiry = asyncio.ensure_future(lease.expired())
+    role = claims.role
     try:
         last = after_seq
         for stored in await srv.bus.history(session_id, after_seq):
-            await ws.send_text(json.dumps(stored))
             last = max(last, int(stored["seq"]))
+            if visible_to(role, str(stored.get("type")), str(stored.get("code", ""))):
+                await ws.send_text(json.dumps(stored))
         live = srv.manager.get(session_id)
         row = await srv.store.get_session(session_id)
         if row is not None and row["state"] == "closed" and (live is None or not live.live):
             await ws.close(code=WsClose.NORMAL, reason="session closed")
             return
-        reader = asyncio.ensure_future(read_client(srv, ws, session_id, claims, sub))
+        reader = asyncio.ensure_future(read_client(srv, ws, session_id, lease, sub))
         while True:
             getter = asyncio.ensure_future(sub.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({getter, reader, expiry}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
+                if expiry in done:  # the token lapsed on an open socket, unrefreshed
+                    await close_expired(srv, ws, session_id)
                 return  # client went away
             event = getter.result()
             if event is None:
@@ -91,7 +116,9 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
                 else:
                     await ws.close(code=WsClose.NORMAL, reason="session closed")
                 return
-            if event.seq and event.seq <= last and event.type not in ("error", "pong"):
+            if event.seq and event.seq <= last and event.type not in ("error", "pong", "token.refreshed"):
+                continue
+            if not visible_to(role, event.type, getattr(event, "code", "")):
                 continue
             try:
                 await asyncio.wait_for(ws.send_text(event.model_dump_json()), WS_SEND_TIMEOUT_S)
@@ -105,6 +132,7 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
         return
     finally:
         srv.bus.unsubscribe(sub)
+        expiry.cancel()
         if reader is not None:
             reader.cancel()
         if ws.application_state == WebSocketState.CONNECTED:
@@ -112,8 +140,18 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
                 await ws.close(code=WsClose.NORMAL)
 
 
-async def read_client(srv: Server, ws: WebSocket, session_id: str, claims: Claims, sub: Subscription) -> None:
+async def close_expired(srv: Server, ws: WebSocket, session_id: str) -> None:
+    """A fatal ``token_expired`` error, then close 4401."""
+    srv.metrics.ws_errors.inc(1.0, "token_expired")
+    event = ErrorEvent(session_id=session_id, code="token_expired", message="token expired", fatal=True)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.send_text(event.model_dump_json()), 1.0)
+        await asyncio.wait_for(ws.close(code=WsClose.UNAUTHORIZED, reason="token_expired"), 1.0)
+
+
+async def read_client(srv: Server, ws: WebSocket, session_id: str, lease: Lease, sub: Subscription) -> None:
     """Client messages in turn: each answered (ack, pong, result events) or refused with an error event."""
+    claims = lease.claims
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
@@ -131,13 +169,21 @@ async def read_client(srv: Server, ws: WebSocket, session_id: str, claims: Claim
                 seq = await srv.bus.allocate_seq(session_id)
                 sub.offer(PongEvent(session_id=session_id, seq=seq, ref=ref))
                 continue
+            if isinstance(msg, TokenRefreshMessage):  # same session, same role: the socket lives on
+                fresh = srv.issuer.verify(msg.token, session_id, (claims.role,))
+                lease.exp = max(lease.exp, fresh.exp)
+                seq = await srv.bus.allocate_seq(session_id)
+                sub.offer(TokenRefreshedEvent(session_id=session_id, seq=seq, ref=ref, expires_at=lease.exp))
+                continue
             session = await srv.manager.get_live(session_id)
             if isinstance(msg, CaptionMessage):
+                srv.caption_limit.check(session_id)
                 line = TranscriptLineModel(
                     start_s=msg.start_s, end_s=msg.end_s, speaker=msg.speaker, text=msg.text, final=msg.final
                 )
                 await session.add_caption(line, ref=ref)  # the ack is broadcast
             elif isinstance(msg, CheckpointRequestMessage):
+                srv.checkpoint_limit.check(session_id)
                 session.spawn(quiet(session.checkpoint(ref=ref)))
             elif isinstance(msg, SessionEndMessage):
                 session.spawn(session.end("ended"))
@@ -154,5 +200,6 @@ async def read_client(srv: Server, ws: WebSocket, session_id: str, claims: Claim
                     code=code,  # type: ignore[arg-type]
                     message=str(exc)[:500],
                     ref=ref,
+                    retry_after_s=retry_after_of(exc),
                 )
             )

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from mllmdr_core.errors import MllmdrError
+from stream_server.auth import Claims
 from stream_server.ice import credentials_expire_at, ice_servers_for
 from stream_server.protocol import (
     Answer,
@@ -36,6 +37,11 @@ from stream_server.server import ServerDep, bearer_of
 router = APIRouter(prefix="/v1/sessions")
 
 
+def is_patient(claims: Claims | None) -> bool:
+    """A publisher token (the patient): REST answers carry no assessment (docs/protocol.md, Roles)."""
+    return claims is not None and claims.role == "publisher"
+
+
 async def quiet(coro: Awaitable[Any]) -> None:
     with contextlib.suppress(MllmdrError):  # already reported as an error event
         await coro
@@ -45,14 +51,15 @@ async def quiet(coro: Awaitable[Any]) -> None:
 async def create_session(
     srv: ServerDep, request: Request, body: SessionCreateRequest | None = None
 ) -> SessionCreated:
-    srv.issuer.check_api_key(bearer_of(request))
-    srv.limiter.check()
+    key = bearer_of(request)
+    srv.issuer.check_api_key(key)
+    srv.create_limit.check(key or "")
     body = body or SessionCreateRequest()
-    session = await srv.manager.create(
-        external_id=body.external_id, checkpoint_interval_s=body.checkpoint_interval_s
-    )
     settings = srv.settings
     ttl = body.ttl_s or settings.token_ttl_s
+    session = await srv.manager.create(
+        external_id=body.external_id, checkpoint_interval_s=body.checkpoint_interval_s, expires_in_s=ttl
+    )
     pub, exp = srv.issuer.mint(session.id, "publisher", ttl)
     cli, _ = srv.issuer.mint(session.id, "clinician", ttl)
     base = settings.base_url
@@ -102,6 +109,7 @@ async def offer(srv: ServerDep, session_id: str, request: Request, body: Offer) 
 @router.post("/{session_id}/captions")
 async def caption(srv: ServerDep, session_id: str, request: Request, body: CaptionIn) -> TranscriptAckEvent:
     srv.auth(request, session_id, ("publisher",), api_key_ok=False)
+    srv.caption_limit.check(session_id)
     session = await srv.manager.get_live(session_id)
     line = TranscriptLineModel(
         start_s=body.start_s, end_s=body.end_s, speaker=body.speaker, text=body.text, final=body.final
@@ -113,19 +121,21 @@ async def caption(srv: ServerDep, session_id: str, request: Request, body: Capti
 async def checkpoint(
     srv: ServerDep, session_id: str, request: Request, wait: bool = False
 ) -> CheckpointAccepted:
-    srv.auth(request, session_id, ("publisher", "clinician"), api_key_ok=True)
+    claims = srv.auth(request, session_id, ("publisher", "clinician"), api_key_ok=True)
+    srv.checkpoint_limit.check(session_id)
     session = await srv.manager.get_live(session_id)
     request_id = "k_" + str(int(time.time() * 1000))
     if wait:
         result = await session.checkpoint(ref=request_id)
-        return CheckpointAccepted(request_id=request_id, assessment=result)
+        return CheckpointAccepted(request_id=request_id, assessment=None if is_patient(claims) else result)
     session.spawn(quiet(session.checkpoint(ref=request_id)))
     return CheckpointAccepted(request_id=request_id)
 
 
 @router.post("/{session_id}/end")
 async def end(srv: ServerDep, session_id: str, request: Request) -> SessionEndResponse:
-    srv.auth(request, session_id, ("publisher",), api_key_ok=True)
+    claims = srv.auth(request, session_id, ("publisher",), api_key_ok=True)
+    withheld = is_patient(claims)  # the patient ends the call; the results go to the clinician
     session = srv.manager.get(session_id)
     if session is None or not session.live:
         try:
@@ -134,22 +144,22 @@ async def end(srv: ServerDep, session_id: str, request: Request) -> SessionEndRe
             if getattr(exc, "code", "") != "session_closed":
                 raise
             info = await srv.info(session_id)
-            return SessionEndResponse(
-                session_id=session_id, state=info.state, assessment=info.final_assessment
-            )
+            final = None if withheld else info.final_assessment
+            return SessionEndResponse(session_id=session_id, state=info.state, assessment=final)
     task = session.spawn(session.end("ended"))
     try:
         result = await asyncio.wait_for(asyncio.shield(task), srv.settings.end_timeout_s)
     except TimeoutError:
         return SessionEndResponse(session_id=session_id, state="ending")
     state: SessionStateName = "pending" if session.status == "pending" else "closed"  # pending: retried
-    return SessionEndResponse(session_id=session_id, state=state, assessment=result)
+    return SessionEndResponse(session_id=session_id, state=state, assessment=None if withheld else result)
 
 
 @router.get("/{session_id}")
 async def get_session(srv: ServerDep, session_id: str, request: Request) -> SessionInfo:
-    srv.auth(request, session_id, ("publisher", "clinician"), api_key_ok=True)
-    return await srv.info(session_id)
+    claims = srv.auth(request, session_id, ("publisher", "clinician"), api_key_ok=True)
+    info = await srv.info(session_id)
+    return info.model_copy(update={"final_assessment": None}) if is_patient(claims) else info
 
 
 @router.get("/{session_id}/export")

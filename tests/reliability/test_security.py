@@ -19,6 +19,7 @@ import httpx
 import jwt
 import pytest
 from server.conftest import API_KEY, RunningServer, free_port, run_server
+from server.peers import publish
 
 from .conftest import healthy, make_settings
 
@@ -160,12 +161,21 @@ async def test_request_size_limits(server: RunningServer) -> None:
     await healthy(server)
 
 
-async def test_live_session_limit(tmp_path: Path, engine: Any) -> None:
-    async with run_server(make_settings(tmp_path, max_sessions=2), engine) as srv:
-        await srv.create_session()
-        await srv.create_session()
+async def test_live_session_limit_counts_sessions_with_media(
+    tmp_path: Path, engine: Any, recording: Path
+) -> None:
+    """Created-but-unused sessions do not hold the cap (issue 21: 30 unused sessions blocked the server)."""
+    async with run_server(make_settings(tmp_path, max_sessions=1), engine) as srv:
+        unused = [await srv.create_session() for _ in range(3)]  # none has media: all accepted
+        a = unused[0]
+        clin = await srv.events(a["session_id"], a["clinician_token"])
+        pub = await publish(srv.http, a["session_id"], a["publisher_token"], recording)
+        await clin.wait("session.status", pred=lambda e: e["state"] == "live", timeout=30)
         r = await srv.http.post("/v1/sessions", json={}, headers=srv.api())
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+        assert "1 live sessions" in r.json()["error"]["message"]
+        await pub.close()
+        await clin.close()
 
 
 @pytest.fixture

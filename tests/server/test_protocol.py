@@ -123,7 +123,13 @@ def test_close_codes_and_error_codes_agree() -> None:
     assert set(p.WS_CLOSE_OF_ERROR) <= set(p.ERROR_CODES)
     closed = p.SessionClosedEvent.model_fields["reason"].annotation
     assert closed is p.CloseReason
-    assert set(get_args(p.CloseReason.__value__)) == {"ended", "publisher_gone", "error", "server_shutdown"}
+    assert set(get_args(p.CloseReason.__value__)) == {
+        "ended",
+        "publisher_gone",
+        "error",
+        "server_shutdown",
+        "expired",
+    }
 
 
 def test_markdown_documents_descriptions_named_types_and_close_codes() -> None:

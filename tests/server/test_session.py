@@ -30,7 +30,7 @@ async def test_publish_indicators_and_final_assessment(server: RunningServer, re
     )
     assert r.status_code == 200 and r.json()["assessment"]["kind"] == "checkpoint"
     await clin.wait("checkpoint.result")
-    r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.bearer(s["publisher_token"]))
+    r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())  # results: API key
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["state"] == "closed" and body["assessment"]["kind"] == "final"
