@@ -79,7 +79,7 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
         r.raise_for_status()
         s = r.json()
     print("\n=== MLlm-DR Live demo (screening aid, NOT a diagnosis) ===", flush=True)
-    print(f"API key (this run):  {settings.api_key}")
+    print(f"API key (kept across restarts in the data directory):  {settings.api_key}")
     print(f"Patient page:        {s['patient_url']}")
     print(f"Clinician panel:     {s['panel_url']}")
     print("Open the patient page in one tab (allow camera+mic) and the panel in another.")
