@@ -40,6 +40,7 @@ class BatchOptions:
     labels: Path | None = None  # split / labels CSV; also restricts the batch to its sessions
     replay: ReplayOptions = field(default_factory=ReplayOptions)
     torch_threads: int | None = None  # per worker; default cores // workers
+    int8: bool = False  # int8 (dynamic) audio encoder, quantised once per worker
 
 
 @dataclass
@@ -55,12 +56,15 @@ class BatchResult:
         return float(sum(r.get("media_s", 0.0) for r in self.rows))
 
 
-def _init_worker(bundle: str, threads: int) -> None:
+def _init_worker(bundle: str, threads: int, int8: bool = False) -> None:
+    """Once per worker process: torch threads and the one model load this process makes."""
     global _WORKER
     import torch
 
     torch.set_num_threads(max(1, threads))
-    _WORKER = Replayer(bundle)
+    if _WORKER is not None:
+        _WORKER.close()
+    _WORKER = Replayer(bundle, int8=int8)
 
 
 def _run_one(source: MediaSource, opts: ReplayOptions, out_dir: str, report: bool) -> dict[str, Any]:
@@ -140,17 +144,19 @@ def run_batch(
 
     if workers == 1:
         if todo:
-            _init_worker(str(bundle), threads)
+            _init_worker(str(bundle), threads, options.int8)
         for src in todo:
             try:
                 done(src.session_id, _run_one(src, options.replay, str(out), options.report), None)
             except (MllmdrError, OSError, ValueError, RuntimeError) as exc:
                 traceback.print_exc()
                 done(src.session_id, None, exc)
+        if _WORKER is not None:
+            _WORKER.close()  # its speech-to-text worker process
     elif todo:
         ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
         with cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(str(bundle), threads)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(str(bundle), threads, options.int8)
         ) as pool:
             futures = {pool.submit(_run_one, s, options.replay, str(out), options.report): s for s in todo}
             for fut in cf.as_completed(futures):

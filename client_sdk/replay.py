@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from client_sdk import replay_pipeline
+from client_sdk.replay_profile import stage_times
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
 from mllmdr_core.frames import FloatArray, TranscriptLine
@@ -38,6 +40,8 @@ class ReplayOptions:
     max_s: float | None = None  # replay only the first ``max_s`` seconds
     indicator_interval_s: float = 2.0  # media-time spacing of the recorded indicator series
     indicator_window_s: float = 30.0
+    fast: bool = True  # offline pipeline (client_sdk/replay_pipeline.py); False: the server's 20 ms loop
+    asr_process: bool = True  # speech-to-text in a worker process beside the replay (replay_asr.py)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class ReplayResult:
     stats: dict[str, float] = field(default_factory=dict)
     audio_features: FloatArray | None = None  # (Ta, Da)
     visual_features: FloatArray | None = None  # (Tv, Dv)
+    stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (replay_profile.py)
 
     @property
     def rtf(self) -> float:
@@ -91,16 +96,41 @@ class ReplayResult:
 class Replayer:
     """Replays recordings with one loaded bundle (load it once, replay many)."""
 
-    def __init__(self, bundle: LoadedBundle | str | Path, *, assessor: Assessor | None = None) -> None:
+    def __init__(
+        self, bundle: LoadedBundle | str | Path, *, assessor: Assessor | None = None, int8: bool = False
+    ) -> None:
+        started = time.perf_counter()
         from mllmdr_core.assess import Assessor
         from mllmdr_core.bundle import load_bundle
 
         self.bundle = load_bundle(bundle) if isinstance(bundle, str | Path) else bundle
+        if int8:
+            from client_sdk.replay_profile import int8_bundle
+
+            self.bundle = int8_bundle(self.bundle)
+        self.int8 = int8
         self.assessor = assessor or Assessor(self.bundle)
         self._transcribers: dict[str, Any] = {}
+        self.load_s = time.perf_counter() - started  # model load (bundle, HuBERT, LLM), once per Replayer
+        self._asr_process = False
+
+    def close(self) -> None:
+        """Stops the speech-to-text worker processes (idempotent)."""
+        for made in self._transcribers.values():
+            closing = getattr(made, "close", None)
+            if callable(closing):
+                closing()
+        self._transcribers.clear()
 
     def _transcriber(self, source: str) -> Any:
         """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber."""
+        if self._asr_process:  # a worker process beside the replay (client_sdk/replay_asr.py)
+            from client_sdk.replay_asr import ProcessTranscriber
+
+            key = f"process:{source}"
+            if key not in self._transcribers:
+                self._transcribers[key] = ProcessTranscriber(source)
+            return self._transcribers[key]
         if source not in self._transcribers:
             from mllmdr_core.features.transcribe import make_transcriber
 
@@ -128,12 +158,18 @@ class Replayer:
         transcript_path = opts.transcript or src.transcript
         lines = read_transcript(transcript_path) if transcript_path is not None else []
         transcriber = None
+        self._asr_process = opts.fast and opts.asr_process
         if not lines and opts.use_asr and src.audio is not None:
             transcriber = self._transcriber(opts.asr or "pocketsphinx")
         started = time.perf_counter()
-        state = self.assessor.new_session_state(src.session_id, transcriber=transcriber)
+        fast = replay_pipeline.Fast(self.bundle.config.visual, src, opts, transcriber) if opts.fast else None
+        extra = {"face_tracker": fast.faces} if fast is not None and fast.faces is not None else {}
+        state = self.assessor.new_session_state(src.session_id, transcriber=transcriber, **extra)
         try:
-            series = _push_all(state, src, lines, opts, float(self.bundle.config.visual.analysis_fps))
+            if fast is not None:
+                series = fast.run(state, lines)
+            else:
+                series = _push_all(state, src, lines, opts, float(self.bundle.config.visual.analysis_fps))
             # End of the recording = end of the audio stream: close the open speech segment (and let
             # speech-to-text hear it) and encode the last window.
             flush = getattr(state, "flush", None)
@@ -144,13 +180,20 @@ class Replayer:
                 raise MediaError(f"{src.session_id}: no media decoded")
             # The server's final snapshot: whole-session features, indicators over the last
             # ``indicator_window_s`` (finite only), the transcript, window [0, media time].
+            if fast is not None:
+                fast.collect_transcript(state, transcriber)
             snap = state.snapshot(opts.indicator_window_s)
             session_indicators = finite(state.indicators(window_s=max(media_s, 1e-3)))
+            assess_started = time.perf_counter()
             assessment = self.assessor.assess(snap, session_id=src.session_id, kind="final")
+            assess_s = time.perf_counter() - assess_started
             stats = {k: float(v) for k, v in state.stats.items()}
+            if fast is not None:  # the speech-to-text worker's errors, as the state counts inline ones
+                stats["transcriber_errors"] += fast.times.extra.get("speech_to_text_errors", 0.0)
         finally:
             state.close()
         wall = time.perf_counter() - started
+        stages = stage_times(stats, fast.times if fast else None, assess_s, wall, self.load_s)
         return ReplayResult(
             source=src,
             assessment=assessment,
@@ -163,6 +206,7 @@ class Replayer:
             stats=stats,
             audio_features=snap.audio if keep_features else None,
             visual_features=snap.visual if keep_features else None,
+            stages=stages,
         )
 
 
