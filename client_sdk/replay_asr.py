@@ -77,7 +77,8 @@ class ProcessTranscriber:
         self._proc.start()
         child.close()
         self._ready: tuple[str, bool] | None = None
-        self._pending = 0
+        self._pending = 0  # segments sent whose result is not read yet
+        self._got: list[tuple[str, Any, float]] = []  # results read early (see transcribe)
         self.busy_s = 0.0
 
     def _recv(self) -> tuple[str, Any, float]:
@@ -89,11 +90,18 @@ class ProcessTranscriber:
             raise ConfigError(f"speech-to-text {self.source!r} could not start: {payload}")
         return kind, payload, float(busy)
 
-    def _wait_ready(self) -> tuple[str, bool]:
-        if self._ready is None:
-            kind, payload, _ = self._recv()
-            assert kind == "ready", kind
+    def _read_one(self) -> None:
+        """One message from the worker: its start-up report, or the result of the oldest segment."""
+        kind, payload, busy = self._recv()
+        if kind == "ready":
             self._ready = (str(payload[0]), bool(payload[1]))
+        else:
+            self._got.append((kind, payload, busy))
+            self._pending -= 1
+
+    def _wait_ready(self) -> tuple[str, bool]:
+        while self._ready is None:
+            self._read_one()
         return self._ready
 
     @property
@@ -105,8 +113,14 @@ class ProcessTranscriber:
         return self._wait_ready()[1]
 
     def transcribe(self, samples: FloatArray, start_s: float) -> list[TranscriptLine]:
-        """Queue the segment for the worker; its lines come with :meth:`collect`."""
-        self._conn.send((np.asarray(samples, dtype=np.float32), float(start_s)))
+        """Queue the segment for the worker; its lines come with :meth:`collect`. Results already back
+        are read first, so the worker never blocks on a full pipe while this blocks on sending."""
+        while self._conn.poll():
+            self._read_one()
+        try:
+            self._conn.send((np.asarray(samples, dtype=np.float32), float(start_s)))
+        except (OSError, ValueError) as exc:
+            raise MediaError(f"speech-to-text worker ({self.source}) stopped: {exc}") from exc
         self._pending += 1
         return []
 
@@ -118,19 +132,20 @@ class ProcessTranscriber:
         errors = 0
         busy = 0.0
         while self._pending:
-            kind, payload, spent = self._recv()
-            self._pending -= 1
+            self._read_one()
+        for kind, payload, spent in self._got:
             busy += spent
             if kind == "ok":
                 lines.extend(payload)
             else:
                 errors += 1
+        self._got = []
         self.busy_s += busy
         return Collected(lines, errors, busy, time.perf_counter() - t)
 
     def discard(self) -> None:
         """Drop the lines of segments queued by an earlier replay that did not collect them."""
-        if self._pending:
+        if self._pending or self._got:
             self.collect()
 
     def close(self) -> None:
