@@ -29,6 +29,7 @@ from mllmdr_core.media import MediaSource
 from mllmdr_core.metrics import plot_confusion
 
 _WORKER: Replayer | None = None
+_WORKER_KEY: tuple[str, bool] | None = None  # (bundle, int8) of _WORKER in an executor's worker
 
 
 @dataclass
@@ -41,6 +42,10 @@ class BatchOptions:
     replay: ReplayOptions = field(default_factory=ReplayOptions)
     torch_threads: int | None = None  # per worker; default cores // workers
     int8: bool = False  # int8 (dynamic) audio encoder, quantised once per worker
+    # An executor you already run (e.g. a Dask cluster's ``Client.get_executor()``, see
+    # ``client_sdk/batch_cluster.py``): sessions go there instead of a local process pool; each of its
+    # worker processes loads the bundle once, on its first session. The output folder must be shared.
+    executor: cf.Executor | None = None
 
 
 @dataclass
@@ -72,6 +77,23 @@ def _run_one(source: MediaSource, opts: ReplayOptions, out_dir: str, report: boo
     result = _WORKER.replay(source, opts)
     write_outputs(result, Path(out_dir) / source.session_id, report=report)
     return result.summary()
+
+
+def _run_one_anywhere(
+    bundle: str,
+    threads: int,
+    int8: bool,
+    source: MediaSource,
+    opts: ReplayOptions,
+    out_dir: str,
+    report: bool,
+) -> dict[str, Any]:
+    """:func:`_run_one` in a worker of someone else's executor: loads the bundle on its first session."""
+    global _WORKER_KEY
+    if _WORKER is None or (bundle, int8) != _WORKER_KEY:
+        _init_worker(bundle, threads, int8)
+        _WORKER_KEY = (bundle, int8)
+    return _run_one(source, opts, out_dir, report)
 
 
 def _finished_row(folder: Path) -> dict[str, Any] | None:
@@ -142,7 +164,18 @@ def run_batch(
         if bar is not None:
             bar.update(1)
 
-    if workers == 1:
+    if options.executor is not None and todo:
+        args = (str(Path(bundle).resolve()), options.torch_threads or 1, options.int8)
+        futures = {
+            options.executor.submit(
+                _run_one_anywhere, *args, s, options.replay, str(out.resolve()), options.report
+            ): s
+            for s in todo
+        }
+        for fut in cf.as_completed(futures):
+            failed = fut.exception()
+            done(futures[fut].session_id, None if failed else fut.result(), failed)
+    elif workers == 1:
         if todo:
             _init_worker(str(bundle), threads, options.int8)
         for src in todo:

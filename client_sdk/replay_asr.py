@@ -10,6 +10,7 @@ per transcriber, segments in order, one recogniser instance: the same lines as c
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 from dataclasses import dataclass
@@ -151,10 +152,8 @@ class ProcessTranscriber:
     def close(self) -> None:
         """Idempotent: stops the worker."""
         if self._proc.is_alive():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self._conn.send(None)
-            except (OSError, ValueError):
-                pass
             self._proc.join(timeout=10)
             if self._proc.is_alive():
                 self._proc.terminate()

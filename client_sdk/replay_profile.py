@@ -85,5 +85,6 @@ def int8_bundle(bundle: LoadedBundle) -> LoadedBundle:
 
     if bundle.config.audio.int8:
         return bundle
-    model: Any = bundle.audio_encoder if bundle.audio_encoder is not None else build_hubert(bundle.config.audio)
-    return dataclasses.replace(bundle, audio_encoder=quantize_int8(model))
+    model = bundle.audio_encoder if bundle.audio_encoder is not None else build_hubert(bundle.config.audio)
+    quantised: Any = quantize_int8(model)  # still a HubertModel, its Linear layers swapped for int8 ones
+    return dataclasses.replace(bundle, audio_encoder=quantised)

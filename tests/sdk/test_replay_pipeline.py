@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,9 @@ from mllmdr_core.media import AudioFrame, resolve_source
 
 
 @pytest.fixture(scope="module")
-def replayer(tiny_bundle: Path) -> Replayer:
+def replayer(tiny_bundle: Path) -> Iterator[Replayer]:
     made = Replayer(tiny_bundle)
-    yield made  # type: ignore[misc]
+    yield made
     made.close()
 
 
