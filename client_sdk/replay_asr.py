@@ -35,8 +35,9 @@ def make_from_spec(source: str) -> Any:
     return make_transcriber(source)
 
 
-def _serve(conn: Connection, source: str) -> None:
-    """Worker: build the recogniser, then ``(samples, start_s)`` → ``("ok", lines, busy_s)``."""
+def _serve(conn: Connection, requests: Any, source: str) -> None:
+    """Worker: build the recogniser, then ``(samples, start_s)`` from ``requests`` → ``("ok", lines,
+    busy_s)`` on ``conn``."""
     try:
         inner = make_from_spec(source)
     except BaseException as exc:  # reported to the parent on its first read
@@ -44,10 +45,7 @@ def _serve(conn: Connection, source: str) -> None:
         return
     conn.send(("ready", (str(inner.name), bool(inner.low_accuracy)), 0.0))
     while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
+        msg = requests.get()
         if msg is None:
             return
         samples, start_s = msg
@@ -73,8 +71,13 @@ class ProcessTranscriber:
     def __init__(self, source: str) -> None:
         self.source = source
         ctx = multiprocessing.get_context("spawn")  # torch (in the parent) and fork do not mix
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, source), name="replay-asr", daemon=True)
+        self._conn, child = ctx.Pipe(duplex=False)
+        # segments go through a Queue: its feeder thread sends, so transcribe() never waits for the
+        # worker (a Pipe's send blocks once a segment is bigger than the OS pipe buffer)
+        self._requests: Any = ctx.Queue()
+        self._proc = ctx.Process(
+            target=_serve, args=(child, self._requests, source), name="replay-asr", daemon=True
+        )
         self._proc.start()
         child.close()
         self._ready: tuple[str, bool] | None = None
@@ -114,14 +117,13 @@ class ProcessTranscriber:
         return self._wait_ready()[1]
 
     def transcribe(self, samples: FloatArray, start_s: float) -> list[TranscriptLine]:
-        """Queue the segment for the worker; its lines come with :meth:`collect`. Results already back
-        are read first, so the worker never blocks on a full pipe while this blocks on sending."""
+        """Queue the segment for the worker and return at once; its lines come with :meth:`collect`.
+        Results already back are read first (the result pipe never fills up)."""
         while self._conn.poll():
             self._read_one()
-        try:
-            self._conn.send((np.asarray(samples, dtype=np.float32), float(start_s)))
-        except (OSError, ValueError) as exc:
-            raise MediaError(f"speech-to-text worker ({self.source}) stopped: {exc}") from exc
+        if not self._proc.is_alive():
+            raise MediaError(f"speech-to-text worker ({self.source}) stopped")
+        self._requests.put((np.asarray(samples, dtype=np.float32), float(start_s)))
         self._pending += 1
         return []
 
@@ -153,9 +155,11 @@ class ProcessTranscriber:
         """Idempotent: stops the worker."""
         if self._proc.is_alive():
             with contextlib.suppress(OSError, ValueError):
-                self._conn.send(None)
+                self._requests.put(None)
             self._proc.join(timeout=10)
             if self._proc.is_alive():
                 self._proc.terminate()
                 self._proc.join(timeout=5)
         self._conn.close()
+        self._requests.cancel_join_thread()  # nothing queued is wanted any more
+        self._requests.close()
