@@ -77,7 +77,8 @@ def _batch(bundle: Path, rec: SyntheticRecording, work: Path, workers: int, copi
     opts = BatchOptions(out_dir=work / f"out{workers}", workers=workers, resume=False, report=False)
     res = run_batch(bundle, find_sources(folder), opts, progress=False)
     agg = res.media_s / res.wall_s if res.wall_s else 0.0
-    print(f"batch of {copies}, {workers} worker(s): {res.media_s:.0f} s media in {res.wall_s:.1f} s → {agg:.1f}×")
+    media, wall = f"{res.media_s:.0f} s media", f"{res.wall_s:.1f} s"
+    print(f"batch of {copies}, {workers} worker(s): {media} in {wall} → {agg:.1f}×")
     return {
         "workers": workers,
         "sessions": len(res.rows),
@@ -96,7 +97,8 @@ def run_demo(work: Path, seconds: float, repeats: int) -> dict[str, Any]:
     bare.mkdir()
     shutil.copy(rec.video, bare / rec.video.name)  # the same recording, no transcript beside it
     replayer = Replayer(DEMO_BUNDLE)
-    out: dict[str, Any] = {"bundle": "bundles/demo", "recording_s": seconds, "model_load_s": round(replayer.load_s, 2)}
+    out: dict[str, Any] = {"bundle": "bundles/demo", "recording_s": seconds}
+    out["model_load_s"] = round(replayer.load_s, 2)
     out["load_avg_start"] = _load()
     out["fast"] = _figures(_best(replayer, rec.video, ReplayOptions(), repeats))
     out["plain"] = _figures(_best(replayer, rec.video, ReplayOptions(fast=False), repeats))
@@ -111,7 +113,8 @@ def run_demo(work: Path, seconds: float, repeats: int) -> dict[str, Any]:
     one = _batch(DEMO_BUNDLE, rec, work, 1, 4)
     two = _batch(DEMO_BUNDLE, rec, work, 2, 4)
     out["batch"] = {"one_worker": one, "two_workers": two}
-    out["batch_speedup"] = round(two["aggregate_rtf"] / one["aggregate_rtf"], 2) if one["aggregate_rtf"] else None
+    speedup = two["aggregate_rtf"] / one["aggregate_rtf"] if one["aggregate_rtf"] else None
+    out["batch_speedup"] = round(speedup, 2) if speedup is not None else None
     out["met"] = {
         "demo_rtf": out["fast"]["real_time_factor"] >= TARGETS["demo_rtf"],
         "asr_ratio": asr_fig["wall_over_recogniser"] is not None
@@ -128,7 +131,8 @@ def run_base(work: Path, seconds: float, repeats: int) -> dict[str, Any]:
     rec = make_recording(work / "rec-base", duration_s=seconds, fps=15, size=(640, 480), name="base60")
     assert rec.video is not None
     out: dict[str, Any] = {
-        "bundle": "tiny random-init bundle with a HuBERT-base-sized random-init audio encoder (768 hidden, 12 layers)",
+        "bundle": "tiny random-init bundle with a HuBERT-base-sized random-init audio encoder "
+        "(768 hidden, 12 layers)",
         "recording_s": seconds,
         "load_avg_start": _load(),
     }
