@@ -11,7 +11,8 @@ Same features as the live path (``tests/sdk/test_equivalence.py``), three differ
   (its ``1 / analysis_fps`` slot rule, applied to the frames the ingest's thinning kept) and runs the
   face tracker on them; decoding (PyAV) and the face mesh (mediapipe) release the GIL, so on two cores
   the audio path and the video path overlap. The state gets those observations through
-  :class:`PrecomputedFaces`, in the same order, from the same tracker: the same vectors.
+  :class:`PrecomputedFaces`, in the same order, from the same tracker: the same vectors (the queue
+  holds times and observations, not pixels, so the thread may run ahead without a memory bound).
 - **Timing per stage** (decode, face tracker) is measured where it runs and returned with the series.
 
 Frames that are not analysed are still decoded (inter frames need their references: skipping
@@ -26,7 +27,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,9 @@ from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.media import AudioFrame, MediaSource, VideoFrame, iter_audio, iter_video
 
 CHUNK_S = 0.2  # audio chunk length (measured: longer chunks resample slower, the gather leaves the cache)
-_QUEUE_FRAMES = 64  # decoded video frames the thread may run ahead of the audio path
+SPARE_A_CORE = True  # torch runs one thread fewer while the video thread works (see Fast.run)
+_QUEUE_FRAMES = 1 << 20  # the thread runs ahead freely: items are a time and an observation, no pixels
+_NO_PIXELS = np.zeros((1, 1, 3), np.uint8)  # what the state gets: its face tracker is PrecomputedFaces
 _END = object()
 
 
@@ -149,6 +152,7 @@ class VideoThread:
         self._times = times
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_FRAMES)
         self._stop = threading.Event()
+        self.done = threading.Event()  # every frame decoded and analysed (or it failed)
         self._thread = threading.Thread(target=self._run, name="replay-video", daemon=True)
         self._thread.start()
 
@@ -179,12 +183,13 @@ class VideoThread:
                     t = time.perf_counter()
                     obs = tracker.process(frame.rgb, frame.t_s)
                     self._times.face_s += time.perf_counter() - t
-                if not self._put((frame, obs)):
+                if not self._put((VideoFrame(_NO_PIXELS, frame.t_s), obs)):
                     return
             self._put(_END)
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)
         finally:
+            self.done.set()
             if tracker is not None:
                 tracker.close()
 
@@ -218,10 +223,12 @@ def feed(
     window_s: float,
     faces: PrecomputedFaces | None,
     times: FeedTimes,
+    on_video_done: Callable[[], None] | None = None,
 ) -> list[Sample]:
     """Push the whole recording into ``state`` (transcript lines once media time passes their end) and
     sample its indicators every ``interval_s`` of media time. ``faces`` is the state's face tracker
-    (video analysed in a thread) or None (the state runs its own tracker on the video, in this thread)."""
+    (video analysed in a thread) or None (the state runs its own tracker on the video, in this thread);
+    ``on_video_done`` is called once the video thread has finished."""
     visual: VisualConfig = state.config.visual
     # (time, kind, item): an audio chunk at its end time, kind 0, so that video frames inside it go first
     # and a frame at exactly its end goes after it (the live order: audio up to t, then the frame at t).
@@ -248,6 +255,9 @@ def feed(
     first_audio = True
     try:
         for _key, kind, item in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
+            if on_video_done is not None and video is not None and video.done.is_set():
+                on_video_done()  # the video thread's core is free again
+                on_video_done = None
             if kind == 0:
                 # As the server: interleaved samples; continuous audio after the first chunk.
                 state.push_audio(
@@ -294,15 +304,18 @@ class Fast:
 
         from client_sdk.replay import IndicatorSample
 
-        # The video thread takes a core: torch's intra-op threads would spin against it (measured: the
-        # encoder 5-10x slower on a busy 2-core machine); the assessment after the feed gets them back.
+        # While the video thread works it takes a core: torch's intra-op threads would spin against it
+        # (measured: the demo encoder 5-10x slower on a busy 2-core machine); they come back as soon as
+        # the video is done (a HuBERT-base encoder outlasts the video: 8.5x vs 5.9x real time).
         threads = torch.get_num_threads()
-        if self.faces is not None and threads > 1:
+        spare = self.faces is not None and threads > 1 and SPARE_A_CORE
+        if spare:
             torch.set_num_threads(threads - 1)
         try:
             series = feed(
                 state, self.src, lines, max_s=self.opts.max_s, interval_s=self.opts.indicator_interval_s,
                 window_s=self.opts.indicator_window_s, faces=self.faces, times=self.times,
+                on_video_done=(lambda: torch.set_num_threads(threads)) if spare else None,
             )
         finally:
             torch.set_num_threads(threads)
