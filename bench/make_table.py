@@ -116,15 +116,29 @@ def long_session(doc: Doc) -> list[Row]:
 
 def replay(doc: Doc) -> list[Row]:
     rows = []
-    for key, run in doc["runs"].items():
-        rtf = run["single_worker"]["rtf"]
-        figure = f"{run['recording_s'] / 60:g}-min recording, single worker RTF **{rtf}**"
-        if "all_cores" in run:
-            every = run["all_cores"]
-            figure += f", all {every['workers']} cores aggregate RTF {every['aggregate_rtf']}"
-        load = "→".join(_num(x) for x in run.get("load_average_1m_at_start_and_end", []))
-        source = {**doc, **run, "machine": doc.get("machine"), "load_text": f"{load} (1 min, start→end)"}
-        rows.append(Row(f"replay ({key})", f"{figure} ({run['bundle']})", source=source))
+    runs, targets = doc["runs"], doc["targets"]
+    if "demo" in runs:
+        r = runs["demo"]
+        asr, batch = r["speech_to_text"], r["batch"]
+        figure = (
+            f"{r['recording_s']:g}-s recording + transcript: **{r['fast']['real_time_factor']}×** "
+            f"(server's 20 ms loop {r['plain']['real_time_factor']}×); speech-to-text on: replay "
+            f"**{asr['wall_over_recogniser']}×** the recogniser's {asr['recogniser_s']} s "
+            f"(RTF {asr['real_time_factor']}); batch of {batch['one_worker']['sessions']}, 2 workers vs 1: "
+            f"**{r['batch_speedup']}×** ({batch['two_workers']['aggregate_rtf']}× vs "
+            f"{batch['one_worker']['aggregate_rtf']}× aggregate, process start and bundle load included) "
+            f"({r['bundle']})"
+        )
+        target = f"≥ {targets['demo_rtf']:g}×; ≤ {targets['asr_ratio']:g}×; ≥ {targets['batch_speedup']:g}×"
+        rows.append(Row("replay (demo)", figure, target, all(r["met"].values()), {**doc, **r}))
+    if "base" in runs:
+        r = runs["base"]
+        figure = (
+            f"{r['recording_s']:g}-s recording + transcript: fp32 **{r['fp32']['real_time_factor']}×**, "
+            f"int8 **{r['int8']['real_time_factor']}×** ({r['bundle']})"
+        )
+        target = f"≥ {targets['base_rtf']:g}×"
+        rows.append(Row("replay (base)", figure, target, r["met"]["base_rtf"], {**doc, **r}))
     return rows
 
 

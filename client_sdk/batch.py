@@ -29,6 +29,7 @@ from mllmdr_core.media import MediaSource
 from mllmdr_core.metrics import plot_confusion
 
 _WORKER: Replayer | None = None
+_WORKER_KEY: tuple[str, bool] | None = None  # (bundle, int8) of _WORKER in an executor's worker
 
 
 @dataclass
@@ -40,6 +41,11 @@ class BatchOptions:
     labels: Path | None = None  # split / labels CSV; also restricts the batch to its sessions
     replay: ReplayOptions = field(default_factory=ReplayOptions)
     torch_threads: int | None = None  # per worker; default cores // workers
+    int8: bool = False  # int8 (dynamic) audio encoder, quantised once per worker
+    # An executor you already run (e.g. a Dask cluster's ``Client.get_executor()``, see
+    # ``client_sdk/batch_cluster.py``): sessions go there instead of a local process pool; each of its
+    # worker processes loads the bundle once, on its first session. The output folder must be shared.
+    executor: cf.Executor | None = None
 
 
 @dataclass
@@ -55,12 +61,15 @@ class BatchResult:
         return float(sum(r.get("media_s", 0.0) for r in self.rows))
 
 
-def _init_worker(bundle: str, threads: int) -> None:
+def _init_worker(bundle: str, threads: int, int8: bool = False) -> None:
+    """Once per worker process: torch threads and the one model load this process makes."""
     global _WORKER
     import torch
 
     torch.set_num_threads(max(1, threads))
-    _WORKER = Replayer(bundle)
+    if _WORKER is not None:
+        _WORKER.close()
+    _WORKER = Replayer(bundle, int8=int8)
 
 
 def _run_one(source: MediaSource, opts: ReplayOptions, out_dir: str, report: bool) -> dict[str, Any]:
@@ -68,6 +77,23 @@ def _run_one(source: MediaSource, opts: ReplayOptions, out_dir: str, report: boo
     result = _WORKER.replay(source, opts)
     write_outputs(result, Path(out_dir) / source.session_id, report=report)
     return result.summary()
+
+
+def _run_one_anywhere(
+    bundle: str,
+    threads: int,
+    int8: bool,
+    source: MediaSource,
+    opts: ReplayOptions,
+    out_dir: str,
+    report: bool,
+) -> dict[str, Any]:
+    """:func:`_run_one` in a worker of someone else's executor: loads the bundle on its first session."""
+    global _WORKER_KEY
+    if _WORKER is None or (bundle, int8) != _WORKER_KEY:
+        _init_worker(bundle, threads, int8)
+        _WORKER_KEY = (bundle, int8)
+    return _run_one(source, opts, out_dir, report)
 
 
 def _finished_row(folder: Path) -> dict[str, Any] | None:
@@ -138,19 +164,32 @@ def run_batch(
         if bar is not None:
             bar.update(1)
 
-    if workers == 1:
+    if options.executor is not None and todo:
+        args = (str(Path(bundle).resolve()), options.torch_threads or 1, options.int8)
+        futures = {
+            options.executor.submit(
+                _run_one_anywhere, *args, s, options.replay, str(out.resolve()), options.report
+            ): s
+            for s in todo
+        }
+        for fut in cf.as_completed(futures):
+            failed = fut.exception()
+            done(futures[fut].session_id, None if failed else fut.result(), failed)
+    elif workers == 1:
         if todo:
-            _init_worker(str(bundle), threads)
+            _init_worker(str(bundle), threads, options.int8)
         for src in todo:
             try:
                 done(src.session_id, _run_one(src, options.replay, str(out), options.report), None)
             except (MllmdrError, OSError, ValueError, RuntimeError) as exc:
                 traceback.print_exc()
                 done(src.session_id, None, exc)
+        if _WORKER is not None:
+            _WORKER.close()  # its speech-to-text worker process
     elif todo:
         ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
         with cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(str(bundle), threads)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(str(bundle), threads, options.int8)
         ) as pool:
             futures = {pool.submit(_run_one, s, options.replay, str(out), options.report): s for s in todo}
             for fut in cf.as_completed(futures):

@@ -79,7 +79,21 @@ def _parser() -> argparse.ArgumentParser:
         help="two-party recording: this stereo channel is the interviewer (the other the patient)",
     )
     rep.add_argument("--interviewer", help="two-party: the interviewer's own audio file (one recording)")
-    rep.add_argument("--workers", type=int, default=1, help="parallel worker processes for a batch")
+    rep.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="parallel worker processes for a batch (default 0: one per core, at most one per recording)",
+    )
+    rep.add_argument("--profile", action="store_true", help="print each recording's per-stage time table")
+    rep.add_argument(
+        "--int8", action="store_true", help="int8 (dynamic) audio encoder: faster, features differ slightly"
+    )
+    rep.add_argument(
+        "--plain",
+        action="store_true",
+        help="the server's 20 ms push loop instead of the offline pipeline (same features, slower)",
+    )
     rep.add_argument("--no-resume", action="store_true", help="redo sessions that already have results")
     rep.add_argument("--labels", help="split/labels CSV: restrict the batch to it and evaluate")
     rep.add_argument("--max-s", type=float, default=None, help="replay only the first S seconds")
@@ -121,6 +135,7 @@ def _replay(args: argparse.Namespace) -> int:
         max_s=args.max_s,
         interviewer_channel=args.interviewer_channel,
         interviewer_audio=Path(args.interviewer) if args.interviewer else None,
+        fast=not args.plain,
     )
     sources = find_sources(args.path)
     if args.interviewer and len(sources) != 1:
@@ -131,13 +146,16 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     batch = BatchOptions(
         out_dir=Path(args.out),
-        workers=args.workers,
+        workers=args.workers or (os.cpu_count() or 1),
+        int8=args.int8,
         resume=not args.no_resume,
         report=not args.no_report,
         labels=Path(args.labels) if args.labels else None,
         replay=opts,
     )
     result = run_batch(args.bundle, sources, batch, progress=not args.quiet)
+    if args.profile:
+        _print_profiles(Path(args.out), result.rows)
     for row in result.rows:
         screen = "positive" if row["binary"] else "negative"
         print(
@@ -156,6 +174,18 @@ def _replay(args: argparse.Namespace) -> int:
             f"F1 {b['f1']:.3f} MAE {r['mae']:.3f} RMSE {r['rmse']:.3f} → {Path(args.out) / 'evaluation.md'}"
         )
     return 1 if result.failures else 0
+
+
+def _print_profiles(out: Path, rows: Sequence[dict[str, object]]) -> None:
+    """Each finished recording's per-stage table, read back from its ``replay.json``."""
+    from client_sdk.replay_profile import format_table
+
+    for row in rows:
+        meta_path = out / str(row["session_id"]) / "replay.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        stages = meta.get("stage_s")
+        if stages:
+            print(format_table(str(row["session_id"]), float(meta.get("media_s", 0.0)), stages))
 
 
 # --- publish ------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from client_sdk import replay_pipeline
+from client_sdk.replay_profile import stage_times
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
 from mllmdr_core.frames import FloatArray, TranscriptLine
@@ -44,6 +46,8 @@ class ReplayOptions:
     # Two-party recordings (speech-to-text only; a transcript file, when given, is used instead):
     interviewer_channel: Literal["left", "right"] | None = None  # stereo: this channel is the interviewer
     interviewer_audio: Path | None = None  # the interviewer's audio as its own file
+    fast: bool = True  # offline pipeline (client_sdk/replay_pipeline.py); False: the server's 20 ms loop
+    asr_process: bool = True  # speech-to-text in a worker process beside the replay (replay_asr.py)
 
 
 Channel = Literal["left", "right"]
@@ -70,6 +74,7 @@ class ReplayResult:
     stats: dict[str, float] = field(default_factory=dict)
     audio_features: FloatArray | None = None  # (Ta, Da)
     visual_features: FloatArray | None = None  # (Tv, Dv)
+    stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (replay_profile.py)
 
     @property
     def rtf(self) -> float:
@@ -100,17 +105,43 @@ class ReplayResult:
 class Replayer:
     """Replays recordings with one loaded bundle (load it once, replay many)."""
 
-    def __init__(self, bundle: LoadedBundle | str | Path, *, assessor: Assessor | None = None) -> None:
+    def __init__(
+        self, bundle: LoadedBundle | str | Path, *, assessor: Assessor | None = None, int8: bool = False
+    ) -> None:
+        started = time.perf_counter()
         from mllmdr_core.assess import Assessor
         from mllmdr_core.bundle import load_bundle
 
         self.bundle = load_bundle(bundle) if isinstance(bundle, str | Path) else bundle
+        if int8:
+            from client_sdk.replay_profile import int8_bundle
+
+            self.bundle = int8_bundle(self.bundle)
+        self.int8 = int8
         self.assessor = assessor or Assessor(self.bundle)
         self._transcribers: dict[str, Any] = {}
+        self.load_s = time.perf_counter() - started  # model load (bundle, HuBERT, LLM), once per Replayer
+        self._asr_process = False
+
+    def close(self) -> None:
+        """Stops the speech-to-text worker processes (idempotent)."""
+        for made in self._transcribers.values():
+            closing = getattr(made, "close", None)
+            if callable(closing):
+                closing()
+        self._transcribers.clear()
 
     def _transcriber(self, source: str, party: str = "patient") -> Any:
         """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber (one per
-        party: a recogniser adapts to its speaker's level)."""
+        party: a recogniser adapts to its speaker's level); in a worker process beside the replay
+        (client_sdk/replay_asr.py) when the offline pipeline runs."""
+        if self._asr_process:
+            from client_sdk.replay_asr import ProcessTranscriber
+
+            key = f"process:{party}:{source}"
+            if key not in self._transcribers:
+                self._transcribers[key] = ProcessTranscriber(source)
+            return self._transcribers[key]
         key = f"{party}:{source}"
         if key not in self._transcribers:
             from mllmdr_core.features.transcribe import make_transcriber
@@ -139,25 +170,37 @@ class Replayer:
         transcript_path = opts.transcript or src.transcript
         lines = read_transcript(transcript_path) if transcript_path is not None else []
         transcriber = None
+        two_party_opts = bool(opts.interviewer_channel or opts.interviewer_audio)
+        self._asr_process = opts.fast and opts.asr_process and not two_party_opts
         if not lines and opts.use_asr and src.audio is not None:
             transcriber = self._transcriber(opts.asr or "pocketsphinx")
         started = time.perf_counter()
-        state = self.assessor.new_session_state(src.session_id, transcriber=transcriber)
+        two_party = transcriber is not None and bool(opts.interviewer_channel or opts.interviewer_audio)
+        # the offline pipeline is for one party; a two-party recording takes the server's 20 ms loop
+        fast = (
+            replay_pipeline.Fast(self.bundle.config.visual, src, opts, transcriber)
+            if opts.fast and not two_party
+            else None
+        )
+        extra = {"face_tracker": fast.faces} if fast is not None and fast.faces is not None else {}
+        state = self.assessor.new_session_state(src.session_id, transcriber=transcriber, **extra)
         interviewer = (
             SpeechTrack(
                 self.bundle.config,
                 self._transcriber(opts.asr or "pocketsphinx", "interviewer"),
                 on_lines=lambda new: _add_lines(state, new),
             )
-            if transcriber is not None and (opts.interviewer_channel or opts.interviewer_audio)
+            if two_party
             else None
         )
         try:
-            series = _push_all(
-                state, src, lines, opts, float(self.bundle.config.visual.analysis_fps), interviewer
-            )
-            if interviewer is not None and opts.interviewer_audio is not None:
-                _push_interviewer_file(interviewer, opts.interviewer_audio, opts.max_s)
+            if fast is not None:
+                series = fast.run(state, lines)
+            else:
+                fps = float(self.bundle.config.visual.analysis_fps)
+                series = _push_all(state, src, lines, opts, fps, interviewer)
+                if interviewer is not None and opts.interviewer_audio is not None:
+                    _push_interviewer_file(interviewer, opts.interviewer_audio, opts.max_s)
             # End of the recording = end of the audio stream: close the open speech segment (and let
             # speech-to-text hear it) and encode the last window.
             flush = getattr(state, "flush", None)
@@ -170,13 +213,20 @@ class Replayer:
                 raise MediaError(f"{src.session_id}: no media decoded")
             # The server's final snapshot: whole-session features, indicators over the last
             # ``indicator_window_s`` (finite only), the transcript, window [0, media time].
+            if fast is not None:
+                fast.collect_transcript(state, transcriber)
             snap = state.snapshot(opts.indicator_window_s)
             session_indicators = finite(state.indicators(window_s=max(media_s, 1e-3)))
+            assess_started = time.perf_counter()
             assessment = self.assessor.assess(snap, session_id=src.session_id, kind="final")
+            assess_s = time.perf_counter() - assess_started
             stats = {k: float(v) for k, v in state.stats.items()}
+            if fast is not None:  # the speech-to-text worker's errors, as the state counts inline ones
+                stats["transcriber_errors"] += fast.times.extra.get("speech_to_text_errors", 0.0)
         finally:
             state.close()
         wall = time.perf_counter() - started
+        stages = stage_times(stats, fast.times if fast else None, assess_s, wall, self.load_s)
         return ReplayResult(
             source=src,
             assessment=assessment,
@@ -189,6 +239,7 @@ class Replayer:
             stats=stats,
             audio_features=snap.audio if keep_features else None,
             visual_features=snap.visual if keep_features else None,
+            stages=stages,
         )
 
 

@@ -43,6 +43,9 @@ def write_outputs(result: ReplayResult, out_dir: str | Path, *, report: bool = T
         "media_s": result.media_s,
         "wall_s": result.wall_s,
         "rtf": result.rtf,
+        # media seconds / replay wall seconds (model load excluded: stage_s.model_load, once per process)
+        "real_time_factor": result.rtf,
+        "stage_s": result.stages,
         "stats": result.stats,
         "session_indicators": result.session_indicators,
         "assessed_indicators": result.assessed_indicators,

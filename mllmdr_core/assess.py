@@ -50,6 +50,7 @@ from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import FeatureSpecError
 from mllmdr_core.features.encoder import StreamingHubertEncoder
+from mllmdr_core.features.face import FaceTracker
 from mllmdr_core.features.visual_schema import V2_SPEC, restrict
 from mllmdr_core.frames import FloatArray, QAPair, TranscriptLine
 from mllmdr_core.grounding import check as check_grounding
@@ -162,11 +163,18 @@ class Assessor:
         self.interview_script = interview_script
         self.max_pairs = bundle.config.assess.max_qa_pairs_per_item
 
-    def new_session_state(self, session_id: str, transcriber: object | None = None) -> SessionState:
-        """A ``SessionState`` whose audio encoder is the bundle's HuBERT (same features as in training)."""
+    def new_session_state(
+        self, session_id: str, transcriber: object | None = None, face_tracker: FaceTracker | None = None
+    ) -> SessionState:
+        """A ``SessionState`` whose audio encoder is the bundle's HuBERT (same features as in training);
+        ``face_tracker``: one the caller owns (default: the state builds its own)."""
         encoder = StreamingHubertEncoder(self.bundle.config.audio, model=self.bundle.audio_encoder)
         return SessionState(
-            self.bundle.config, session_id=session_id, audio_encoder=encoder, transcriber=transcriber
+            self.bundle.config,
+            session_id=session_id,
+            audio_encoder=encoder,
+            transcriber=transcriber,
+            face_tracker=face_tracker,
         )
 
     def _features(self, array: FloatArray | None, dim: int, name: str) -> torch.Tensor | None:

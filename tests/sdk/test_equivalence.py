@@ -94,8 +94,9 @@ class _KeepingAssessor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def new_session_state(self, session_id: str, transcriber: object | None = None) -> Any:
-        return _KeepingState(self._inner.new_session_state(session_id, transcriber=transcriber), self.kept)
+    def new_session_state(self, session_id: str, transcriber: object | None = None, **kw: Any) -> Any:
+        inner = self._inner.new_session_state(session_id, transcriber=transcriber, **kw)
+        return _KeepingState(inner, self.kept)
 
 
 def _compare(live: dict[int, FloatArray], replay: dict[int, FloatArray]) -> tuple[int, float]:
