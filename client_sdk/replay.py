@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from client_sdk import replay_pipeline
+from client_sdk.replay_pipeline import IndicatorSample
 from client_sdk.replay_profile import stage_times
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MediaError
@@ -51,12 +52,6 @@ class ReplayOptions:
 
 
 Channel = Literal["left", "right"]
-
-
-@dataclass
-class IndicatorSample:
-    media_time_s: float
-    values: dict[str, float]
 
 
 @dataclass

@@ -47,6 +47,14 @@ _END = object()
 
 
 @dataclass
+class IndicatorSample:
+    """The live indicators at one media time of a replay (the series replay writes)."""
+
+    media_time_s: float
+    values: dict[str, float]
+
+
+@dataclass
 class FeedTimes:
     """Wall seconds spent per stage outside ``SessionState`` (its own stage times are in its stats)."""
 
@@ -299,10 +307,8 @@ class Fast:
         self.faces = PrecomputedFaces(visual.spec) if src.video is not None else None
 
     def run(self, state: Any, lines: Sequence[TranscriptLine]) -> list[Any]:
-        """Feed the recording; the indicator series as ``replay.IndicatorSample``."""
+        """Feed the recording; the indicator series as ``IndicatorSample``."""
         import torch
-
-        from client_sdk.replay import IndicatorSample
 
         # While the video thread works it takes a core: torch's intra-op threads would spin against it
         # (measured: the demo encoder 5-10x slower on a busy 2-core machine); they come back as soon as

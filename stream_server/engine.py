@@ -143,7 +143,12 @@ class CoreEngine:
         llm_weights = not isinstance(backend, VLLMSettings) or backend.llm_weights
         self._bundle: Any = load_bundle(Path(bundle_path), llm_weights=llm_weights)
         if isinstance(backend, VLLMSettings):  # built for this bundle: its max_new_tokens, placeholder ids
-            backend = backend.for_bundle(self._bundle)
+            if backend.native:
+                from mllmdr_core.backends.vllm_native import native_backend
+
+                backend = native_backend(backend, self._bundle)
+            else:
+                backend = backend.for_bundle(self._bundle)
         self._assessor: Any = Assessor(self._bundle, backend)
         self.config: Any = self._bundle.config
         non_clinical = bool(self._bundle.non_clinical)

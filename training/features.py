@@ -118,10 +118,11 @@ def _make_state(cfg: MllmdrConfig, session_id: str, encoder_dir: str | None) -> 
     if encoder_dir is not None:
         from transformers import HubertModel
 
-        model = _WORKER.get("hubert")
-        if model is None:
-            model = HubertModel.from_pretrained(encoder_dir).eval()
-            _WORKER["hubert"] = model
+        cached = _WORKER.get("hubert")  # (encoder_dir, model): one load per process and encoder
+        if cached is None or cached[0] != encoder_dir:
+            cached = (encoder_dir, HubertModel.from_pretrained(encoder_dir).eval())
+            _WORKER["hubert"] = cached
+        model = cached[1]
         encoder = StreamingHubertEncoder(cfg.audio, model=model)
     return SessionState(cfg, session_id=session_id, audio_encoder=encoder)
 

@@ -344,27 +344,9 @@ class VLLMSettings:
         return VLLMBackend(self.url, self.model, **kwargs)
 
     def for_bundle(self, bundle: LoadedBundle) -> VLLMBackend:
-        """The backend for a loaded bundle (its ``llm.max_new_tokens`` and placeholder token ids)."""
+        """The backend for a loaded bundle (its ``llm.max_new_tokens`` and placeholder token ids); with
+        ``native`` use :func:`mllmdr_core.backends.vllm_native.native_backend` instead."""
         model = bundle.model
-        max_tokens = self.max_tokens if self.max_tokens is not None else int(bundle.config.llm.max_new_tokens)
-        if self.native:
-            from mllmdr_core.backends.vllm_native import VLLMNativeBackend
-
-            return VLLMNativeBackend.from_bundle(
-                self.url,
-                bundle,
-                self.model,
-                maa_url=self.maa_url,
-                maa_model_name=self.maa_model,
-                max_tokens=max_tokens,
-                api_key=self.api_key,
-                timeout_s=self.timeout_s,
-                connect_timeout_s=self.connect_timeout_s,
-                retries=self.retries,
-                backoff_s=self.backoff_s,
-                wire_dtype=self.wire_dtype,
-                **({} if self.suppress_placeholders else {"suppress_token_ids": ()}),
-            )
         return self.build(
             max_new_tokens=int(bundle.config.llm.max_new_tokens),
             placeholder_ids=(int(model.audio_token_id), int(model.video_token_id)),

@@ -34,7 +34,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from mllmdr_core.backends.base import ItemOutput, SoftPromptRequest, SoftTokens
-from mllmdr_core.backends.vllm_backend import VLLMBackend, encode_prompt_embeds
+from mllmdr_core.backends.vllm_backend import VLLMBackend, VLLMSettings, encode_prompt_embeds
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import BackendError
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
@@ -247,3 +247,26 @@ class VLLMNativeBackend(VLLMBackend):
             prompt_tokens=len(prompt_ids) if isinstance(prompt_ids, list) else 0,
             generated_tokens=len(token_ids) if isinstance(token_ids, list) else 0,
         )
+
+
+def native_backend(settings: VLLMSettings, bundle: LoadedBundle) -> VLLMNativeBackend:
+    """The plugin client for ``bundle`` from the deployment's ``settings`` (``settings.native``): every
+    option of the ``vllm`` backend plus the MAA pooling server."""
+    max_tokens = settings.max_tokens
+    if max_tokens is None:
+        max_tokens = int(bundle.config.llm.max_new_tokens)
+    return VLLMNativeBackend.from_bundle(
+        settings.url,
+        bundle,
+        settings.model,
+        maa_url=settings.maa_url,
+        maa_model_name=settings.maa_model,
+        max_tokens=max_tokens,
+        api_key=settings.api_key,
+        timeout_s=settings.timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        retries=settings.retries,
+        backoff_s=settings.backoff_s,
+        wire_dtype=settings.wire_dtype,
+        **({} if settings.suppress_placeholders else {"suppress_token_ids": ()}),
+    )

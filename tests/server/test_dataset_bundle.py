@@ -50,7 +50,7 @@ async def test_dataset_bundle_serves_a_live_call(tmp_path: Path, edaic_bundle: P
             json={"text": "I wake up at four", "speaker": "patient", "start_s": 1, "end_s": 2},
         )
         assert r.status_code < 300, r.text
-        r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.bearer(s["publisher_token"]))
+        r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())  # results: API key
         assert r.status_code == 200, r.text
         model = r.json()["assessment"]["model"]
         assert model["modalities"] == ["text", "audio", "video"]
