@@ -15,9 +15,10 @@ Same features as the live path (``tests/sdk/test_equivalence.py``), three differ
   holds times and observations, not pixels, so the thread may run ahead without a memory bound).
 - **Timing per stage** (decode, face tracker) is measured where it runs and returned with the series.
 
-Frames that are not analysed are still decoded (inter frames need their references: skipping
-non-reference frames with ``skip_frame="NONREF"`` would change which frame lands in a slot); the RGB
-conversion is skipped for frames the ingest's thinning drops (``iter_video``).
+Frames that are not analysed are still decoded (inter frames need their references; measured on a
+60-s 640x480 h264 file: 0.17 s for all 900 frames, ``skip_frame="NONREF"`` no faster, ``"NONKEY"``
+only the keyframes); the RGB conversion is skipped for frames the ingest's thinning drops
+(``iter_video``).
 """
 
 from __future__ import annotations
