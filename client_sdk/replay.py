@@ -111,6 +111,8 @@ class Replayer:
         self.int8 = int8
         self.assessor = assessor or Assessor(self.bundle)
         self._transcribers: dict[str, Any] = {}
+        self._faces = replay_pipeline.TrackerPool()  # face trackers reused across replays
+        self._faces.warm(self.bundle.config.visual)  # the face mesh is part of the model load
         self.load_s = time.perf_counter() - started  # model load (bundle, HuBERT, LLM), once per Replayer
         self._asr_process = False
 
@@ -121,6 +123,7 @@ class Replayer:
             if callable(closing):
                 closing()
         self._transcribers.clear()
+        self._faces.close()
 
     def _transcriber(self, source: str) -> Any:
         """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber."""
@@ -162,7 +165,8 @@ class Replayer:
         if not lines and opts.use_asr and src.audio is not None:
             transcriber = self._transcriber(opts.asr or "pocketsphinx")
         started = time.perf_counter()
-        fast = replay_pipeline.Fast(self.bundle.config.visual, src, opts, transcriber) if opts.fast else None
+        visual = self.bundle.config.visual
+        fast = replay_pipeline.Fast(visual, src, opts, transcriber, self._faces) if opts.fast else None
         extra = {"face_tracker": fast.faces} if fast is not None and fast.faces is not None else {}
         state = self.assessor.new_session_state(src.session_id, transcriber=transcriber, **extra)
         try:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from mllmdr_core.config import VisualConfig
-from mllmdr_core.errors import MediaError
+from mllmdr_core.errors import ConfigError, MediaError
 from mllmdr_core.features.face import FaceObservation, FaceTracker, make_face_tracker
 from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.media import AudioFrame, MediaSource, VideoFrame, iter_audio, iter_video
@@ -142,11 +142,59 @@ class _Slots:
         return True
 
 
+class TrackerPool:
+    """Face trackers kept between replays (building a face mesh costs ~0.3–0.5 s): ``take`` one, ``give``
+    it back; a tracker without ``reset()`` (a fresh stream) is closed instead of kept."""
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[FaceTracker]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, visual: VisualConfig) -> FaceTracker:
+        with self._lock:
+            idle = self._idle.get(visual.spec)
+            if idle:
+                return idle.pop()
+        return make_face_tracker(visual)
+
+    def give(self, tracker: FaceTracker) -> None:
+        reset = getattr(tracker, "reset", None)
+        if not callable(reset):
+            tracker.close()
+            return
+        reset()
+        with self._lock:
+            self._idle.setdefault(tracker.spec, []).append(tracker)
+
+    def warm(self, visual: VisualConfig) -> None:
+        """Build one tracker now (during the model load); a spec without a tracker fails later, when a
+        recording with video needs one, as it would without the pool."""
+        try:
+            self.give(self.take(visual))
+        except ConfigError:
+            return
+
+    def close(self) -> None:
+        with self._lock:
+            trackers = [t for idle in self._idle.values() for t in idle]
+            self._idle.clear()
+        for tracker in trackers:
+            tracker.close()
+
+
 class VideoThread:
     """Decodes the video and runs the face tracker on the analysed frames, ahead of the audio path."""
 
-    def __init__(self, src: MediaSource, visual: VisualConfig, max_s: float | None, times: FeedTimes) -> None:
+    def __init__(
+        self,
+        src: MediaSource,
+        visual: VisualConfig,
+        max_s: float | None,
+        times: FeedTimes,
+        pool: TrackerPool | None = None,
+    ) -> None:
         assert src.video is not None
+        self._pool = pool or TrackerPool()
         self._path = src.video
         self._visual = visual
         self._max_s = max_s
@@ -180,7 +228,7 @@ class VideoThread:
                 obs = None
                 if slots.analysed(frame.t_s):
                     if tracker is None:
-                        tracker = make_face_tracker(self._visual)
+                        tracker = self._pool.take(self._visual)
                     t = time.perf_counter()
                     obs = tracker.process(frame.rgb, frame.t_s)
                     self._times.face_s += time.perf_counter() - t
@@ -192,7 +240,7 @@ class VideoThread:
         finally:
             self.done.set()
             if tracker is not None:
-                tracker.close()
+                self._pool.give(tracker)
 
     def frames(self) -> Iterator[tuple[VideoFrame, FaceObservation | None]]:
         while True:
@@ -225,6 +273,7 @@ def feed(
     faces: PrecomputedFaces | None,
     times: FeedTimes,
     on_video_done: Callable[[], None] | None = None,
+    pool: TrackerPool | None = None,
 ) -> list[Sample]:
     """Push the whole recording into ``state`` (transcript lines once media time passes their end) and
     sample its indicators every ``interval_s`` of media time. ``faces`` is the state's face tracker
@@ -241,7 +290,7 @@ def feed(
         streams.append((c.end_s, 0, c) for c in chunks)  # after the video frames it spans
     if src.video is not None:
         if faces is not None:
-            video = VideoThread(src, visual, max_s, times)
+            video = VideoThread(src, visual, max_s, times, pool)
             streams.append((f.t_s, 1, (f, obs)) for f, obs in video.frames())
         else:
             plain = iter_video(src.video, max_s=max_s, analysis_fps=float(visual.analysis_fps))
@@ -290,7 +339,9 @@ def feed(
 class Fast:
     """One replay's offline pipeline: the face tracker it hands the state, the feed, the transcript."""
 
-    def __init__(self, visual: VisualConfig, src: MediaSource, opts: Any, transcriber: Any) -> None:
+    def __init__(
+        self, visual: VisualConfig, src: MediaSource, opts: Any, transcriber: Any, pool: TrackerPool | None
+    ) -> None:
         discard = getattr(transcriber, "discard", None)
         if callable(discard):  # a worker still holding segments of a replay that failed
             discard()
@@ -298,6 +349,7 @@ class Fast:
         self.opts = opts
         self.times = FeedTimes()
         self.faces = PrecomputedFaces(visual.spec) if src.video is not None else None
+        self.pool = pool
 
     def run(self, state: Any, lines: Sequence[TranscriptLine]) -> list[Any]:
         """Feed the recording; the indicator series as ``replay.IndicatorSample``."""
@@ -317,6 +369,7 @@ class Fast:
                 state, self.src, lines, max_s=self.opts.max_s, interval_s=self.opts.indicator_interval_s,
                 window_s=self.opts.indicator_window_s, faces=self.faces, times=self.times,
                 on_video_done=(lambda: torch.set_num_threads(threads)) if spare else None,
+                pool=self.pool,
             )
         finally:
             torch.set_num_threads(threads)
