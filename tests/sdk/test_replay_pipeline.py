@@ -15,8 +15,9 @@ import torch
 
 from client_sdk.cli import main
 from client_sdk.replay import Replayer, ReplayOptions
-from client_sdk.replay_pipeline import FeedTimes, audio_chunks
+from client_sdk.replay_pipeline import audio_chunks
 from client_sdk.replay_profile import STAGES
+from client_sdk.replay_video import FeedTimes
 from client_sdk.synth import SyntheticRecording
 from mllmdr_core.media import AudioFrame, resolve_source
 
