@@ -8,12 +8,13 @@ Same features as the live path (``tests/sdk/test_equivalence.py``), three differ
   and the encoder on a fixed window grid, so the features are the same, and Python's per-call cost is
   paid 10× less often. Longer chunks were measured slower (the resampler's gather leaves the cache),
   so a chunk completes at most one encoder window: windows are not batched beyond that.
-- **Video beside the audio** (``client_sdk/replay_video.py``). A thread decodes the video, keeps the
-  frames the state will analyse (its ``1 / analysis_fps`` slot rule, applied to the frames the
+- **Video beside the audio** (``client_sdk/replay_video.py``). A thread decodes the video, keeps
+  the frames the state will analyse (its ``1 / analysis_fps`` slot rule, applied to the frames the
   ingest's thinning kept) and runs the face tracker on them; decoding (PyAV) and the face mesh
-  (mediapipe) release the GIL, so on two cores the audio path and the video path overlap. The state gets those observations through
-  :class:`PrecomputedFaces`, in the same order, from the same tracker: the same vectors (the queue
-  holds times and observations, not pixels, so the thread may run ahead without a memory bound).
+  (mediapipe) release the GIL, so on two cores the audio path and the video path overlap. The state
+  gets those observations through :class:`PrecomputedFaces`, in the same order, from the same
+  tracker: the same vectors (the queue holds times and observations, not pixels, so the thread may
+  run ahead without a memory bound).
 - **Timing per stage** (decode, face tracker) is measured where it runs and returned with the series.
 
 Frames that are not analysed are still decoded (inter frames need their references; measured on a
