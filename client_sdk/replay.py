@@ -115,6 +115,8 @@ class Replayer:
         self.int8 = int8
         self.assessor = assessor or Assessor(self.bundle)
         self._transcribers: dict[str, Any] = {}
+        self._faces = replay_pipeline.TrackerPool()  # face trackers reused across replays
+        self._faces.warm(self.bundle.config.visual)  # the face mesh is part of the model load
         self.load_s = time.perf_counter() - started  # model load (bundle, HuBERT, LLM), once per Replayer
         self._asr_process = False
 
@@ -125,6 +127,7 @@ class Replayer:
             if callable(closing):
                 closing()
         self._transcribers.clear()
+        self._faces.close()
 
     def _transcriber(self, source: str, party: str = "patient") -> Any:
         """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber (one per
@@ -172,8 +175,9 @@ class Replayer:
         started = time.perf_counter()
         two_party = transcriber is not None and bool(opts.interviewer_channel or opts.interviewer_audio)
         # the offline pipeline is for one party; a two-party recording takes the server's 20 ms loop
+        visual = self.bundle.config.visual
         fast = (
-            replay_pipeline.Fast(self.bundle.config.visual, src, opts, transcriber)
+            replay_pipeline.Fast(visual, src, opts, transcriber, self._faces)
             if opts.fast and not two_party
             else None
         )

@@ -172,6 +172,13 @@ class MediapipeFaceTracker:
         span = (lm[:, :2].max(axis=0) - lm[:, :2].min(axis=0)) * np.array([w, h])
         return lm if float(span.min()) >= self.cfg.min_face_px else None
 
+    def reset(self) -> None:
+        """Ready for a new video stream (the face mesh runs per image; only the motion reference and
+        the counters carry over between frames), so a replay can reuse one tracker across recordings."""
+        self._prev = None
+        self.frames = 0
+        self.faces = 0
+
     def close(self) -> None:
         """Idempotent: releases the mediapipe graph."""
         if self._mesh is not None:

@@ -15,8 +15,9 @@ import torch
 
 from client_sdk.cli import main
 from client_sdk.replay import Replayer, ReplayOptions
-from client_sdk.replay_pipeline import FeedTimes, audio_chunks
+from client_sdk.replay_pipeline import audio_chunks
 from client_sdk.replay_profile import STAGES
+from client_sdk.replay_video import FeedTimes
 from client_sdk.synth import SyntheticRecording
 from mllmdr_core.media import AudioFrame, resolve_source
 
@@ -62,6 +63,10 @@ def test_fast_pipeline_equals_the_server_loop(replayer: Replayer, recording: Syn
     for key, value in plain.session_indicators.items():
         assert fast.session_indicators[key] == pytest.approx(value, rel=1e-9), key
     assert fast.stages["face_tracker"] > 0 and fast.stages["decode_video"] > 0
+    # the face tracker is reused from the Replayer's pool, reset: a second replay sees the same vectors
+    again = replayer.replay(recording.video, ReplayOptions(fast=True, **opts), keep_features=True)  # type: ignore[arg-type]
+    assert again.visual_features is not None
+    assert np.array_equal(again.visual_features, fast.visual_features)
     assert math.isnan(plain.stages["decode_video"])  # the plain loop does not time decoding apart
     assert torch.get_num_threads() >= 1
 
