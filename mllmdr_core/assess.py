@@ -212,6 +212,7 @@ class Assessor:
             script=self.interview_script,
             fits=lambda text: self.fits(text, slots),
             indicators=snapshot.indicators if self.bundle.config.assess.indicators_in_prompt else None,
+            indicator_names=self.bundle.config.assess.prompt_indicators,
         )
 
     def assess(

@@ -117,6 +117,12 @@ class AssessConfig:
     # one text line of the session's live indicators in every item prompt (prompt.indicator_line), so a
     # rationale may cite them; False = the paper's prompt
     indicators_in_prompt: bool = False
+    # which indicators that line holds, in this order: the voice measures validated against planted
+    # truth (issue 19: the face-based ones were not), fixed per bundle so new panel indicators never
+    # change a trained bundle's prompts
+    prompt_indicators: tuple[str, ...] = (
+        "speech_ratio", "pause_count", "pause_mean_s", "f0_mean_hz", "f0_sd_semitones"
+    )
 
 
 @dataclass

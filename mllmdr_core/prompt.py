@@ -189,13 +189,15 @@ def _fit_item(
     return ItemPrompt(text, tuple(ranked_shown))
 
 
-def indicator_line(indicators: Mapping[str, float]) -> str | None:
-    """``Indicators: speech_ratio 0.62, pause_count 4, …``: the live indicators present, in
-    ``INDICATOR_INFO`` order, two decimals (counts as integers); ``None`` when none is finite."""
+def indicator_line(indicators: Mapping[str, float], names: Sequence[str] | None = None) -> str | None:
+    """``Indicators: speech_ratio 0.62, pause_count 4, …``: the live indicators present among ``names``
+    (default: all of ``INDICATOR_INFO``), in that order, two decimals (counts as integers); ``None``
+    when none is finite."""
     parts = []
-    for name, info in INDICATOR_INFO.items():
+    for name in INDICATOR_INFO if names is None else names:
         value = indicators.get(name)
-        if value is None or not math.isfinite(float(value)):
+        info = INDICATOR_INFO.get(name)
+        if info is None or value is None or not math.isfinite(float(value)):
             continue
         parts.append(f"{name} {float(value):.0f}" if info.unit == "count" else f"{name} {float(value):.2f}")
     return "Indicators: " + ", ".join(parts) if parts else None
@@ -218,6 +220,7 @@ def item_prompts(
     script: Sequence[str] | None = None,
     fits: Callable[[str], bool] | None = None,
     indicators: Mapping[str, float] | None = None,
+    indicator_names: Sequence[str] | None = None,
 ) -> dict[str, ItemPrompt]:
     """The 8 item prompts for a transcript: the one builder for training, evaluation, replay and live.
 
@@ -225,9 +228,9 @@ def item_prompts(
     aligned to ``script`` when given); per item the most relevant pairs (``pairs_for_item``) are kept
     whole while the prompt fits ``fits`` (e.g. a token budget), a pair too long to fit is split into
     sentences (module docstring). Nothing inside an answer is clipped. With ``indicators`` (the bundle
-    option ``assess.indicators_in_prompt``) every prompt carries their :func:`indicator_line`, counted in
-    the budget."""
-    line = indicator_line(indicators) if indicators is not None else None
+    option ``assess.indicators_in_prompt``) every prompt carries their :func:`indicator_line` (those
+    in ``indicator_names``: the bundle's ``assess.prompt_indicators``), counted in the budget."""
+    line = indicator_line(indicators, indicator_names) if indicators is not None else None
     pairs = pair_transcript(list(transcript), script)
     return {
         key: _fit_item(

@@ -21,6 +21,7 @@ from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.prompt import format_target
 from mllmdr_core.prompt import item_prompts as build_item_prompts
 from training.features import SessionFeatures, load_features
+from training.teacher import cite_indicators
 
 MODALITIES = ("all", "text", "av")  # which inputs an example shows the model
 
@@ -64,12 +65,18 @@ def item_prompts(
         has_video=has_video,
         max_pairs=cfg.assess.max_qa_pairs_per_item,
         indicators=indicators if cfg.assess.indicators_in_prompt else None,
+        indicator_names=cfg.assess.prompt_indicators,
     )
     return {key: p.text for key, p in made.items()}
 
 
 def default_rationale(item_key: str, score: int) -> str:
     return f"The interview gives evidence for a {item_key} score of {score}."
+
+
+def rationale(session: SessionLabels, item_key: str, score: int) -> str:
+    """The teacher's rationale for the item, or a plain default when it wrote none."""
+    return session.rationales.get(item_key) or default_rationale(item_key, score)
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ def build_examples(
                     session_id=s.session_id,
                     item_key=key,
                     prompt=prompts[key],
-                    target=format_target(score, s.rationales.get(key) or default_rationale(key, score)),
+                    target=format_target(score, cite_indicators(rationale(s, key, score), key, prompts[key])),
                     score=score,
                     features_path=features_dir / f"{s.session_id}.npz",
                     modality=modality,

@@ -313,6 +313,34 @@ class TemplateTeacher:
         return Rationale(request.session_id, key, score, reason, format_target(score, reason), name)
 
 
+# ------------------------------------------------------------------------------------ indicator citation
+
+INDICATOR_PREFIX = "Indicators: "  # the line mllmdr_core.prompt.indicator_line writes
+MAX_CITED_INDICATORS = 2
+
+
+def prompt_indicators(prompt: str) -> dict[str, str]:
+    """The ``name value`` pairs of the prompt's indicator line, values verbatim (empty without one)."""
+    for line in prompt.splitlines():
+        if line.startswith(INDICATOR_PREFIX):
+            pairs = (part.rsplit(" ", 1) for part in line[len(INDICATOR_PREFIX) :].split(", "))
+            return {p[0]: p[1] for p in pairs if len(p) == 2}
+    return {}
+
+
+def cite_indicators(reason: str, item_key: str, prompt: str) -> str:
+    """``reason`` plus one sentence citing the item's indicators (``assess.ITEM_INDICATORS``) exactly as
+    the prompt's indicator line states them (bundle option ``indicators_in_prompt``); ``reason``
+    unchanged when the prompt carries none of them, so no rationale states a number its prompt lacks."""
+    from mllmdr_core.assess import ITEM_INDICATORS
+
+    shown = prompt_indicators(prompt)
+    cited = [f"{n} {shown[n]}" for n in ITEM_INDICATORS.get(item_key, ()) if n in shown]
+    if not cited:
+        return reason
+    return f"{reason} Measured in this call: {', '.join(cited[:MAX_CITED_INDICATORS])}."
+
+
 def write_rationales(
     records: Iterable[SessionRecord], teacher: RationaleTeacher, path: Path | str, max_pairs: int = 4
 ) -> int:

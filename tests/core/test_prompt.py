@@ -199,6 +199,11 @@ def test_indicator_line_fixed_order_and_precision_only_when_asked() -> None:
     # INDICATOR_INFO order, 2 decimals, counts as integers; non-finite and unknown names left out
     assert line == "Indicators: speech_ratio 0.50, pause_count 4, head_motion 1.23"
     assert indicator_line({"t_s": 1.0}) is None
+    # a bundle's prompt_indicators: only those names, in their order (unknown names skipped)
+    assert indicator_line(values, ["head_motion", "speech_ratio", "nope"]) == (
+        "Indicators: head_motion 1.23, speech_ratio 0.50"
+    )
+    assert indicator_line(values, ["smile_ratio"]) is None
     lines = [TranscriptLine(0.0, 2.0, "clinician", PAIRS[1].question.text)]  # type: ignore[union-attr]
     lines.append(TranscriptLine(2.5, 6.0, "patient", PAIRS[1].answer_text))
     plain = item_prompts(lines, has_audio=True, has_video=False)

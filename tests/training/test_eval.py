@@ -14,6 +14,7 @@ from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.features.spec import FeatureSpec
 from mllmdr_core.frames import TranscriptLine
+from mllmdr_core.grounding import check
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
 from mllmdr_core.phq8 import ITEM_KEYS
@@ -192,5 +193,11 @@ def test_indicators_follow_the_ablated_modalities_and_the_prompt_option(tmp_path
         cfg.assess.indicators_in_prompt = on
         for modality in ("all", "text"):
             examples = build_examples([session], tmp_path, cfg, modality=modality)
-            with_line = ["Indicators: speech_ratio 0.50, smile_ratio 0.25\n" in ex.prompt for ex in examples]
+            # the bundle's prompt_indicators: the validated voice measures (smile_ratio is not one)
+            with_line = ["Indicators: speech_ratio 0.50\n" in ex.prompt for ex in examples]
             assert with_line == [on and modality == "all"] * len(ITEM_KEYS)
+            # the target cites the line's values for the items they speak to, and only from the line
+            cites = {ex.item_key for ex in examples if "Measured in this call: speech_ratio 0.50." in ex.target}
+            assert cites == ({"interest", "tired", "psychomotor"} if on and modality == "all" else set())
+            for ex in examples:
+                assert check(ex.target.split("Evaluation Reason: ", 1)[1], ex.prompt, ex.score).score == 1.0

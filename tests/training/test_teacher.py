@@ -216,3 +216,27 @@ def test_template_teacher_on_real_data_quotes_the_prompt_and_says_so(synth_recor
         quotes = out.reason.split('"')[1::2]
         assert all(" ".join(q.split()) in " ".join(req.prompt.split()) for q in quotes)
         assert "Non-verbally" not in out.reason
+
+
+def test_indicator_citation_states_only_what_the_prompt_line_holds() -> None:
+    from mllmdr_core.grounding import check
+    from mllmdr_core.prompt import item_prompts
+    from training.teacher import cite_indicators, prompt_indicators
+
+    lines = [
+        TranscriptLine(0.0, 2.0, "clinician", "How have you been feeling lately?"),
+        TranscriptLine(2.5, 6.0, "patient", "Tired, mostly. I sleep badly."),
+    ]
+    values = {"speech_ratio": 0.4123, "pause_mean_s": 1.85, "pause_count": 4.0, "smile_ratio": 0.9}
+    names = ("speech_ratio", "pause_count", "pause_mean_s")
+    prompts = item_prompts(lines, has_audio=True, has_video=False, indicators=values, indicator_names=names)
+    tired = prompts["tired"].text
+    assert prompt_indicators(tired) == {"speech_ratio": "0.41", "pause_count": "4", "pause_mean_s": "1.85"}
+    reason = cite_indicators("Low energy.", "tired", tired)
+    # ITEM_INDICATORS order for "tired", at most two, values verbatim from the line
+    assert reason == "Low energy. Measured in this call: speech_ratio 0.41, pause_mean_s 1.85."
+    assert check(reason, tired, 2).score == 1.0
+    assert cite_indicators("Low energy.", "appetite", prompts["appetite"].text) == "Low energy."  # none
+    plain = item_prompts(lines, has_audio=True, has_video=False)["tired"].text
+    assert cite_indicators("Low energy.", "tired", plain) == "Low energy."  # option off: nothing cited
+    assert check("Measured in this call: speech_ratio 0.41.", plain, 2).score == 0.0  # and it would show
