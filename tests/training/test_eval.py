@@ -197,7 +197,8 @@ def test_indicators_follow_the_ablated_modalities_and_the_prompt_option(tmp_path
             with_line = ["Indicators: speech_ratio 0.50\n" in ex.prompt for ex in examples]
             assert with_line == [on and modality == "all"] * len(ITEM_KEYS)
             # the target cites the line's values for the items they speak to, and only from the line
-            cites = {ex.item_key for ex in examples if "Measured in this call: speech_ratio 0.50." in ex.target}
+            cited = "Measured in this call: speech_ratio 0.50."
+            cites = {ex.item_key for ex in examples if cited in ex.target}
             assert cites == ({"interest", "tired", "psychomotor"} if on and modality == "all" else set())
             for ex in examples:
                 assert check(ex.target.split("Evaluation Reason: ", 1)[1], ex.prompt, ex.score).score == 1.0
