@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from training.eval import INTERVAL_METRICS, with_interval
+from training.eval import INTERVAL_METRICS, selection_markdown, with_interval
 
 REPORT = "report.json"
 CARD = "README.md"
@@ -58,6 +58,8 @@ def split_report(results: Mapping[str, Any]) -> dict[str, Any]:
         },
         "targets": results.get("targets", {}),
     }
+    if results.get("selection"):
+        out["selection"] = results["selection"]  # the dev comparison that chose the bundle's options
     return out
 
 
@@ -87,6 +89,22 @@ def _table(report: Mapping[str, Any]) -> list[str]:
             label = e["inputs"] + (" — masked subset" if subset == "masked" else "")
             rows.append(f"| {label} | {m['n']} | {cells} | {m.get('grounded_share', 0.0):.2f} |")
     return rows
+
+
+def _item_table(report: Mapping[str, Any]) -> list[str]:
+    """Per-item MAE of the all-inputs row with its bootstrap interval (empty without item labels)."""
+    m = report.get("metrics", {})
+    items, ci = m.get("item_mae") or {}, (m.get("intervals") or {}).get("item_mae", {})
+    if not items:
+        return []
+    return [
+        "Per-item MAE (all inputs, 0–3 scale):",
+        "",
+        "| item | MAE |",
+        "|---|---|",
+        *(f"| {k} | {with_interval(v, ci.get(k))} |" for k, v in items.items()),
+        "",
+    ]
 
 
 def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training: Mapping[str, Any]) -> str:
@@ -179,12 +197,14 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
             *_table(rep),
             "",
         ]
+        lines += _item_table(rep)
         for name, t in rep.get("targets", {}).items():
             value = with_interval(t["value"], t.get("interval"))
             lines.append(
                 f"- target {name}: {value} (required {t['target']}: {'met' if t['met'] else 'NOT met'})"
             )
         lines.append("")
+        lines += [ln.replace("## ", "### ", 1) for ln in selection_markdown(rep.get("selection"))]
     lines += [
         "## Limitations",
         "",

@@ -481,9 +481,15 @@ def _side_evaluation(
 
 
 def evaluate_bundle(
-    cfg: RunConfig, corpus: Corpus, bundle_dir: Path | None, out_dir: Path, progress: bool = True
+    cfg: RunConfig,
+    corpus: Corpus,
+    bundle_dir: Path | None,
+    out_dir: Path,
+    progress: bool = True,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the exported bundle on ``cfg.eval.split`` and write the report."""
+    """Evaluate the exported bundle on ``cfg.eval.split`` and write the report (``selection``: the dev
+    comparison that chose the bundle's options, recorded beside the scores)."""
     from mllmdr_core.assess import Assessor
     from mllmdr_core.bundle import load_bundle
     from training.eval import check_targets, evaluate, write_report
@@ -524,6 +530,8 @@ def evaluate_bundle(
         n = ledger.record(fingerprint, split="test", bundle_id=loaded.bundle_id, forced=forced)
         results["test_ledger"] = {"fingerprint": fingerprint, "evaluations": n, "forced": forced}
     results["content_held_out"] = eval_content_overlap(cfg, corpus, sessions)
+    if selection is not None:
+        results["selection"] = selection
     results["meta"] = {
         "bundle": str(bundle_dir),
         "bundle_id": loaded.bundle_id,
@@ -636,14 +644,18 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
         if cfg.lm_pretrain.enabled:
             with timer.step("LM pre-training"):
                 step_lm(cfg, corpus, progress)
-    with timer.step("stage 1 + stage 2") as rec:
-        model, summary = run_training(cfg, corpus, progress)
-    _split_training(timer, rec, summary)
-    with timer.step("export"):
-        bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
+    selection: dict[str, Any] | None = None
+    if cfg.select.indicators_in_prompt:
+        bundle, selection = _train_with_selection(cfg, timer, progress)
+    else:
+        with timer.step("stage 1 + stage 2") as rec:
+            model, summary = run_training(cfg, corpus, progress)
+        _split_training(timer, rec, summary)
+        with timer.step("export"):
+            bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
     eval_note = f"{len(cfg.eval.ablations)} ablations, {min(cfg.eval.workers, 2)} processes"
     with timer.step("eval", eval_note):
-        report = evaluate_bundle(cfg, corpus, bundle, cfg.work / "eval", progress)
+        report = evaluate_bundle(cfg, corpus, bundle, cfg.work / "eval", progress, selection=selection)
     timing = timer.to_json()
     table = timing_table(timing)
     (cfg.work / "timings.json").write_text(json.dumps(timing, indent=2))
@@ -657,6 +669,29 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
         "targets": report["targets"],
         "report": str(cfg.work / "eval" / "report.md"),
     }
+
+
+def _train_with_selection(
+    cfg: RunConfig, timer: StepTimer, progress: bool
+) -> tuple[Path, dict[str, Any]]:
+    """Stage 1 + stage 2 once per value of ``cfg.select.indicators_in_prompt`` (side by side), each
+    scored on dev; the chosen variant's bundle, curves and summary become the run's."""
+    import shutil
+
+    from training.select import installed_bundle, select_indicators_in_prompt, variant_name
+
+    values = cfg.select.indicators_in_prompt
+    note = f"{len(values)} variants ({', '.join(map(variant_name, values))}), scored on dev"
+    with timer.step("stage 1 + stage 2 + dev selection", note):
+        selection = select_indicators_in_prompt(cfg, progress)
+    chosen = selection["chosen"]
+    with timer.step("export", f"chosen on dev: {variant_name(chosen['indicators_in_prompt'])}"):
+        bundle = installed_bundle(chosen, Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle")
+        src = Path(chosen["bundle"]).parent
+        for name in ("curves.png", "train_summary.json"):
+            if (src / name).exists():
+                shutil.copy2(src / name, cfg.work / name)
+    return bundle, {k: v for k, v in selection.items() if k != "chosen"}
 
 
 def _split_training(timer: StepTimer, rec: Any, summary: dict[str, Any]) -> None:

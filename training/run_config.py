@@ -93,6 +93,14 @@ class EvalConfig:
 
 
 @dataclass
+class SelectConfig:
+    """Options chosen on the DEV split by training one model per value (``training/select.py``)."""
+
+    indicators_in_prompt: tuple[bool, ...] = ()  # e.g. (false, true); empty: the model section decides
+    workers: int = 2  # processes training the variants side by side (each with ``threads`` torch threads)
+
+
+@dataclass
 class ExportConfig:
     # not written into the bundle any more: provenance comes from the data used (pipeline.training_provenance)
     training_data: str = "synthetic"
@@ -113,6 +121,7 @@ class RunConfig:
     stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, alpha=1.0))
     stage2: StageConfig = field(default_factory=StageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def model_config(self) -> MllmdrConfig:

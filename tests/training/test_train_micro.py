@@ -18,6 +18,7 @@ from mllmdr_core.snapshot import SessionSnapshot
 from training.features import extract_one, load_features
 from training.pipeline import evaluate_bundle, export_bundle, load_corpus, run_all, run_training
 from training.run_config import load_run_config
+from training.select import choose
 
 
 def _curve(path: Path) -> list[dict[str, float]]:
@@ -56,7 +57,7 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     assert "## Wall time per step" in (cfg.work / "eval" / "report.md").read_text()
     report = json.loads((cfg.work / "eval" / "report.json").read_text())
     assert list(report["ablations"]) == list(cfg.eval.ablations)  # one in a worker process, merged
-    assert set(result["targets"]) == {"f1_all", "mae_all", "masked_f1_gain"}
+    assert set(result["targets"]) == {"f1_all", "mae_all", "grounding_all", "masked_f1_gain"}
     assert report["test_ledger"]["evaluations"] == 1 and not report["test_ledger"]["forced"]
     held = report["content_held_out"]  # the test answers come from banks disjoint from train/dev
     assert held["held_out"] is True and held["verbatim_answers"] == 0 and held["shared_5gram_share"] == 0.0
@@ -124,3 +125,31 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     # a rerun resumes from the finished stages instead of training again
     _, again = run_training(cfg, corpus, progress=False)
     assert again["stage1"]["resumed"] and again["stage2"]["resumed"]
+
+    # an option chosen on dev: one model per value (side by side, sharing corpus, features and LM),
+    # each scored on dev, the chosen one installed and its comparison in the reports
+    chosen_dir = tmp_path / "chosen"
+    sel_cfg = load_run_config("micro", [
+        f"workdir={cfg.work}", "select.indicators_in_prompt=[false, true]", "eval.split=dev",
+        "eval.ablations=[all, text]", f"export.out={chosen_dir}",
+    ])  # fmt: skip
+    run_all(sel_cfg, progress=False)
+    names = [s["name"] for s in json.loads((cfg.work / "timings.json").read_text())["steps"]]
+    assert "stage 1 + stage 2 + dev selection" in names and "LM pre-training" in names
+    selection = json.loads((cfg.work / "eval" / "report.json").read_text())["selection"]
+    variants = selection["variants"]
+    assert [v["indicators_in_prompt"] for v in variants] == [False, True] and selection["split"] == "dev"
+    assert all(v["dev"]["n_sessions"] == len(corpus.split("dev")) for v in variants)
+    assert selection["chosen_value"] == choose(variants)["indicators_in_prompt"]
+    shipped = load_bundle(chosen_dir)
+    assert shipped.config.assess.indicators_in_prompt is selection["chosen_value"]
+    on = load_bundle(cfg.work / "select" / "indicators_on" / "bundle")
+    prompts = Assessor(on).prompts(
+        SessionSnapshot.of(
+            transcript=list(session.transcript), indicators=sess_feats.indicators, audio=sess_feats.audio
+        )
+    )
+    assert all("\nIndicators: speech_ratio " in p.text for p in prompts.values())
+    doc = json.loads((chosen_dir / "report.json").read_text())
+    assert doc["dev"]["selection"]["chosen_value"] == selection["chosen_value"]
+    assert "Option chosen on the dev split" in (chosen_dir / "README.md").read_text()
