@@ -4,7 +4,8 @@ Run: ``.venv/bin/python bench/visual_validation.py [--blink-s 60]`` → prints t
 ``bench/results/visual_validation.json``. Sequences and method: ``training/synth/visual_check.py``
 (synthetic relief head, 320×240). Targets: pose change within 3° of the plant over ±15° per axis;
 blink count within ±1 per minute at the analysed rate; Pearson r ≥ 0.8 for smile → AU12 and jaw →
-AU25 / AU26. Also the tracker's cost per analysed frame (ms, mean over every frame of the run).
+AU25 / AU26. Also the tracker's cost per analysed frame (ms, mean over every relief-head frame of the
+run) and, for the record, a yaw sweep on the corpus's default *plane* head (which does not really turn).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def main() -> None:
         blinks = {f"{fps:g}": chk.blink_train(args.blink_s, fps) for fps in (10.0, 5.0, 2.5)}
     finally:
         chk.close()
+    plane = Checker(head="plane")  # the corpus's default head: does its yaw read as yaw?
+    try:
+        plane_yaw = plane.pose_sweep("yaw")
+    finally:
+        plane.close()
     r = {"smile→AU12": smile["AU12_r"]["r"], "jaw→AU25": jaw["AU25_r"]["r"], "jaw→AU26": jaw["AU26_r"]["r"]}
     met = {
         "pose": all(p["max_abs_error_deg"] <= TARGETS["pose_max_abs_error_deg"] for p in pose.values()),
@@ -51,6 +57,10 @@ def main() -> None:
             f"blinks @{fps} fps: planted {b['planted']} measured {b['measured']}"
             f" ({b['error_per_min']}/min off)"
         )
+    print(
+        f"plane head (corpus default) yaw: planted {plane_yaw['planted_deg']}",
+        f"measured {plane_yaw['measured_deg']}",
+    )
     print("correlations", r, " pitch drift on the jaw ramp", jaw["pitch_drift_deg"], "°")
     print("met", met, f" tracker {ms:.1f} ms/frame over {len(chk.track_s)} frames")
     common.write_result(
@@ -59,6 +69,7 @@ def main() -> None:
             "targets": TARGETS,
             "met": met,
             "pose": pose,
+            "plane_head_yaw": plane_yaw,
             "blinks": blinks,
             "smile_ramp": smile,
             "jaw_ramp": jaw,

@@ -32,7 +32,8 @@ OpenFace is claimed (``docs/features.md``).
 
 Blinks are events, counted from a sequence of ``AU45_r`` values by :func:`count_blinks` (hysteresis:
 a blink starts at AU45 ≥ 2.5, i.e. EAR < 0.20, and ends when AU45 falls below 1.0, EAR > 0.26); it can
-only count blinks the analysed frames catch closed (a 150-ms blink needs ≳ 7 analysed frames per s).
+only count blinks the analysed frames catch closed (0.12–0.18-s blinks, measured: 9 of 9 at 10
+analysed frames per s, 4 at 5, 2 at 2.5).
 
 No usable face → ``face_present`` 0 and every other value missing (mask 0).
 """

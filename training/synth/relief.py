@@ -11,7 +11,8 @@ rotated about the head centre (1.1 D behind the nose tip) by roll · yaw · pitc
 order; pitch > 0 = head down, yaw > 0 = nose toward image right, the tracker's convention; roll > 0 =
 clockwise), shifted down by 0.9 px per degree of pitch (the head drops as it bows, as in the plane
 model) and projected. The backward map is found by fixed-point iteration of the forward one (the
-relief is smooth and the angles small). Occlusion is ignored.
+relief is smooth and the angles small: at ±15° the forward map of the result is within 0.1 px of the
+target pixel at the median, 0.5 px at the 99th percentile). Occlusion is ignored.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Planted vs measured for the live "visual-v2" tracker on the synthetic relief face.
 
-Sequences (``FaceRig(head="relief")``, 320×240): pose sweeps (pitch, yaw, roll each over ±``max_deg``,
-the other channels neutral), a blink train (raised-cosine blinks at a Poisson rate, the corpus's own
-episode generator, rendered at the analysed rate), a smile ramp (−1 … 1) and a jaw ramp (mouth open
-0 … 1). Pose is compared as change from the neutral frame: the plant's 0 is the photo's own head pose,
-which no plant defines (the neutral frame's absolute reading is reported beside it).
+Sequences (``FaceRig(head="relief")`` unless told otherwise, 320×240): pose sweeps (pitch, yaw, roll
+each over ±``max_deg``, the other channels neutral), a blink train (raised-cosine blinks at a Poisson
+rate, the corpus's own episode generator, rendered at the analysed rate), a smile ramp (−1 … 1) and a
+jaw ramp (mouth open 0 … 1). Pose is compared as change from the neutral frame: the plant's 0 is the
+photo's own head pose, which no plant defines (the neutral frame's absolute reading is reported beside
+it).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def timeline(n: int, **planted: npt.ArrayLike) -> FaceTimeline:
 class Checker:
     """One relief rig and one live tracker; each method returns planted vs measured."""
 
-    def __init__(self, width: int = 320, height: int = 240) -> None:
-        self.rig = FaceRig(width, height, head="relief")
+    def __init__(self, width: int = 320, height: int = 240, head: str = "relief") -> None:
+        self.rig = FaceRig(width, height, head=head)
         self.tracker = make_face_tracker(VisualConfig(spec=V2_SPEC))
         self.track_s: list[float] = []
 
@@ -83,11 +84,10 @@ class Checker:
         return out
 
     def blink_train(self, seconds: float, fps: float, per_min: float = 15.0, seed: int = 0) -> dict[str, Any]:
-        """Blinks of 0.12–0.18 s (the corpus's 0.15 s ± 20 %) at ``per_min``, analysed at ``fps``."""
+        """Blinks of 0.12–0.18 s (the corpus's shortest) at ``per_min``, analysed at ``fps``."""
         times = np.arange(0.0, seconds, 1.0 / fps)
         env, spans = _episodes(np.random.default_rng(seed), times, per_min, (0.12, 0.18))
-        # the planted count: blinks whose closure the renderer shows (> 0.5) on at least one frame of a
-        # 120-fps timeline, i.e. every planted episode (a full-rate reference, not the analysed frames)
+        # planted count = planted episodes; each closes the lids fully at its peak (the corpus's shape)
         blink = np.clip(env * 1.3, 0.0, 1.0)
         values = self.measure(timeline(len(times), blink=blink))
         measured = count_blinks(values[:, V2_IDX["AU45_r"]])
