@@ -27,6 +27,15 @@ ITERATIONS = 4
 DEPTH_X_D, DEPTH_Y_D = 0.75, 0.45  # paraboloid depth at the rim across / along the face, × D
 
 
+def _rotation(pitch: float, yaw: float, roll: float) -> npt.NDArray[np.float64]:
+    """roll · yaw · pitch (degrees) in camera axes (x image-right, y image-down, z away)."""
+    p, yw, r = np.radians([pitch, -yaw, roll])  # −yaw: a positive yaw brings the nose to image right
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(yw), 0, np.sin(yw)], [0, 1, 0], [-np.sin(yw), 0, np.cos(yw)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return np.asarray(rz @ ry @ rx, dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class Relief:
     """Depth surface + pivot of one rendered face; :meth:`maps` gives ``cv2.remap`` maps for a pose."""
@@ -91,12 +100,14 @@ class Relief:
         object.__setattr__(self, "_last", (key, maps))
         return maps
 
+    def forward(
+        self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], pitch: float, yaw: float, roll: float
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Source pixels → where the head at this pose (degrees) images them."""
+        return self._forward(x, y, _rotation(pitch, yaw, roll), self.drop_px_per_deg * pitch)
+
     def _maps(self, pitch: float, yaw: float, roll: float) -> tuple[F32, F32]:
-        p, yw, r = np.radians([pitch, -yaw, roll])  # −yaw: a positive yaw brings the nose to image right
-        rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-        ry = np.array([[np.cos(yw), 0, np.sin(yw)], [0, 1, 0], [-np.sin(yw), 0, np.cos(yw)]])
-        rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-        rot = rz @ ry @ rx
+        rot = _rotation(pitch, yaw, roll)
         h, w = self.depth.shape
         v, u = np.mgrid[0:h, 0:w].astype(np.float64)
         x, y = u.copy(), v.copy()
