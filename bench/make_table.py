@@ -210,6 +210,20 @@ def vllm_native_tiny(doc: Doc) -> list[Row]:
     return [Row("vllm_native (tiny)", figure, "≤ 1 MiB, 0 LLM params", met)]
 
 
+def visual_validation(doc: Doc) -> list[Row]:
+    pose, r, b = doc["pose"], doc["correlations"], doc["blinks"]
+    errs = " / ".join(f"{pose[a]['max_abs_error_deg']:g}°" for a in ("pitch", "yaw", "roll"))
+    rates = ", ".join(f"{b[k]['measured']} at {k} fps" for k in b)
+    figure = (
+        f"visual-v2 on planted relief-head sequences: pose ±15° max error pitch/yaw/roll **{errs}**; "
+        f"blinks planted {b['10']['planted']}: {rates}; r smile→AU12 **{r['smile→AU12']:.2f}**, "
+        f"jaw→AU25 **{r['jaw→AU25']:.2f}**, jaw→AU26 **{r['jaw→AU26']:.2f}**; "
+        f"tracker {doc['tracker_ms_per_frame']:g} ms/frame"
+    )
+    target = "pose ≤ 3°, blinks ±1/min (10 fps), r ≥ 0.8"
+    return [Row("visual_validation", figure, target, all(doc["met"].values()))]
+
+
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
     "hangup_latency": hangup_latency,
@@ -220,6 +234,7 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "gpu_check": gpu_check,
     "gpu_vllm": gpu_vllm,
     "vllm_native_tiny": vllm_native_tiny,
+    "visual_validation": visual_validation,
 }
 
 

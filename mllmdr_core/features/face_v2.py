@@ -1,8 +1,10 @@
 """The live "visual-v2" tracker: mediapipe face-mesh landmarks → the schema of ``visual_schema.py``.
 
-It runs :class:`~mllmdr_core.features.face_mediapipe.MediapipeFaceTracker` (same mesh, same head pose
-by ``solvePnP``, same face-frame geometry normalised by the inter-ocular distance D) and maps the
-geometry onto the shared schema by fixed, documented formulas. Every mapping is a clipped linear ramp
+It runs :class:`~mllmdr_core.features.face_mediapipe.MediapipeFaceTracker` (same mesh, same face-frame
+geometry normalised by the inter-ocular distance D; its "mediapipe-face-v1" vector is left as it is),
+takes the head pose from the mesh's 3D landmarks (``face_pose.landmark_pose``: rigid-template Procrustes,
+not v1's six-point ``solvePnP``) and maps the geometry onto the shared schema by fixed, documented
+formulas. Every mapping is a clipped linear ramp
 ``AU = 5 · clip((x − x₀) / span, 0, 1)`` on one landmark measure; ``x₀`` and ``span`` were set on the
 project's synthetic face (neutral, smile ±1, mouth open, blink; ``training/synth/face.py``) measured
 with mediapipe 0.10.21 at 320×240. They are **not** OpenFace's intensities: OpenFace regresses AUs
@@ -11,7 +13,8 @@ geometry sees only shape changes, with population constants, so wrinkle-only uni
 bulge, AU04's furrow lines) are estimated from their shape side effects only. No equivalence with
 OpenFace is claimed (``docs/features.md``).
 
-- head pose: the tracker's pitch/yaw/roll (degrees), unchanged
+- head pose: ``face_pose.landmark_pose`` (degrees; validated against planted poses on the synthetic
+  relief head: ``bench/visual_validation.py``)
 - gaze: head angle + eye-in-head angle, ``asin(2.4 · iris offset / eye width)`` (eye width ≈ 2.4 ×
   eyeball radius), per axis; OpenFace's gaze angles are camera-frame as well
 - ``eye_open``: mean eye aspect ratio (EAR)
@@ -22,8 +25,15 @@ OpenFace is claimed (``docs/features.md``).
 - AU12 lip corner puller: mouth width / D above x₀ 0.72, span 0.12
 - AU15 lip corner depressor: lip corners below the upper-lip centre / D (drop vs x₀ −0.02, span 0.06)
 - AU25 lips part: inner-lip gap / D above x₀ 0.02, span 0.25
-- AU26 jaw drop: nose tip to chin / D above x₀ 0.78, span 0.20
+- AU26 jaw drop: lower-lip lower border (landmark 17, carried by the jaw) below the nose tip / D above
+  x₀ 0.38, span 0.25 (mediapipe's chin point 152 barely follows a jaw opening: r 0.37 vs 0.99 on the
+  planted jaw ramp, ``bench/visual_validation.py``)
 - AU45 blink: EAR below x₀ 0.30, span 0.20 (EAR 0.10 → 5)
+
+Blinks are events, counted from a sequence of ``AU45_r`` values by :func:`count_blinks` (hysteresis:
+a blink starts at AU45 ≥ 2.5, i.e. EAR < 0.20, and ends when AU45 falls below 1.0, EAR > 0.26); it can
+only count blinks the analysed frames catch closed (0.12–0.18-s blinks, measured: 9 of 9 at 10
+analysed frames per s, 4 at 5, 2 at 2.5).
 
 No usable face → ``face_present`` 0 and every other value missing (mask 0).
 """
@@ -38,6 +48,7 @@ import numpy.typing as npt
 from mllmdr_core.config import VisualConfig
 from mllmdr_core.errors import ConfigError
 from mllmdr_core.features.face import IDX, SPEC
+from mllmdr_core.features.face_pose import landmark_pose
 from mllmdr_core.features.visual_schema import V2_IDX, V2_K, V2_SPEC, pack
 from mllmdr_core.frames import FaceObservation, FloatArray
 
@@ -48,17 +59,41 @@ BROW_OUT = (70, 300)
 EYE_IN = (133, 362)
 EYE_OUT = (33, 263)
 NOSE_TIP = 1
+LIP_LO_BORDER = 17
 
 
 def _ramp(x: float, x0: float, span: float) -> float:
     return float(5.0 * np.clip((x - x0) / span, 0.0, 1.0))
 
 
-def v2_values(v1: FloatArray, q: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]:
-    """A present face's "mediapipe-face-v1" vector and face-frame points (478, 2) / D → (K,) values."""
+BLINK_ON, BLINK_OFF = 2.5, 1.0  # AU45 hysteresis of count_blinks
+
+
+def count_blinks(au45: npt.ArrayLike) -> int:
+    """Blink events in a sequence of AU45 values (NaN = no face: ends nothing, starts nothing)."""
+    closed, n = False, 0
+    for v in np.asarray(au45, dtype=np.float64):
+        if np.isnan(v):
+            continue
+        if not closed and v >= BLINK_ON:
+            closed, n = True, n + 1
+        elif closed and v < BLINK_OFF:
+            closed = False
+    return n
+
+
+def v2_values(
+    v1: FloatArray,
+    q: npt.NDArray[np.float64] | None,
+    pose: tuple[float, float, float] | None = None,
+) -> npt.NDArray[np.float64]:
+    """A present face's "mediapipe-face-v1" vector, face-frame points (478, 2) / D and head pose
+    (pitch, yaw, roll; ``None``: v1's) → (K,) values."""
     out = np.full(V2_K, np.nan)
     out[V2_IDX["face_present"]] = 1.0
-    pitch, yaw, roll = (float(v1[IDX[n]]) for n in ("head_pitch_deg", "head_yaw_deg", "head_roll_deg"))
+    pitch, yaw, roll = pose or tuple(
+        float(v1[IDX[n]]) for n in ("head_pitch_deg", "head_yaw_deg", "head_roll_deg")
+    )
     out[V2_IDX["head_pitch_deg"]], out[V2_IDX["head_yaw_deg"]], out[V2_IDX["head_roll_deg"]] = (
         pitch,
         yaw,
@@ -76,7 +111,6 @@ def v2_values(v1: FloatArray, q: npt.NDArray[np.float64] | None) -> npt.NDArray[
     out[V2_IDX["AU06_r"]] = min(au12, _ramp(-ear, -0.30, 0.12))
     out[V2_IDX["AU04_r"]] = _ramp(-float(v1[IDX["expr_brow_furrow"]]), -0.28, 0.08)
     out[V2_IDX["AU25_r"]] = _ramp(float(v1[IDX["mouth_open"]]), 0.02, 0.25)
-    out[V2_IDX["AU26_r"]] = _ramp(float(v1[IDX["expr_jaw_drop"]]), 0.78, 0.20)
     out[V2_IDX["AU45_r"]] = _ramp(-ear, -0.30, 0.20)
     if q is not None:
         brow_in = float(np.mean([q[e][1] - q[b][1] for e, b in zip(EYE_IN, BROW_IN, strict=True)]))
@@ -85,6 +119,7 @@ def v2_values(v1: FloatArray, q: npt.NDArray[np.float64] | None) -> npt.NDArray[
         out[V2_IDX["AU02_r"]] = _ramp(brow_out, 0.17, 0.08)
         corner_drop = float((q[MOUTH_R][1] + q[MOUTH_L][1]) / 2.0 - q[LIP_UP][1])
         out[V2_IDX["AU15_r"]] = _ramp(corner_drop, -0.02, 0.06)
+        out[V2_IDX["AU26_r"]] = _ramp(float(q[LIP_LO_BORDER][1] - q[NOSE_TIP][1]), 0.38, 0.25)
     return out
 
 
@@ -122,7 +157,9 @@ class VisualV2Tracker:
         if not obs.present or obs.landmarks is None:
             return FaceObservation(t_s=t_s, vector=absent_v2(), present=False, indicator_vector=obs.vector)
         h, w = rgb.shape[:2]
-        vec = pack(v2_values(obs.vector, face_frame(obs.landmarks, w, h))[None, :])[0]
+        lm = np.asarray(obs.landmarks, dtype=np.float64)
+        values = v2_values(obs.vector, face_frame(lm, w, h), landmark_pose(lm, w, h))
+        vec = pack(values[None, :])[0]
         return FaceObservation(
             t_s=t_s, vector=vec, present=True, landmarks=obs.landmarks, indicator_vector=obs.vector
         )

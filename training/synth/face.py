@@ -22,6 +22,7 @@ import numpy.typing as npt
 from skimage import data as skdata
 
 from training.synth.plan import FaceParams
+from training.synth.relief import Relief
 
 # (x, y) pixels in astronaut() 512×512 (mediapipe face mesh indices in comments)
 LANDMARKS: dict[str, tuple[float, float]] = {
@@ -138,10 +139,22 @@ def make_timeline(
 class FaceRig:
     """Renders frames of the animated face at ``width``×``height``."""
 
-    def __init__(self, width: int = 320, height: int = 240, *, mirror: bool = False) -> None:
-        """``mirror``: the photo flipped left↔right (the content-held-out test split's face)."""
+    def __init__(
+        self, width: int = 320, height: int = 240, *, mirror: bool = False, head: str = "plane"
+    ) -> None:
+        """``mirror``: the photo flipped left↔right (the content-held-out test split's face).
+
+        ``head``: "plane" (the corpus default: the photo as a flat plane under a perspective warp, with
+        the nose tip pushed along for parallax) or "relief" (the photo on a 3D head relief, see
+        :class:`~training.synth.relief.Relief`, rotated about the head centre: real parallax in all
+        three axes; used by ``bench/visual_validation.py``). The plane's yaw does not read as yaw to
+        a landmark model (its keystone turns the face one way and its nose shift the other).
+        """
+        if head not in ("plane", "relief"):
+            raise ValueError(f"head must be 'plane' or 'relief', not {head!r}")
         x0, y0, x1, y1 = CROP
         self.width, self.height = width, height
+        self.head = head
         self.scale = width / (x1 - x0)
         crop = skdata.astronaut()[y0:y1, x0:x1]
         landmarks = LANDMARKS
@@ -172,6 +185,7 @@ class FaceRig:
         self.b_lip, self.b_chin = bump("lip_lower", 0.3 * mw), bump("chin", 0.45 * mw)
         self.b_nose = bump("nose_tip", 0.3 * mw)
         self.eyes = [self._eye_geometry("r"), self._eye_geometry("l")]
+        self.relief = Relief.for_face(self.lm, width, height) if head == "relief" else None
 
     def _eye_geometry(self, side: str) -> tuple[float, float, float, float, float]:
         xs = [self.lm[f"eye_{side}_{k}"][0] for k in ("outer", "inner")]
@@ -206,6 +220,8 @@ class FaceRig:
         s, o = float(tl.smile[i]), float(tl.mouth_open[i])
         # lip corners: up and outward for smiles; lower lip and chin: down with speech
         sp, sy = np.sin(np.radians(float(tl.pitch[i]))), np.sin(np.radians(float(tl.yaw[i])))
+        if self.relief is not None:  # the relief's depth gives the parallax
+            sp = sy = 0.0
         dx = s * 0.10 * mw * (self.b_ml - self.b_mr) + 0.9 * mw * sy * self.b_nose
         dy = (
             -s * 0.09 * mw * (self.b_ml + self.b_mr)
@@ -220,6 +236,10 @@ class FaceRig:
         img = self.base.copy()
         bx0, by0, bx1, by1 = self.box
         img[by0:by1, bx0:bx1] = cv2.remap(self.base, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if self.relief is not None:
+            rx, ry = self.relief.maps(float(tl.pitch[i]), float(tl.yaw[i]), float(tl.roll[i]))
+            out = cv2.remap(img, rx, ry, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            return np.asarray(out, dtype=np.uint8)
         hmat = self._head_homography(float(tl.pitch[i]), float(tl.yaw[i]), float(tl.roll[i]))
         out = cv2.warpPerspective(img, hmat, (self.width, self.height), borderMode=cv2.BORDER_REFLECT)
         return np.asarray(out, dtype=np.uint8)
