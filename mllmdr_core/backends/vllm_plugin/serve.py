@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -240,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )  # fmt: skip
     if args.quick_start:
         env.update(QUICK_START_ENV)
-    print(" ".join(cmd), flush=True)
+    print(shlex.join(cmd), flush=True)
     os.execve(cmd[0], cmd, env)
 
 
