@@ -159,7 +159,9 @@ class ServerProcess:
 
 
 @contextlib.asynccontextmanager
-async def server_process(bundle: Path, work: Path, **env: str) -> AsyncIterator[ServerProcess]:
+async def server_process(
+    bundle: Path, work: Path, *, ready_s: float = 120.0, **env: str
+) -> AsyncIterator[ServerProcess]:
     import httpx
 
     port = free_port()
@@ -182,7 +184,7 @@ async def server_process(bundle: Path, work: Path, **env: str) -> AsyncIterator[
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base) as http:
-            for _ in range(1200):
+            for _ in range(int(ready_s * 10)):
                 with contextlib.suppress(httpx.TransportError):
                     if (await http.get("/readyz")).status_code == 200:
                         break
@@ -190,7 +192,7 @@ async def server_process(bundle: Path, work: Path, **env: str) -> AsyncIterator[
                     raise RuntimeError(f"server exited with {proc.returncode}")
                 await asyncio.sleep(0.1)
             else:
-                raise RuntimeError("server not ready after 120 s")
+                raise RuntimeError(f"server not ready after {ready_s:.0f} s")
         yield ServerProcess(proc, base)
     finally:
         if proc.poll() is None:

@@ -224,6 +224,27 @@ def visual_validation(doc: Doc) -> list[Row]:
     return [Row("visual_validation", figure, target, all(doc["met"].values()))]
 
 
+def stream_rss(doc: Doc) -> list[Row]:
+    runs = doc["runs"]
+    after = runs["after_8b"]
+    figure = (
+        f"stream-server process, LLaMA-3-8B-shaped bundle ({doc['llm_params']['8b']:,} LLM params): "
+        f"vllm-native (LLM a meta shell) RSS **{after['rss_mb']:,} MB** (peak {after['peak_rss_mb']:,}; "
+        f"speech-to-text process {after['children_rss_mb']} MB); embedded 8B *estimated* "
+        f"{doc['before_8b_rss_mb_estimated']:,} MB (peak {doc['before_8b_peak_rss_mb_estimated']:,})"
+    )
+    if "before_1b" in runs:
+        check = doc["check_1b"]
+        figure += (
+            f"; measured on a LLaMA-3.2-1B-shaped bundle: embedded {runs['before_1b']['rss_mb']:,} MB (peak "
+            f"{runs['before_1b']['peak_rss_mb']:,}) vs vllm-native {runs['after_1b']['rss_mb']:,} MB: "
+            f"difference {check['rss_diff_mb']:,} MB vs params × 2 B {check['params_x2_mb']:,} MB"
+        )
+    return [
+        Row("stream_rss", figure, "0 LLM params in the stream server", doc["stream_llm_params_after"] == 0)
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
     "hangup_latency": hangup_latency,
@@ -235,6 +256,7 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "gpu_vllm": gpu_vllm,
     "vllm_native_tiny": vllm_native_tiny,
     "visual_validation": visual_validation,
+    "stream_rss": stream_rss,
 }
 
 

@@ -36,6 +36,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "encoder_streaming": ("encoder_streaming.py", [], []),
     "transcribe_wer": ("transcribe_wer.py", [], ["--quick"]),
     "visual_validation": ("visual_validation.py", [], ["--blink-s", "20"]),
+    "stream_rss": ("stream_rss.py", [], ["--skip-before"]),
 }
 
 

@@ -671,27 +671,75 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
     }
 
 
+def train_and_score_dev(cfg: RunConfig, progress: bool) -> dict[str, Any]:
+    """One variant: train, export to its workdir, score the dev split (all inputs). Runs in a worker
+    process or in the caller."""
+    from mllmdr_core.assess import Assessor
+    from mllmdr_core.bundle import load_bundle
+    from training.eval import evaluate
+    torch.set_num_threads(max(1, cfg.threads))
+    t0 = time.monotonic()
+    corpus = load_corpus(cfg)
+    model, summary = run_training(cfg, corpus, progress)
+    bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
+    dev = corpus.split("dev")
+    results = evaluate(
+        Assessor(load_bundle(bundle)),
+        dev,
+        cfg.work / "features",
+        ablations=["all"],
+        indicator_names=indicator_names(corpus, cfg),
+        progress=progress,
+    )
+    metrics = results["ablations"]["all"]["all"]
+    return {
+        "indicators_in_prompt": cfg.model_config().assess.indicators_in_prompt,
+        "bundle": str(bundle),
+        "summary": summary,
+        "dev": {
+            "n_sessions": len(dev),
+            "f1": metrics["f1"],
+            "mae": metrics["mae"],
+            "rmse": metrics["rmse"],
+            "ccc": metrics["ccc"],
+            "grounding": metrics["grounded_share"],
+            "fallback_share": metrics["fallback_share"],
+            **(
+                {"masked_f1": results["ablations"]["all"]["masked"]["f1"]}
+                if "masked" in results["ablations"]["all"]
+                else {}
+            ),
+        },
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+
 def _train_with_selection(
     cfg: RunConfig, timer: StepTimer, progress: bool
 ) -> tuple[Path, dict[str, Any]]:
     """Stage 1 + stage 2 once per value of ``cfg.select.indicators_in_prompt`` (side by side), each
-    scored on dev; the chosen variant's bundle, curves and summary become the run's."""
+    scored on dev (``training/select.py``); the chosen variant's bundle, curves and summary become the
+    run's. The test split is not read."""
     import shutil
 
-    from training.select import installed_bundle, select_indicators_in_prompt, variant_name
+    from training.select import installed_bundle, run_variants, selection_record, variant_config, variant_name
 
     values = cfg.select.indicators_in_prompt
+    if not load_corpus(cfg).split("dev"):
+        raise ConfigError("select: the corpus has no dev split to choose on (the test split is never used)")
     note = f"{len(values)} variants ({', '.join(map(variant_name, values))}), scored on dev"
     with timer.step("stage 1 + stage 2 + dev selection", note):
-        selection = select_indicators_in_prompt(cfg, progress)
-    chosen = selection["chosen"]
+        configs = [variant_config(cfg, v, corpus_dir(cfg)) for v in values]
+        selection = selection_record(run_variants(configs, train_and_score_dev, cfg.select.workers, progress))
+    chosen = selection.pop("chosen")
     with timer.step("export", f"chosen on dev: {variant_name(chosen['indicators_in_prompt'])}"):
         bundle = installed_bundle(chosen, Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle")
         src = Path(chosen["bundle"]).parent
         for name in ("curves.png", "train_summary.json"):
             if (src / name).exists():
                 shutil.copy2(src / name, cfg.work / name)
-    return bundle, {k: v for k, v in selection.items() if k != "chosen"}
+    return bundle, selection
 
 
 def _split_training(timer: StepTimer, rec: Any, summary: dict[str, Any]) -> None:

@@ -18,8 +18,7 @@ import dataclasses
 import multiprocessing as mp
 import os
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,73 +33,25 @@ def variant_name(value: bool) -> str:
     return f"indicators_{'on' if value else 'off'}"
 
 
-def variant_config(cfg: RunConfig, value: bool) -> RunConfig:
+def variant_config(cfg: RunConfig, value: bool, corpus_root: Path) -> RunConfig:
     """``cfg`` with ``assess.indicators_in_prompt = value``, in its own workdir that links the shared
-    parts of ``cfg.work`` (no export path: the variant's bundle stays in its workdir)."""
+    parts of ``cfg.work`` and reads the corpus at ``corpus_root`` (no export path: the variant's bundle
+    stays in its workdir)."""
     work = cfg.work / "select" / variant_name(value)
     work.mkdir(parents=True, exist_ok=True)
     for name in SHARED:
         link, target = work / name, (cfg.work / name).resolve()
         if target.exists() and not link.exists():
             os.symlink(target, link, target_is_directory=target.is_dir())
-    from training.pipeline import corpus_dir
-
     model = {**cfg.model, "assess": {**cfg.model.get("assess", {}), "indicators_in_prompt": value}}
     return dataclasses.replace(
         cfg,
         workdir=str(work),
-        corpus=dataclasses.replace(cfg.corpus, path=str(corpus_dir(cfg).resolve())),
+        corpus=dataclasses.replace(cfg.corpus, path=str(corpus_root.resolve())),
         model=model,
         export=dataclasses.replace(cfg.export, out=None),
         select=dataclasses.replace(cfg.select, indicators_in_prompt=()),
     )
-
-
-def train_and_score_dev(cfg: RunConfig, progress: bool) -> dict[str, Any]:
-    """One variant: train, export to its workdir, score the dev split (all inputs). Runs in a worker
-    process or in the caller."""
-    import torch
-
-    from mllmdr_core.assess import Assessor
-    from mllmdr_core.bundle import load_bundle
-    from training.eval import evaluate
-    from training.pipeline import export_bundle, indicator_names, load_corpus, run_training
-
-    torch.set_num_threads(max(1, cfg.threads))
-    t0 = time.monotonic()
-    corpus = load_corpus(cfg)
-    model, summary = run_training(cfg, corpus, progress)
-    bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
-    dev = corpus.split("dev")
-    results = evaluate(
-        Assessor(load_bundle(bundle)),
-        dev,
-        cfg.work / "features",
-        ablations=["all"],
-        indicator_names=indicator_names(corpus, cfg),
-        progress=progress,
-    )
-    metrics = results["ablations"]["all"]["all"]
-    return {
-        "indicators_in_prompt": cfg.model_config().assess.indicators_in_prompt,
-        "bundle": str(bundle),
-        "summary": summary,
-        "dev": {
-            "n_sessions": len(dev),
-            "f1": metrics["f1"],
-            "mae": metrics["mae"],
-            "rmse": metrics["rmse"],
-            "ccc": metrics["ccc"],
-            "grounding": metrics["grounded_share"],
-            "fallback_share": metrics["fallback_share"],
-            **(
-                {"masked_f1": results["ablations"]["all"]["masked"]["f1"]}
-                if "masked" in results["ablations"]["all"]
-                else {}
-            ),
-        },
-        "seconds": round(time.monotonic() - t0, 1),
-    }
 
 
 def choose(variants: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -117,34 +68,34 @@ def choose(variants: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
-def select_indicators_in_prompt(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Train every value of ``cfg.select.indicators_in_prompt`` (the last in the caller, the others in
-    worker processes when ``cfg.select.workers`` > 1) and choose on dev. Returns ``{"chosen": variant,
-    "variants": [...], "rule": ..., "split": "dev"}``; ``chosen["bundle"]`` is its exported bundle."""
-    from mllmdr_core.errors import ConfigError
-    from training.pipeline import load_corpus
-
-    values = list(cfg.select.indicators_in_prompt)
-    if not load_corpus(cfg).split("dev"):
-        raise ConfigError("select: the corpus has no dev split to choose on (the test split is never used)")
-    configs = [variant_config(cfg, v) for v in values]
-    workers = min(max(1, cfg.select.workers), len(configs))
-    side, mine = configs[: workers - 1], configs[workers - 1 :]
+def run_variants(
+    configs: Sequence[RunConfig],
+    train: Callable[[RunConfig, bool], dict[str, Any]],
+    workers: int,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """``train(config, progress)`` for every config, in order: the last ones in the caller, the others
+    in ``workers - 1`` spawned worker processes (``train`` must be a module-level function)."""
+    workers = min(max(1, workers), len(configs))
+    side, mine = list(configs[: workers - 1]), list(configs[workers - 1 :])
     results: dict[int, dict[str, Any]] = {}
-    if side:
-        if progress:
-            names = ", ".join(variant_name(c.model_config().assess.indicators_in_prompt) for c in side)
-            print(f"select: training {names} in a worker process", file=sys.stderr)
-        with ProcessPoolExecutor(len(side), mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(train_and_score_dev, c, False) for c in side]
-            for i, c in enumerate(mine, start=len(side)):
-                results[i] = train_and_score_dev(c, progress)
-            for i, fut in enumerate(futures):
-                results[i] = fut.result()
-    else:
-        for i, c in enumerate(mine):
-            results[i] = train_and_score_dev(c, progress)
-    variants = [results[i] for i in range(len(configs))]
+    if not side:
+        return [train(c, progress) for c in mine]
+    if progress:
+        names = ", ".join(variant_name(c.model_config().assess.indicators_in_prompt) for c in side)
+        print(f"select: training {names} in a worker process", file=sys.stderr)
+    with ProcessPoolExecutor(len(side), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(train, c, False) for c in side]
+        for i, c in enumerate(mine, start=len(side)):
+            results[i] = train(c, progress)
+        for i, fut in enumerate(futures):
+            results[i] = fut.result()
+    return [results[i] for i in range(len(configs))]
+
+
+def selection_record(variants: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the reports record: every variant's dev figures, the rule and the choice (``chosen``: the
+    variant itself, with its bundle path and training summary)."""
     chosen = choose(variants)
     return {
         "option": "assess.indicators_in_prompt",

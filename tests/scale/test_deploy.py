@@ -4,7 +4,10 @@ file and nginx config structurally (no Docker engine in CI)."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from mllmdr_core.backends.vllm_plugin import serve
 from stream_server.protocol import IceServer
 from stream_server.settings import Settings
 
@@ -122,26 +126,82 @@ def test_server_pods_ready_on_readyz_with_secrets_from_the_secret() -> None:
     assert backends == ["mllmdr-server"]  # vLLM is never routed from outside
 
 
-def test_vllm_runs_on_gpu_nodes_with_embeds_and_without_prefix_caching_or_lora() -> None:
-    dep = _named("Deployment", "mllmdr-vllm")
-    pod = dep["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-    (c,) = pod["containers"]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    args = c["args"]
-    assert "--enable-prompt-embeds" in args and "--no-enable-prefix-caching" in args
-    assert not any(a.startswith("--enable-lora") for a in args)  # merged weights (LoRA + embeds crash)
-    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
-    assert _named("Service", "mllmdr-vllm")["spec"]["type"] == "ClusterIP"
+def _server_env() -> dict[str, str | None]:
+    (c,) = _named("Deployment", "mllmdr-server")["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in c["env"]}
+
+
+def _vllm_command(deployment: str) -> tuple[argparse.Namespace, list[str]]:
+    """The launcher arguments of a vLLM Deployment and the vLLM command line they give."""
+    (c,) = _named("Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["python3", "-m", "mllmdr_core.backends.vllm_plugin.serve"]
+    args = serve.parse_args(c["args"])
+    return args, serve.launch_command(args, "python3")
+
+
+def test_vllm_servers_run_the_plugin_on_gpu_nodes_reachable_only_from_stream_servers() -> None:
+    env = _server_env()
     policy = _named("NetworkPolicy", "mllmdr-vllm-clients-only")
+    guarded = policy["spec"]["podSelector"]["matchLabels"]
     allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     server_labels = _named("Deployment", "mllmdr-server")["spec"]["template"]["metadata"]["labels"]
-    assert allowed.items() <= server_labels.items()
-    server_env = {
-        e["name"]: e.get("value")
-        for e in _named("Deployment", "mllmdr-server")["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    assert server_env["MLLMDR_VLLM_URL"] == "http://mllmdr-vllm.mllmdr.svc:8000"
+    assert allowed.items() <= server_labels.items() and not guarded.items() <= server_labels.items()
+    for name, mode, url_var, model_var in [
+        ("mllmdr-vllm", "plugin", "MLLMDR_VLLM_URL", "MLLMDR_VLLM_MODEL"),
+        ("mllmdr-vllm-maa", "maa", "MLLMDR_VLLM_MAA_URL", "MLLMDR_VLLM_MAA_MODEL"),
+    ]:
+        dep = _named("Deployment", name)
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+        (c,) = pod["containers"]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+        assert guarded.items() <= dep["spec"]["template"]["metadata"]["labels"].items(), name
+        args, cmd = _vllm_command(name)
+        assert args.mode == mode and args.dtype == "bfloat16" and args.max_model_len == 4096
+        assert "--enable-mm-embeds" in cmd and not any(a.startswith("--enable-lora") for a in cmd)
+        assert ("--runner" in cmd) == (mode == "maa")  # the MAA head as the pooler
+        assert "--enable-prompt-embeds" not in cmd  # soft tokens only, not whole prompt embeddings
+        # the stream servers call exactly this service, port and served model name
+        svc = _named("Service", name)
+        assert svc["spec"]["type"] == "ClusterIP"
+        assert env[url_var] == f"http://{name}.mllmdr.svc:{svc['spec']['ports'][0]['port']}"
+        assert svc["spec"]["ports"][0]["port"] == args.port == c["ports"][0]["containerPort"]
+        assert env[model_var] == args.served_model_name
+    assert env["MLLMDR_LLM_BACKEND"] == "vllm-native"
+
+
+def _settings_from(env: dict[str, str]) -> Settings:
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("MLLMDR_") or key == "DATABASE_URL":
+                mp.delenv(key)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        return Settings.from_env()
+
+
+def _check_vllm_native(settings: Settings) -> None:
+    vllm = settings.vllm()
+    assert vllm is not None and vllm.native and vllm.llm_weights is False  # no LLM in the stream server
+    assert vllm.url and vllm.model and vllm.maa_url and vllm.maa_model
+
+
+def test_manifest_env_vars_are_the_settings_the_server_reads() -> None:
+    """Every MLLMDR_* variable the manifests set is a Settings field, and the server's settings built from
+    them select the plugin backend with its MAA server (so the files cannot drift from the code)."""
+    fields = set(Settings.model_fields)
+    k8s = {k: v for k, v in _server_env().items() if v is not None}  # secrets come from the Secret
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    compose_env = compose["services"]["server1"]["environment"]
+    for source, names in [("k8s", set(_server_env())), ("compose", set(compose_env))]:
+        for name in names:
+            if name.startswith("MLLMDR_"):
+                assert name.removeprefix("MLLMDR_").lower() in fields, f"{source}: {name} is read by nothing"
+    secrets = {"MLLMDR_API_KEY": "k", "MLLMDR_JWT_SECRET": "j" * 32, "MLLMDR_TURN_SECRET": "t"}
+    _check_vllm_native(_settings_from({**k8s, **secrets}))
+    plain = {k: v for k, v in compose_env.items() if not v.startswith("${")}  # env-file values
+    _check_vllm_native(_settings_from({**plain, **secrets, "MLLMDR_ICE_SERVERS": "[]"}))
 
 
 # ----------------------------------------------------------------------------------------------- compose
@@ -197,16 +257,59 @@ def test_compose_servers_share_secrets_and_postgres_and_vllm_is_private(compose:
         "stun:turn.example.org:3478",
         "turn:turn.example.org:3478?transport=udp",
     ]
-    vllm = compose["services"]["vllm"]
-    assert "ports" not in vllm and vllm["networks"] == ["back"]
     assert compose["networks"]["back"].get("internal") is True
-    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    for name in ("vllm", "vllm-maa"):
+        vllm = compose["services"][name]
+        assert "ports" not in vllm and vllm["networks"] == ["back"], name
+        devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+        assert (
+            vllm["build"]["dockerfile"] == "deploy/vllm/Dockerfile"
+            and "./models:/models:ro" in vllm["volumes"]
+        )
     assert compose["services"]["postgres"]["networks"] == ["back"]
     assert compose["services"]["lb"]["ports"] == ["8080:80"]
-    serve = (DEPLOY / "vllm" / "serve.sh").read_text()
-    assert "--enable-prompt-embeds" in serve and "--no-enable-prefix-caching" in serve
-    assert "\n  --enable-lora" not in serve
+    dockerfile = (DEPLOY / "vllm" / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir --no-deps ." in dockerfile and "vllm.general_plugins" in dockerfile
+
+
+def _serve_sh_args(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    """What deploy/vllm/serve.sh passes to ``python3`` (a recording stand-in on PATH) for ``env``."""
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    out = subprocess.run(
+        ["bash", str(DEPLOY / "vllm" / "serve.sh")],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", **env},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.splitlines()
+
+
+def test_compose_vllm_services_launch_what_the_servers_call(compose: dict[str, Any], tmp_path: Path) -> None:
+    """serve.sh, run with each compose vLLM service's environment, starts the package's launcher in the
+    service's mode under the model name and port the stream servers are configured with."""
+    server_env = compose["services"]["server1"]["environment"]
+    assert server_env["MLLMDR_LLM_BACKEND"] == "vllm-native"
+    for name, mode, url_var, model_var in [
+        ("vllm", "plugin", "MLLMDR_VLLM_URL", "MLLMDR_VLLM_MODEL"),
+        ("vllm-maa", "maa", "MLLMDR_VLLM_MAA_URL", "MLLMDR_VLLM_MAA_MODEL"),
+    ]:
+        env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
+        env["GPU_MEMORY_UTILIZATION"] = "0.4"  # compose fills ${…:-default} from the env file
+        argv = _serve_sh_args(tmp_path, env)
+        assert argv[:2] == ["-m", "mllmdr_core.backends.vllm_plugin.serve"]
+        args = serve.parse_args(argv[2:])
+        assert (args.mode, args.model_dir, args.dtype) == (mode, "/models/mllmdr", "bfloat16")
+        assert server_env[model_var] == args.served_model_name
+        assert server_env[url_var] == f"http://{name}:{args.port}"
+        cmd = serve.launch_command(args, "python3")
+        assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.4"
+        assert "--enable-mm-embeds" in cmd and not any(a.startswith("--enable-lora") for a in cmd)
+    # the older whole-prompt-embeddings path stays one MODE away
+    embeds = serve.parse_args(_serve_sh_args(tmp_path, {"MODEL_DIR": "/m", "MODE": "embeds"})[2:])
+    cmd = serve.launch_command(embeds, "python3")
+    assert "--enable-prompt-embeds" in cmd and "--no-enable-prefix-caching" in cmd
 
 
 def test_nginx_is_sticky_by_session_id_and_upgrades_websockets(compose: dict[str, Any]) -> None:

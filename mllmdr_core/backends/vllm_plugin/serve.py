@@ -1,5 +1,6 @@
-"""How to start vLLM with the plugin (no vLLM import): command line, environment, entry-point metadata,
-and :class:`LocalServer`, a server subprocess for tests and benches.
+"""The one vLLM launcher (no vLLM import): command line (:func:`server_command`, ``mode`` plugin / maa /
+embeds), environment, entry-point metadata; :class:`LocalServer`, a server subprocess for tests and
+benches; ``python -m mllmdr_core.backends.vllm_plugin.serve`` (:func:`main`) for deploy/ and by hand.
 
 In a deployment the package is installed into vLLM's environment (``pip install --no-deps mllmdr-live``),
 which puts its ``vllm.general_plugins`` entry point (``pyproject.toml``) in front of every vLLM process.
@@ -10,14 +11,18 @@ the same entry point as a bare ``*.dist-info`` folder; with that folder and the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
@@ -55,31 +60,51 @@ def server_env(
     }
 
 
+ServeMode = Literal["plugin", "maa", "embeds"]
+SERVE_MODES: tuple[ServeMode, ...] = ("plugin", "maa", "embeds")
+# Start-up flags for small CPUs (tests, benches, cpu checks): no torch.compile (~60 s less), one process.
+QUICK_START_ARGS = ("--enforce-eager", "--distributed-executor-backend", "uni")
+QUICK_START_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # engine in-process
+
+
 def server_command(
     python: str | Path,
     model_dir: str | Path,
     *,
     port: int,
     served_model_name: str,
+    mode: ServeMode = "plugin",
     dtype: str = "float32",
     max_model_len: int = 1024,
     host: str = "127.0.0.1",
+    quick_start: bool = False,
     extra: Sequence[str] = (),
-    maa: bool = False,
 ) -> list[str]:
-    """The OpenAI-compatible server for a ``plugin=True`` export: soft tokens as multimodal embeddings;
-    ``maa``: the pooling variant serving the MAA score (``/v1/embeddings``, one number per item)."""
-    if maa:
-        extra = [
+    """vLLM's OpenAI-compatible server for an export of :func:`~mllmdr_core.backends.merge.export_merged_llm`.
+
+    ``mode``: ``"plugin"`` (a ``plugin=True`` export: item text + soft tokens as multimodal embeddings),
+    ``"maa"`` (the same export as the pooling variant serving the MAA score on ``/v1/embeddings``, one
+    number per item) or ``"embeds"`` (a plain merged export for ``VLLMBackend``: whole prompt embeddings,
+    prefix caching off). ``quick_start`` adds :data:`QUICK_START_ARGS`; ``extra`` goes last (e.g.
+    ``--gpu-memory-utilization``).
+    """
+    if mode == "plugin":
+        flags = ["--enable-mm-embeds", "--limit-mm-per-prompt", '{"audio": 1, "video": 1}']
+    elif mode == "maa":
+        flags = [
+            "--enable-mm-embeds", "--limit-mm-per-prompt", '{"audio": 1, "video": 1}',
             "--runner", "pooling", "--hf-overrides", json.dumps({"architectures": [MAA_ARCHITECTURE]}),
             "--no-enable-chunked-prefill", "--no-enable-prefix-caching",  # the head pools every position
-            "--max-num-batched-tokens", str(max_model_len * 8), *extra,
+            "--max-num-batched-tokens", str(max_model_len * 8),
         ]  # fmt: skip
+    elif mode == "embeds":  # prefix caching with embeds had bugs, and spliced embeds share no prefix
+        flags = ["--enable-prompt-embeds", "--no-enable-prefix-caching"]
+    else:
+        raise ValueError(f"mode must be one of {SERVE_MODES}, got {mode!r}")
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
         "--served-model-name", served_model_name, "--dtype", dtype, "--max-model-len", str(max_model_len),
-        "--host", host, "--port", str(port), "--enable-mm-embeds",
-        "--limit-mm-per-prompt", '{"audio": 1, "video": 1}', *extra,
+        "--host", host, "--port", str(port), *flags, *(QUICK_START_ARGS if quick_start else ()), *extra,
     ]  # fmt: skip
 
 
@@ -91,11 +116,13 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """A vLLM server subprocess with the plugin, from a source tree (tests, benches, local checks).
+    """A vLLM server subprocess from a source tree (tests, benches, local checks): :func:`server_command`
+    with ``quick_start``, the plugin's entry point written under ``work`` (:func:`server_env`).
 
-    Starts ``server_command`` in its own process group with the entry point written under ``work``,
-    waits for ``/health`` (``RuntimeError`` with the log's tail if it exits or is not ready in
-    ``ready_s``); :meth:`stop` is idempotent.
+    ``maa=True`` is ``mode="maa"`` (the older spelling, still used by callers). Runs in its own process
+    group on ``port`` (default: a free loopback port), waits for ``/health``
+    (``RuntimeError`` with the log's tail if it exits or is not ready in ``ready_s``); :meth:`stop` is
+    idempotent.
     """
 
     def __init__(
@@ -106,12 +133,16 @@ class LocalServer:
         *,
         source_root: str | Path,
         served_model_name: str,
+        mode: ServeMode = "plugin",
         maa: bool = False,
+        port: int | None = None,
         ready_s: float = 420.0,
     ) -> None:
+        if not Path(python).exists():
+            raise RuntimeError(f"{python} missing: run scripts/setup_vllm.sh (make test does)")
         work = Path(work)
         work.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = server_env(
             os.environ,
@@ -119,17 +150,17 @@ class LocalServer:
             entry_point_dir=write_entry_point(work / "entry_point"),
             cache_dir=work / "cache",
         )
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine in-process: faster start on small CPUs
         cmd = server_command(
-            python, model_dir, port=self.port, served_model_name=served_model_name, maa=maa,
-            extra=["--enforce-eager", "--distributed-executor-backend", "uni"],
+            python, model_dir, port=self.port, served_model_name=served_model_name,
+            mode="maa" if maa else mode, quick_start=True,
         )  # fmt: skip
         self.log = work / "server.log"
         self._log_f = self.log.open("wb")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self._log_f, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            cmd, env={**env, **QUICK_START_ENV}, stdout=self._log_f, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         self.start_s = 0.0
         self._wait(t0, ready_s)
 
@@ -160,3 +191,59 @@ class LocalServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log_f.close()
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The launcher's arguments (``MODEL_DIR --mode … [-- more vLLM arguments]``); ``extra`` holds what
+    follows ``--``. ``deploy/`` calls the launcher with these (tests/scale/test_deploy.py parses them)."""
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="python -m mllmdr_core.backends.vllm_plugin.serve")
+    parser.add_argument("model_dir")
+    parser.add_argument("--mode", choices=SERVE_MODES, default="plugin")
+    parser.add_argument("--served-model-name", default="mllmdr")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--quick-start", action="store_true", help="small-CPU start-up flags (no compile)")
+    parser.add_argument("--source-root", help="run the plugin from this source tree (not installed)")
+    parser.add_argument("--work", default="var/vllm", help="entry point + cache dir for --source-root")
+    args = parser.parse_args(argv[:cut])
+    args.extra = argv[cut + 1 :]
+    return args
+
+
+def launch_command(args: argparse.Namespace, python: str | Path) -> list[str]:
+    """:func:`server_command` for parsed launcher arguments."""
+    return server_command(
+        python, args.model_dir, port=args.port, served_model_name=args.served_model_name, mode=args.mode,
+        dtype=args.dtype, max_model_len=args.max_model_len, host=args.host, quick_start=args.quick_start,
+        extra=args.extra,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m mllmdr_core.backends.vllm_plugin.serve MODEL_DIR --mode plugin|maa|embeds [-- VLLM ARGS]``:
+    exec vLLM (this interpreter) with :func:`server_command`; the launcher of ``deploy/`` and the CPU check.
+
+    ``--source-root``: the package is not installed in this environment; write its entry point under
+    ``--work`` and put both on ``PYTHONPATH`` (:func:`server_env`), as :class:`LocalServer` does.
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cmd = launch_command(args, sys.executable)
+    env = dict(os.environ)
+    if args.source_root:
+        work = Path(args.work).resolve()
+        env = server_env(
+            env, source_root=Path(args.source_root).resolve(),
+            entry_point_dir=write_entry_point(work / "entry_point"), cache_dir=work / "cache",
+        )  # fmt: skip
+    if args.quick_start:
+        env.update(QUICK_START_ENV)
+    print(shlex.join(cmd), flush=True)
+    os.execve(cmd[0], cmd, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,8 @@
 Two layers:
 1. protocol tests against a loopback HTTP server that answers in vLLM 0.32's recorded Completions format
    (fast; also covers retries, timeouts, 4xx, a dead port);
-2. a REAL vLLM server (CPU build, ``.venv-vllm`` from ``scripts/setup_vllm.sh``) serving a tiny Llama
+2. a REAL vLLM server (CPU build, ``.venv-vllm`` from ``scripts/setup_vllm.sh``; started by the package's
+   launcher, ``vllm_plugin.serve.LocalServer`` with ``mode="embeds"``) serving a tiny Llama
    exported by ``merge.py`` from a tiny MLlmDR with LoRA: the backend's 8 items in one request give the
    same text as the embedded transformers backend on the unmerged model, and the same text as sending
    the token ids; a killed server gives ``BackendError``.
@@ -14,10 +15,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +37,7 @@ from mllmdr_core.backends.merge import (
 )
 from mllmdr_core.backends.transformers_backend import TransformersBackend
 from mllmdr_core.backends.vllm_backend import VLLMBackend, VLLMSettings, encode_prompt_embeds
+from mllmdr_core.backends.vllm_plugin.serve import LocalServer, free_port
 from mllmdr_core.errors import BackendError, BundleError, ConfigError
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
@@ -50,12 +48,6 @@ REPO = Path(__file__).resolve().parents[3]
 VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
 MODEL_NAME = "mllmdr-tiny"
 ITEM_KEYS = [item.key for item in PHQ8_ITEMS]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _decode(b64: str) -> torch.Tensor:
@@ -285,7 +277,7 @@ def test_timeout_and_dead_server_raise_backend_error(fake: FakeVLLM, request: py
     request.addfinalizer(slow.close)
     with pytest.raises(BackendError, match="timed out"):
         slow.generate(_items())
-    dead = VLLMBackend(f"http://127.0.0.1:{_free_port()}", MODEL_NAME, retries=1, backoff_s=0.01)
+    dead = VLLMBackend(f"http://127.0.0.1:{free_port()}", MODEL_NAME, retries=1, backoff_s=0.01)
     request.addfinalizer(dead.close)
     with pytest.raises(BackendError, match=r"unreachable \(ConnectError.*after 2 attempt"):
         dead.generate(_items())
@@ -357,68 +349,13 @@ def test_tampered_export_is_refused(export_dir: Path, tmp_path: Path) -> None:
         load_serving_manifest(copy)
 
 
-class VLLMServer:
-    """A real ``vllm.entrypoints.openai.api_server`` subprocess (CPU build) on a free loopback port."""
-
-    def __init__(self, model_dir: Path, log: Path, cache: Path) -> None:
-        if not VLLM_PY.exists():
-            raise RuntimeError(f"{VLLM_PY} missing: run scripts/setup_vllm.sh (make test does)")
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "VLLM_CACHE_ROOT": str(cache),
-            "HF_HUB_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine in-process: ~1 min less start-up on 2 cores
-        }
-        cmd = [
-            str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-            "--served-model-name", MODEL_NAME, "--enable-prompt-embeds", "--dtype", "float32",
-            "--max-model-len", "1024", "--host", "127.0.0.1", "--port", str(self.port),
-            "--enforce-eager", "--distributed-executor-backend", "uni", "--no-enable-prefix-caching",
-        ]  # fmt: skip
-        self.log = log
-        self._log_f = log.open("wb")
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self._log_f, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = t0 + 420
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        else:
-            self.stop()
-            raise RuntimeError(f"vLLM not ready after 420 s:\n{self.tail()}")
-        self.start_s = time.perf_counter() - t0
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-    def stop(self) -> None:
-        """Idempotent: SIGTERM to the server's own process group, SIGKILL after 20 s."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log_f.close()
-
-
 @pytest.fixture(scope="module")
-def vllm_server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+def vllm_server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real vLLM CPU server taking whole prompt embeddings (``mode="embeds"``) on a free port."""
     tmp = tmp_path_factory.mktemp("vllm-run")
-    server = VLLMServer(export_dir, tmp / "server.log", tmp / "cache")
+    server = LocalServer(
+        VLLM_PY, export_dir, tmp, source_root=REPO, served_model_name=MODEL_NAME, mode="embeds"
+    )
     print(f"\n[vllm] server ready in {server.start_s:.1f} s")
     yield server
     server.stop()
@@ -426,7 +363,7 @@ def vllm_server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.mark.slow
 def test_real_vllm_matches_embedded_backend_and_token_ids(
-    model: MLlmDR, export_dir: Path, vllm_server: VLLMServer, request: pytest.FixtureRequest
+    model: MLlmDR, export_dir: Path, vllm_server: LocalServer, request: pytest.FixtureRequest
 ) -> None:
     g = torch.Generator().manual_seed(2)
     audio, visual = torch.randn(1, 30, 24, generator=g), torch.randn(1, 10, 12, generator=g)
