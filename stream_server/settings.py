@@ -69,7 +69,7 @@ class Settings(BaseModel):
     video_queue_frames: int = Field(default=8, ge=1)
     ws_queue_events: int = Field(default=1000, ge=10)  # per subscriber; overflow disconnects it
     # A subscriber that takes no event for this long is closed with 1013; its close frame then waits up
-    # to as long again behind the events already buffered for it (docs/protocol.md, docs/reliability.md)
+    # to as long again behind the events already buffered for it (docs/server.md, docs/reliability.md)
     ws_send_timeout_s: float = Field(default=10.0, gt=0)
     max_sessions: int = Field(default=32, ge=1)
     session_create_per_min: int = Field(default=120, ge=1)  # rate limit per API key (burst = one minute's)
