@@ -239,6 +239,7 @@ class Publisher:
         self._watch: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._closed = False
+        self._byes: set[asyncio.Task[None]] = set()
         self.reconnects = 0
         self.error: MllmdrError | None = None
         self.state = "new"
@@ -280,9 +281,22 @@ class Publisher:
         if self.sources.interviewer is not None:
             sender = pc.addTrack(self._relay.subscribe(self.sources.interviewer))
             labels[sender.track.id] = "interviewer"  # the msid track id the server reads
+        for sender in pc.getSenders():
+            self._bye_when_ended(pc, sender)
         await pc.setLocalDescription(await pc.createOffer())
         answer = await self._offer(Offer(sdp=pc.localDescription.sdp, tracks=labels))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    def _bye_when_ended(self, pc: Any, sender: Any) -> None:
+        """When a source ends (a file sent to its end) stop its sender, which sends RTCP BYE: the server
+        then knows the track ended and does not take the silence after it for a lost publisher."""
+
+        @sender.track.on("ended")
+        def _ended() -> None:
+            if pc is self.pc and not self._closed:
+                task = asyncio.ensure_future(sender.stop())
+                self._byes.add(task)
+                task.add_done_callback(self._byes.discard)
 
     async def _watchdog(self) -> None:
         while not self._closed:
@@ -292,6 +306,8 @@ class Publisher:
             if not self.reconnect:
                 self.error = MediaError("WebRTC connection lost")
                 return
+            if self.sources is not None and self.sources.ended():
+                return  # sent to the end: nothing left to re-offer (the session is ended next)
             log.info("publisher connection %s; re-offering", self.state)
             with contextlib.suppress(Exception):
                 await self.pc.close()

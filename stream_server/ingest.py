@@ -126,6 +126,7 @@ class TrackDrain:
         self._last_kept = -1e9
         self.frames = 0
         self.last_frame_at = time.monotonic()
+        self.ended = False  # the sender ended the track (RTCP BYE, or its transport closed): not silence
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -136,6 +137,7 @@ class TrackDrain:
             try:
                 frame: Any = await self.track.recv()
             except MediaStreamError:
+                self.ended = True
                 return
             self.frames += 1
             self.last_frame_at = time.monotonic()

@@ -178,6 +178,12 @@ class ServerMetrics:
         self.dropped = Counter("mllmdr_frames_dropped_total", "Media frames dropped (queue full).", ["kind"])
         self.events = Counter("mllmdr_events_total", "Events published.", ["type"])
         self.ws_errors = Counter("mllmdr_client_errors_total", "Client errors answered.", ["code"])
+        self.ws_slow = Counter(
+            "mllmdr_slow_subscribers_total",
+            "Event WebSockets closed with 1013 for reading too slowly (send_timeout: one event not taken "
+            "within ws_send_timeout_s; overflow: more than ws_queue_events queued).",
+            ["cause"],
+        )
         self.sessions_started = Counter("mllmdr_sessions_started_total", "Sessions created.")
         self.assessments = Counter("mllmdr_assessments_total", "Assessments produced.", ["kind"])
         self.grounding = Histogram(
@@ -196,6 +202,7 @@ class ServerMetrics:
             self.dropped,
             self.events,
             self.ws_errors,
+            self.ws_slow,
             self.sessions_started,
             self.assessments,
             self.grounding,

@@ -68,6 +68,9 @@ class Settings(BaseModel):
     audio_queue_frames: int = Field(default=3000, ge=10)  # 20 ms frames: 60 s
     video_queue_frames: int = Field(default=8, ge=1)
     ws_queue_events: int = Field(default=1000, ge=10)  # per subscriber; overflow disconnects it
+    # A subscriber that takes no event for this long is closed with 1013; its close frame then waits up
+    # to as long again behind the events already buffered for it (docs/server.md, docs/reliability.md)
+    ws_send_timeout_s: float = Field(default=10.0, gt=0)
     max_sessions: int = Field(default=32, ge=1)
     session_create_per_min: int = Field(default=120, ge=1)  # rate limit per API key (burst = one minute's)
     # Rate limits (stream_server/ratelimit.py token buckets): a burst, then a steady rate; over it: 429 with

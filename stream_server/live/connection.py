@@ -61,9 +61,12 @@ class PublisherConnection:
         return self.tasks.running("grace")
 
     def silent(self, timeout_s: float) -> bool:
-        """Every track drain has gone ``timeout_s`` without a frame (False without drains)."""
+        """Every track still open has gone ``timeout_s`` without a frame. False without drains, and when
+        the publisher ended all its tracks (a file sent to its end: RTCP BYE), which is no sign of a lost
+        publisher: it ends the session next, or its peer's ICE consent lapses (``docs/server.md``)."""
         now = time.monotonic()
-        return bool(self.drains) and all(now - d.last_frame_at > timeout_s for d in self.drains)
+        open_drains = [d for d in self.drains if not d.ended]
+        return bool(open_drains) and all(now - d.last_frame_at > timeout_s for d in open_drains)
 
     async def accept(self, offer: Offer) -> Answer:
         """Answer ``offer``; the whole negotiation happens before the new peer replaces the current one."""

@@ -38,7 +38,6 @@ from stream_server.routes.sessions import quiet
 from stream_server.server import Server, ServerDep
 
 router = APIRouter()
-WS_SEND_TIMEOUT_S = 10.0  # a subscriber that does not take an event for this long is disconnected
 
 
 @dataclass
@@ -86,6 +85,7 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
     lease = Lease(claims, claims.exp)
     expiry = asyncio.ensure_future(lease.expired())
     role = claims.role
+    slow = False  # closed with 1013 (or given up on): no second close
     try:
         last = after_seq
         for stored in await srv.bus.history(session_id, after_seq):
@@ -109,10 +109,8 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
             event = getter.result()
             if event is None:
                 if sub.overflowed:
-                    await ws.close(
-                        code=WsClose.TRY_AGAIN_LATER,
-                        reason="client too slow; reconnect with after_seq to resume",
-                    )
+                    slow = True
+                    await close_slow(srv, ws, sub, "overflow")
                 else:
                     await ws.close(code=WsClose.NORMAL, reason="session closed")
                 return
@@ -121,12 +119,10 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
             if not visible_to(role, event.type, getattr(event, "code", "")):
                 continue
             try:
-                await asyncio.wait_for(ws.send_text(event.model_dump_json()), WS_SEND_TIMEOUT_S)
+                await asyncio.wait_for(ws.send_text(event.model_dump_json()), srv.settings.ws_send_timeout_s)
             except TimeoutError:  # the client stopped reading: free the slot, it can resume later
-                srv.bus.unsubscribe(sub)
-                with contextlib.suppress(Exception):
-                    closing = ws.close(code=WsClose.TRY_AGAIN_LATER, reason="client too slow")
-                    await asyncio.wait_for(closing, 1.0)
+                slow = True
+                await close_slow(srv, ws, sub, "send_timeout")
                 return
     except (WebSocketDisconnect, RuntimeError):
         return
@@ -135,9 +131,21 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
         expiry.cancel()
         if reader is not None:
             reader.cancel()
-        if ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.close(code=WsClose.NORMAL)
+        if ws.application_state == WebSocketState.CONNECTED and not slow:
+            with contextlib.suppress(Exception):  # bounded: a client that does not read blocks the close
+                await asyncio.wait_for(ws.close(code=WsClose.NORMAL), srv.settings.ws_send_timeout_s)
+
+
+async def close_slow(srv: Server, ws: WebSocket, sub: Subscription, cause: str) -> None:
+    """A subscriber that reads too slowly: its queue is dropped at once, then close 1013. The close
+    frame goes out behind the events already buffered for the client, so it waits (up to
+    ``ws_send_timeout_s``) for the client to read that far; a client that reads on sees every event it
+    was sent, then 1013, and resumes with ``after_seq``."""
+    srv.bus.unsubscribe(sub)
+    srv.metrics.ws_slow.inc(1.0, cause)
+    with contextlib.suppress(Exception):
+        closing = ws.close(code=WsClose.TRY_AGAIN_LATER, reason="client too slow; reconnect with after_seq")
+        await asyncio.wait_for(closing, srv.settings.ws_send_timeout_s)
 
 
 async def close_expired(srv: Server, ws: WebSocket, session_id: str) -> None:

@@ -8,10 +8,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from server.conftest import API_KEY, run_server
 from server.peers import publish
 
 from client_sdk.session import Session
+from client_sdk.synth import make_recording
 
 from .conftest import healthy, make_settings
 
@@ -96,4 +98,42 @@ async def test_sdk_file_that_ends_normally_ends_without_publisher_lost(
                 states = [e["state"] for e in clin.of("session.status")]
                 assert "reconnecting" not in states, states
                 assert "publisher_lost" not in [w["code"] for w in clin.of("warning")]
+                await clin.close()
+
+
+@pytest.fixture(scope="module")
+def short_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2.5 s synthetic interview (h264/aac mp4)."""
+    rec = make_recording(tmp_path_factory.mktemp("short"), duration_s=2.5, fps=15, size=(320, 240))
+    assert rec.video is not None
+    return rec.video
+
+
+async def test_file_sent_to_its_end_never_goes_reconnecting(
+    tmp_path: Path, engine: Any, short_recording: Path
+) -> None:
+    """8 SDK publishes of a 2.5 s file, each to its end, then ``end()``: at once (the old race: the peer's
+    close reached the server before the end request) or after a pause longer than ``media_timeout_s``
+    (the silence after a file's end read as a lost publisher). The SDK stops each finished track's
+    sender (RTCP BYE); the server does not count ended tracks as silent. Every run: live → ending →
+    closed, no ``publisher_lost``."""
+    media_timeout_s = 1.5
+    settings = make_settings(tmp_path, media_timeout_s=media_timeout_s, reconnect_grace_s=30.0)
+    async with run_server(settings, engine) as srv:
+        for run in range(8):
+            pause_s = 0.0 if run % 2 == 0 else media_timeout_s + 1.0
+            async with await Session.create(srv.base, API_KEY) as session:
+                clin = await srv.events(session.session_id, session.created.clinician_token)  # type: ignore[union-attr]
+                await session.publish_file(short_recording)
+                await session.wait_media_ended(timeout_s=30)
+                await asyncio.sleep(pause_s)
+                final = await session.end(timeout_s=60)
+                assert final is not None and final.kind == "final"
+                closed = await clin.wait("session.closed", timeout=30)
+                states = [e["state"] for e in clin.of("session.status")]
+                assert states == ["live", "ending", "closed"], (run, pause_s, states)
+                assert "publisher_lost" not in [w["code"] for w in clin.of("warning")], run
+                assert closed[0]["reason"] == "ended" and closed[0]["partial"] is False
+                assert closed[0]["media_time_s"] > 2.0  # the whole file was received
+                assert session.publisher.reconnects == 0
                 await clin.close()
