@@ -90,8 +90,14 @@ async def serve_events(srv: Server, ws: WebSocket, session_id: str, claims: Clai
         last = after_seq
         for stored in await srv.bus.history(session_id, after_seq):
             last = max(last, int(stored["seq"]))
-            if visible_to(role, str(stored.get("type")), str(stored.get("code", ""))):
-                await ws.send_text(json.dumps(stored))
+            if not visible_to(role, str(stored.get("type")), str(stored.get("code", ""))):
+                continue
+            try:  # a client that resumes and does not read is bounded like a live one
+                await asyncio.wait_for(ws.send_text(json.dumps(stored)), srv.settings.ws_send_timeout_s)
+            except TimeoutError:
+                slow = True
+                await close_slow(srv, ws, sub, "history_timeout")
+                return
         live = srv.manager.get(session_id)
         row = await srv.store.get_session(session_id)
         if row is not None and row["state"] == "closed" and (live is None or not live.live):

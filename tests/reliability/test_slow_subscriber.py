@@ -22,12 +22,11 @@ from .conftest import healthy, make_settings
 from .test_faults import _sample
 
 TEXT = "x" * 3900
+CAPTIONS = 1300
 
 
-async def _slow_closes(srv: RunningServer) -> float:
-    return _sample(
-        (await srv.http.get("/metrics")).text, 'mllmdr_slow_subscribers_total{cause="send_timeout"}'
-    )
+async def _slow_closes(srv: RunningServer, cause: str = "send_timeout") -> float:
+    return _sample((await srv.http.get("/metrics")).text, f'mllmdr_slow_subscribers_total{{cause="{cause}"}}')
 
 
 class PausedClient:
@@ -121,4 +120,42 @@ async def test_slow_subscriber_gets_1013_and_the_session_carries_on(tmp_path: Pa
         assert [e["seq"] for e in again.items] == rest
         await again.close()
         await fast.close()
+        await healthy(srv)
+
+
+async def test_a_resuming_subscriber_that_does_not_read_its_history_gets_1013(
+    tmp_path: Path, engine: Any
+) -> None:
+    settings = make_settings(tmp_path, ws_send_timeout_s=2.0, caption_burst=5000, caption_per_s=1000.0)
+    async with run_server(settings, engine) as srv:
+        s = await srv.create_session()
+        sid, token = s["session_id"], s["clinician_token"]
+        # ~10 MB of stored history (two ~3.9-KB events per caption): more than the socket buffers on
+        # both sides hold (the live test above needed 760–1160 captions before sends blocked)
+        for first in range(0, CAPTIONS, 20):
+            replies = await asyncio.gather(*(
+                srv.http.post(
+                    f"/v1/sessions/{sid}/captions",
+                    json={"text": TEXT, "start_s": float(n), "end_s": n + 0.5},
+                    headers=srv.bearer(s["publisher_token"]),
+                )
+                for n in range(first, first + 20)
+            ))  # fmt: skip
+            assert all(r.status_code == 200 for r in replies), replies[0].text
+        slow = await PausedClient.open(srv, f"/v1/sessions/{sid}/events?token={token}&after_seq=0")
+        deadline = time.monotonic() + 30
+        while await _slow_closes(srv, "history_timeout") == 0:  # the history send is bounded too
+            assert time.monotonic() < deadline, "the server waited on the history without a limit"
+            await asyncio.sleep(0.2)
+        got = await slow.read_all()
+        closed = slow.protocol.close_rcvd
+        assert closed is not None and closed.code == WsClose.TRY_AGAIN_LATER
+        seqs = [e["seq"] for e in got]
+        assert got[0]["type"] == "session.created" and seqs == sorted(seqs) and len(got) < 2 * CAPTIONS
+        # it resumes where it stopped and gets the rest of the history, nothing twice
+        again = await srv.events(sid, token, after_seq=seqs[-1])
+        acked = sum(e["type"] == "transcript.ack" for e in got)
+        await again.wait("transcript.ack", CAPTIONS - acked, timeout=30)
+        assert again.items[0]["seq"] == seqs[-1] + 1
+        await again.close()
         await healthy(srv)
