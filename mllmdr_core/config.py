@@ -117,6 +117,10 @@ class AssessConfig:
     # one text line of the session's live indicators in every item prompt (prompt.indicator_line), so a
     # rationale may cite them; False = the paper's prompt
     indicators_in_prompt: bool = False
+    # the lines common to all 8 item prompts (soft-token slots, scale, reply format) first, the item's own
+    # last (prompt module docstring), so a prefix-caching vLLM prefills them once per assessment;
+    # False = the paper's order. Train and serve with the same value (both read it from the bundle).
+    shared_prefix_prompts: bool = False
 
 
 @dataclass

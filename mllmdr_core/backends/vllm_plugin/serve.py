@@ -66,9 +66,17 @@ def server_command(
     host: str = "127.0.0.1",
     extra: Sequence[str] = (),
     maa: bool = False,
+    prefix_block_size: int | None = 32,
 ) -> list[str]:
     """The OpenAI-compatible server for a ``plugin=True`` export: soft tokens as multimodal embeddings;
-    ``maa``: the pooling variant serving the MAA score (``/v1/embeddings``, one number per item)."""
+    ``maa``: the pooling variant serving the MAA score (``/v1/embeddings``, one number per item).
+
+    The generation server caches prefixes in blocks of ``prefix_block_size`` tokens (None: vLLM's
+    default, 128 on CPU; only full blocks are shared): with shared-prefix prompts
+    (``assess.shared_prefix_prompts``) the 8 items of an assessment prefill the common part (soft
+    tokens, scale, reply format) once. The pooling server cannot: its head pools every position."""
+    if not maa and prefix_block_size is not None:
+        extra = ["--enable-prefix-caching", "--block-size", str(prefix_block_size), *extra]
     if maa:
         extra = [
             "--runner", "pooling", "--hf-overrides", json.dumps({"architectures": [MAA_ARCHITECTURE]}),
