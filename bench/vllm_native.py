@@ -8,13 +8,16 @@ with ``VLLMNativeBackend``; the embedded transformers backend on the full bundle
 Last line: one JSON object with
 
 - ``payload_bytes_per_assessment_d4096``: JSON bodies of one assessment (the batched generation request
-  + the MAA request, soft tokens once in each) built by the backend for this snapshot's prompts with
-  d = 4096 soft tokens, bf16 on the wire; ``..._detail``: also soft tokens with every item, generation
-  alone, and the same prompts as whole prompt embeddings (``VLLMBackend``) for comparison;
+  + the MAA request, each carrying the tensors once) built by the backend for this snapshot's prompts at
+  d_llm = 4096: the default wire, the LQ-formers' (32, d_lq) outputs at the paper's widths (768 audio,
+  32 visual), which the plugin projects; ``..._detail``: also (32, 4096) bf16 soft tokens sent once or
+  with every item, generation alone, and the same prompts as whole prompt embeddings (``VLLMBackend``);
 - ``stream_llm_params``: LLM parameters in this (stream-server) process: 0;
-- ``maa_from_server`` and ``maa_max_abs_diff`` vs the embedded backend; ``text_equal``;
-- ``prefill_tokens_per_assessment``: ``per_item`` (the 8 prompts as served) and ``shared_prefix``
-  (null: shared-prefix prompts are not built yet);
+- ``maa_from_server`` and ``maa_max_abs_diff`` vs the embedded backend; ``text_equal`` (both layouts);
+- ``prefill_tokens_per_assessment``: tokens the generation server computed (prompt tokens minus its
+  prefix-cache hits, from its ``/metrics``) for one assessment of a new session on a warm server, with
+  the paper's layout (``per_item``) and with ``assess.shared_prefix_prompts`` (``shared_prefix``);
+  ``detail`` also gives the prompt tokens and the MAA pooling server's (no prefix cache there);
 - ``latency_ms_per_assessment`` p50/p95 over ``--runs`` (tiny model, this CPU: a smoke figure).
 
 Without ``--tiny`` there is no GPU path yet: use ``bench/gpu_vllm.py`` for the 8B-shaped embedded figures.

@@ -1,14 +1,14 @@
 """LLM backend for the project's vLLM plugin: item prompts as text, soft tokens as multimodal embeddings.
 
-The stream server runs only the LQ-formers (32 + 32 soft tokens of d_llm per window) and holds no LLM
-weights; vLLM serves the bundle's merged model exported with ``merge.export_merged_llm(...,
-plugin_soft_tokens=Q)`` under the plugin's architecture (:mod:`mllmdr_core.backends.vllm_plugin`),
-started with ``--enable-mm-embeds``. Each item is a one-message conversation: the item prompt plus
-``audio_embeds`` / ``video_embeds`` parts (base64 ``torch.save`` of (Q, d), bf16 by default, each with a
-content-hash ``uuid``); the export's chat template passes the prompt through verbatim and
-``add_special_tokens`` adds the BOS, so vLLM sees the same token ids as ``MLlmDR.prompt_embeds`` with
-each placeholder expanded to Q soft-token positions. Text is decoded from the returned token ids with
-the bundle's tokenizer.
+The stream server runs only the LQ-formers (32 + 32 outputs per window) and holds no LLM weights; vLLM
+serves the bundle's merged model exported with ``merge.export_merged_llm(..., plugin_soft_tokens=Q)``
+under the plugin's architecture (:mod:`mllmdr_core.backends.vllm_plugin`), started with
+``--enable-mm-embeds``. Each item is a one-message conversation: the item prompt plus ``audio_embeds`` /
+``video_embeds`` parts (base64 ``torch.save`` of (Q, d_lq) LQ-former outputs, fp32 by default, or of
+(Q, d_llm) soft tokens, bf16 by default; each with a content-hash ``uuid``); the export's chat
+template passes the prompt through verbatim and ``add_special_tokens`` adds the BOS, so vLLM sees the
+same token ids as ``MLlmDR.prompt_embeds`` with each placeholder expanded to Q soft-token positions.
+Text is decoded from the returned token ids with the bundle's tokenizer.
 
 ``input_dims`` (``from_bundle``'s default): the export holds the LQ-formers' output projections
 (``LQFormer.proj``, d_lq → proj_hidden → d_llm) and the plugin applies them, so the client sends each
@@ -94,6 +94,8 @@ class VLLMNativeBackend(VLLMBackend):
             kwargs.setdefault(
                 "input_dims", {"audio": model.audio_lqformer.d_model, "video": model.visual_lqformer.d_model}
             )
+            # small enough to send exactly: MAA within 3e-7 of the embedded head (bf16: up to 8.5e-5)
+            kwargs.setdefault("wire_dtype", "float32")
         return cls(base_url, model_name, hidden_size=model.d_llm, tokenizer=bundle.tokenizer, **kwargs)
 
     @property
@@ -291,6 +293,6 @@ def native_backend(settings: VLLMSettings, bundle: LoadedBundle) -> VLLMNativeBa
         connect_timeout_s=settings.connect_timeout_s,
         retries=settings.retries,
         backoff_s=settings.backoff_s,
-        wire_dtype=settings.wire_dtype,
+        **({} if settings.wire_dtype is None else {"wire_dtype": settings.wire_dtype}),
         **({} if settings.suppress_placeholders else {"suppress_token_ids": ()}),
     )

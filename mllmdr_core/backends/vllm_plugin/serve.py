@@ -116,10 +116,11 @@ class LocalServer:
         served_model_name: str,
         maa: bool = False,
         ready_s: float = 420.0,
+        port: int | None = None,
     ) -> None:
         work = Path(work)
         work.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()  # a given port: e.g. a restart where the last one listened
         self.url = f"http://127.0.0.1:{self.port}"
         env = server_env(
             os.environ,
@@ -158,6 +159,12 @@ class LocalServer:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def kill(self) -> None:
+        """SIGKILL to the server's process group (a crash, for tests); :meth:`stop` still closes the log."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
     def stop(self) -> None:
         """SIGTERM to the server's own process group, SIGKILL after 20 s."""
         if self.proc.poll() is None:
@@ -167,4 +174,5 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        self._log_f.close()
+        if not self._log_f.closed:
+            self._log_f.close()

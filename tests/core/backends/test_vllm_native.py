@@ -303,3 +303,82 @@ def test_maa_score_from_the_pooling_server(
         print(f"[vllm-native] MAA from vLLM, {wire} wire: max |diff| {diff:.2e}")
         assert all(g is not None for g in got) and diff < tol
     assert len({round(g or 0.0, 6) for g in got}) > 1  # the items differ, so the pooling is per item
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_vllm_restart_mid_assessment_is_retried_and_nothing_is_lost(
+    full: LoadedBundle, light: LoadedBundle, export_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The generation server is killed (SIGKILL) while a final assessment's request is in flight: the
+    assessment fails with a typed ``BackendError``, the kept snapshot survives a round trip to disk (as a
+    pending final), and ``assess_with_retry`` succeeds once the server is back on the same port, with
+    the same answers as the embedded backend. Bounded: the retry loop is stopped after 300 s."""
+    import threading
+
+    from mllmdr_core.retry import RetryPolicy, assess_with_retry
+    from stream_server.pending import load_snapshot, save_snapshot
+
+    srv = LocalServer(VLLM_PY, export_dir, tmp_path / "first", source_root=REPO, served_model_name=MODEL_NAME)
+    servers = [srv]
+    request.addfinalizer(lambda: [s.stop() for s in servers])
+    backend = VLLMNativeBackend.from_bundle(
+        srv.url, light, MODEL_NAME, max_tokens=16, retries=1, backoff_s=0.2, timeout_s=60.0
+    )
+    request.addfinalizer(backend.close)
+    assessor = Assessor(light, backend)
+    snapshot = _snapshot(full)
+    kept = tmp_path / "pending" / "s.npz"
+    killed_at: list[float] = []
+    failures: list[BackendError] = []
+    restarted = threading.Event()
+
+    def kill_once(req: object) -> None:  # httpx request hook: kill 20 ms after the batch request leaves
+        if not killed_at and str(getattr(req, "url", "")).endswith("/v1/chat/completions/batch"):
+            killed_at.append(time.perf_counter())
+            threading.Timer(0.02, srv.kill).start()
+
+    backend._http().event_hooks = {"request": [kill_once], "response": []}
+
+    def restart() -> None:
+        servers.append(
+            LocalServer(
+                VLLM_PY, export_dir, tmp_path / "again", source_root=REPO, served_model_name=MODEL_NAME,
+                port=srv.port,
+            )
+        )  # fmt: skip
+        restarted.set()
+
+    def on_retry(n: int, exc: BackendError) -> None:
+        failures.append(exc)
+        if n == 1:  # the first failure: the final is kept (as the server parks it) and vLLM restarted
+            save_snapshot(kept, snapshot)
+            threading.Thread(target=restart, daemon=True).start()
+
+    stop = threading.Event()
+    timer = threading.Timer(300.0, stop.set)
+    timer.start()
+    request.addfinalizer(timer.cancel)
+    t0 = time.perf_counter()
+    result = assess_with_retry(
+        assessor,
+        snapshot,
+        session_id="s",
+        kind="final",
+        policy=RetryPolicy(attempts=None, base_s=1.0, max_s=4.0),
+        on_retry=on_retry,
+        stop=stop,
+    )
+    wall = time.perf_counter() - t0
+    print(f"\n[vllm-native] killed mid-assessment, {len(failures)} failed tries, done after {wall:.1f} s")
+    assert killed_at and restarted.is_set() and srv.proc.returncode == -9  # it was a crash
+    assert failures and all(isinstance(e, BackendError) for e in failures)
+    assert "vLLM at " in str(failures[0])  # typed and says which server
+    # nothing lost: the kept snapshot is the one assessed, and the answers are the embedded backend's
+    again = load_snapshot(kept)
+    assert again.audio is not None and snapshot.audio is not None
+    assert np.array_equal(again.audio, snapshot.audio) and again.transcript == snapshot.transcript
+    full.config.llm.max_new_tokens = 16
+    local = Assessor(full).assess(again, session_id="s", kind="final")
+    assert result.kind == "final" and [it.key for it in result.items] == list(ITEM_KEYS)
+    assert [it.raw_text for it in result.items] == [it.raw_text for it in local.items]
