@@ -195,16 +195,19 @@ def gpu_vllm(doc: Doc) -> list[Row]:
 def vllm_native_tiny(doc: Doc) -> list[Row]:
     payload = doc["payload_bytes_per_assessment_d4096_detail"]
     lat = doc["latency_ms_per_assessment"]
+    prefill = doc["prefill_tokens_per_assessment"]
     mib = 1024 * 1024
     figure = (
         f"vLLM plugin, {doc['device']}, generation + MAA pooling servers: payload per assessment at "
-        f"d = 4096 **{payload['shared'] / mib:.2f} MiB** (generation alone "
-        f"{payload['shared_generation_only'] / mib:.2f} MiB; whole prompt embeddings "
-        f"{payload['prompt_embeds'] / mib:.1f} MiB); stream-server LLM params "
+        f"d = 4096 **{doc['payload_bytes_per_assessment_d4096'] / mib:.2f} MiB** ({doc['wire']}; "
+        f"(32, 4096) bf16 soft tokens instead {payload['soft_tokens_shared'] / mib:.2f} MiB; whole prompt "
+        f"embeddings {payload['prompt_embeds'] / mib:.1f} MiB); stream-server LLM params "
         f"**{doc['stream_llm_params']}**; MAA from vLLM {doc['maa_from_server']} (max diff "
-        f"{doc['maa_max_abs_diff']:.1e}); text equal to embedded {doc['text_equal']}; prefill tokens per "
-        f"assessment {doc['prefill_tokens_per_assessment']['per_item']}; latency p50 {lat['p50']} ms, p95 "
-        f"{lat['p95']} ms ({lat['runs']} runs)"
+        f"{doc['maa_max_abs_diff']:.1e}); text equal to embedded {doc['text_equal']}; prefill tokens "
+        f"computed per assessment (generation server, prefix cache on) {prefill['per_item']} → "
+        f"{prefill['shared_prefix']} with shared-prefix prompts (MAA server "
+        f"{prefill['detail']['per_item']['maa_server']}); latency p50 {lat['p50']} ms, p95 {lat['p95']} ms "
+        f"({lat['runs']} runs)"
     )
     met = doc["stream_llm_params"] == 0 and doc["payload_bytes_per_assessment_d4096"] <= mib
     return [Row("vllm_native (tiny)", figure, "≤ 1 MiB, 0 LLM params", met)]

@@ -213,6 +213,7 @@ class Assessor:
             fits=lambda text: self.fits(text, slots),
             indicators=snapshot.indicators if self.bundle.config.assess.indicators_in_prompt else None,
             indicator_names=self.bundle.config.assess.prompt_indicators,
+            shared_prefix=self.bundle.config.assess.shared_prefix_prompts,
         )
 
     def assess(
@@ -232,7 +233,10 @@ class Assessor:
         embeds: list[torch.Tensor] | None = None
         with torch.inference_mode():
             if isinstance(self.backend, SoftTokenBackend):  # 32 + 32 soft tokens only
-                soft = SoftTokens.of(*self.model.encode_modalities(audio_t, None, visual_t, None))
+                if getattr(self.backend, "server_projection", False):  # the server applies LQFormer.proj
+                    soft = SoftTokens.of(*self.model.encode_latents(audio_t, visual_t))
+                else:
+                    soft = SoftTokens.of(*self.model.encode_modalities(audio_t, None, visual_t, None))
             else:
                 embeds = self.model.prompt_embeds(texts, audio_t, None, visual_t, None)  # 8 × (L_i, d_llm)
         timings["encode_ms"] = _ms(t0)

@@ -123,6 +123,10 @@ class AssessConfig:
     prompt_indicators: tuple[str, ...] = (
         "speech_ratio", "pause_count", "pause_mean_s", "f0_mean_hz", "f0_sd_semitones"
     )
+    # the lines common to all 8 item prompts (soft-token slots, scale, reply format) first, the item's own
+    # last (prompt module docstring), so a prefix-caching vLLM prefills them once per assessment;
+    # False = the paper's order. Train and serve with the same value (both read it from the bundle).
+    shared_prefix_prompts: bool = False
 
 
 @dataclass

@@ -12,6 +12,21 @@ Prompt (one per PHQ-8 item, kept short because every token is paid for in vLLM p
 
 Target: ``Evaluation Result: N. Evaluation Reason: <reason>``.
 
+Shared-prefix layout (``shared_prefix=True``; the bundle option ``assess.shared_prefix_prompts``, off by
+default: a bundle is trained and served with the same layout). The lines every item has in common come
+first, the item's own last, so the 8 prompts of one assessment share their first tokens (the soft
+tokens included) and a prefix-caching server (vLLM) prefills that part once::
+
+    Audio: <AudioHere>
+    Video: <VideoHere>
+    Scale: 0 not at all, 1 several days, 2 more than half the days, 3 nearly every day.
+    Reply "Evaluation Result: N. Evaluation Reason: ..."
+    Q: How have you been sleeping?
+    A: Not well, I wake up at three.
+    Rate PHQ-8 item "Sleep": Trouble falling or staying asleep, or sleeping too much.
+
+(An indicator line goes before the ``Reply`` line in both layouts, so it is in the shared part.)
+
 No silent loss (:func:`item_prompts`): questions and answers are never clipped (whitespace is collapsed,
 so every ``Q:``/``A:`` is one line). Per item the pairs are ranked (``interview.pairs_for_item``: the
 item's most relevant first, at most ``max_pairs``) and kept greedily while the prompt fits the budget
@@ -72,25 +87,28 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _render(item_key: str, pairs: Sequence[QAPair], *, has_audio: bool, has_video: bool) -> str:
-    """The prompt text for ``pairs`` exactly as given (no selection, no reordering, nothing clipped)."""
+def _render(
+    item_key: str, pairs: Sequence[QAPair], *, has_audio: bool, has_video: bool, shared_prefix: bool = False
+) -> str:
+    """The prompt text for ``pairs`` exactly as given (no selection, no reordering, nothing clipped);
+    ``shared_prefix``: the lines common to all items first (module docstring)."""
     item = ITEMS_BY_KEY.get(item_key)
     if item is None:
         raise KeyError(f"unknown PHQ-8 item {item_key!r}; expected one of {sorted(ITEMS_BY_KEY)}")
-    lines = [f'Rate PHQ-8 item "{item.title}": {item.question}.', SCALE_LINE]
+    interview = []
     for pair in pairs:
         if pair.question is not None and pair.question.text.strip():
-            lines.append(f"Q: {_one_line(pair.question.text)}")
+            interview.append(f"Q: {_one_line(pair.question.text)}")
         answer = _one_line(pair.answer_text)
-        lines.append(f"A: {answer if answer else '(no answer)'}")
+        interview.append(f"A: {answer if answer else '(no answer)'}")
     if not pairs:
-        lines.append("(no interview answers yet)")
-    if has_audio:
-        lines.append(f"Audio: {AUDIO_TOKEN}")
-    if has_video:
-        lines.append(f"Video: {VIDEO_TOKEN}")
-    lines.append(REPLY_LINE)
-    return "\n".join(lines)
+        interview.append("(no interview answers yet)")
+    slots = [f"Audio: {AUDIO_TOKEN}"] if has_audio else []
+    slots += [f"Video: {VIDEO_TOKEN}"] if has_video else []
+    title = f'Rate PHQ-8 item "{item.title}": {item.question}.'
+    if shared_prefix:
+        return "\n".join([*slots, SCALE_LINE, REPLY_LINE, *interview, title])
+    return "\n".join([title, SCALE_LINE, *interview, *slots, REPLY_LINE])
 
 
 def build_item_prompt(
@@ -144,7 +162,12 @@ def _fit_item(
     has_video: bool,
     fits: Callable[[str], bool] | None,
     indicator: str | None = None,
+    shared_prefix: bool = False,
 ) -> ItemPrompt:
+    def render(pairs: Sequence[QAPair]) -> str:
+        text = _render(key, pairs, has_audio=has_audio, has_video=has_video, shared_prefix=shared_prefix)
+        return with_indicator_line(text, indicator)
+
     order = {id(pair): n for n, pair in enumerate(sorted(ranked, key=lambda p: p.start_s))}
     kept: list[QAPair] = []  # whole pairs, in rank order
     parts: dict[int, list[tuple[int, TranscriptLine]]] = {}  # split pair (id) → its kept sentences
@@ -163,7 +186,7 @@ def _fit_item(
             kept.append(extra)
         if piece is not None:
             parts.setdefault(piece[0], []).append(piece[1:])
-        text = with_indicator_line(_render(key, shown(), has_audio=has_audio, has_video=has_video), indicator)
+        text = render(shown())
         ok = fits is None or fits(text)
         if not ok:  # undo
             if extra is not None:
@@ -185,7 +208,7 @@ def _fit_item(
         for n, line in best:
             fit_with(piece=(id(pair), n, line))
     ranked_shown = [*kept, *(p for p in shown() if id(p) not in {id(k) for k in kept})]
-    text = with_indicator_line(_render(key, shown(), has_audio=has_audio, has_video=has_video), indicator)
+    text = render(shown())
     return ItemPrompt(text, tuple(ranked_shown))
 
 
@@ -221,6 +244,7 @@ def item_prompts(
     fits: Callable[[str], bool] | None = None,
     indicators: Mapping[str, float] | None = None,
     indicator_names: Sequence[str] | None = None,
+    shared_prefix: bool = False,
 ) -> dict[str, ItemPrompt]:
     """The 8 item prompts for a transcript: the one builder for training, evaluation, replay and live.
 
@@ -229,7 +253,9 @@ def item_prompts(
     whole while the prompt fits ``fits`` (e.g. a token budget), a pair too long to fit is split into
     sentences (module docstring). Nothing inside an answer is clipped. With ``indicators`` (the bundle
     option ``assess.indicators_in_prompt``) every prompt carries their :func:`indicator_line` (those
-    in ``indicator_names``: the bundle's ``assess.prompt_indicators``), counted in the budget."""
+    in ``indicator_names``: the bundle's ``assess.prompt_indicators``), counted in the budget.
+    ``shared_prefix`` (the bundle option ``assess.shared_prefix_prompts``): the layout with the lines
+    common to all items first (module docstring)."""
     line = indicator_line(indicators, indicator_names) if indicators is not None else None
     pairs = pair_transcript(list(transcript), script)
     return {
@@ -240,6 +266,7 @@ def item_prompts(
             has_video=has_video,
             fits=fits,
             indicator=line,
+            shared_prefix=shared_prefix,
         )
         for key in ITEM_KEYS
     }

@@ -108,7 +108,8 @@ class Settings(BaseModel):
     vllm_connect_timeout_s: float = Field(default=5.0, gt=0)
     vllm_retries: int = Field(default=2, ge=0)  # more attempts after connection errors, 408/429/5xx
     vllm_backoff_s: float = Field(default=0.5, ge=0)  # first back-off, doubled per retry
-    vllm_wire_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # None: bf16 for prompt embeddings (vllm), fp32 for the plugin's small LQ-former outputs (vllm-native)
+    vllm_wire_dtype: Literal["bfloat16", "float16", "float32"] | None = None
     vllm_maa_url: str | None = None  # vllm-native: the plugin's pooling server (MAA head)
     vllm_maa_model: str | None = None  # its served model name (default: vllm_model)
 

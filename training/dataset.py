@@ -66,6 +66,7 @@ def item_prompts(
         max_pairs=cfg.assess.max_qa_pairs_per_item,
         indicators=indicators if cfg.assess.indicators_in_prompt else None,
         indicator_names=cfg.assess.prompt_indicators,
+        shared_prefix=cfg.assess.shared_prefix_prompts,
     )
     return {key: p.text for key, p in made.items()}
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mllmdr_core.backends.vllm_plugin import (
     ARCHITECTURE,
+    AUDIO_INPUT_DIM_KEY,
     AUDIO_TOKEN_KEY,
     MAA_WEIGHTS_NAME,
     NUM_QUERIES_KEY,
+    PROJECTION_WEIGHTS_NAME,
     RAW_CHAT_TEMPLATE,
+    VIDEO_INPUT_DIM_KEY,
     VIDEO_TOKEN_KEY,
 )
 from mllmdr_core.errors import BundleError, ConfigError
@@ -109,6 +113,7 @@ def export_merged_llm(
     in_place: bool = False,
     plugin_soft_tokens: int | None = None,
     maa_head: nn.Module | None = None,
+    soft_token_projections: Mapping[str, nn.Module] | None = None,
 ) -> Path:
     """Merge LoRA into ``llm`` and write a vLLM-servable HF model dir at ``out_dir``.
 
@@ -117,7 +122,9 @@ def export_merged_llm(
     the project's vLLM plugin (:mod:`mllmdr_core.backends.vllm_plugin`): config ``architectures`` names
     the plugin's model, with the placeholder token ids and query count, and the tokenizer gets a chat
     template that passes the prompt through verbatim; ``maa_head`` (the bundle's) is saved for the
-    plugin's pooling variant, which serves the MAA score. Returns ``out_dir``.
+    plugin's pooling variant, which serves the MAA score; ``soft_token_projections`` (``{"audio":
+    LQFormer.proj, "video": ...}``, plugin exports only) are saved so that the plugin projects the
+    LQ-formers' (Q, d_lq) outputs itself and clients send those instead of (Q, d_llm). Returns ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +156,9 @@ def export_merged_llm(
         config["architectures"] = [ARCHITECTURE]
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (out / "chat_template.jinja").write_text(RAW_CHAT_TEMPLATE)
+        if soft_token_projections is not None:
+            _save_projections(out, config, soft_token_projections)
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if maa_head is not None:
         (out / MAA_WEIGHTS_NAME).parent.mkdir(exist_ok=True)
         state = {
@@ -196,6 +206,21 @@ def _configure_for_plugin(merged: PreTrainedModel, tokenizer: PreTrainedTokenize
     merged.config = cfg
 
 
+def _save_projections(out: Path, config: dict[str, object], projections: Mapping[str, nn.Module]) -> None:
+    """``projections`` (fp32) into the export; their input widths into ``config``."""
+    dims = {"audio": AUDIO_INPUT_DIM_KEY, "video": VIDEO_INPUT_DIM_KEY}
+    if sorted(projections) != sorted(dims):
+        raise ConfigError(f"soft_token_projections needs audio and video, got {sorted(projections)}")
+    state: dict[str, torch.Tensor] = {}
+    for modality, module in projections.items():
+        first = next(iter(module.parameters()))  # Linear(d_lq → proj_hidden) weight
+        config[dims[modality]] = int(first.shape[1])
+        for k, v in module.state_dict().items():
+            state[f"{modality}.{k}"] = v.detach().to("cpu", torch.float32).contiguous()
+    (out / PROJECTION_WEIGHTS_NAME).parent.mkdir(exist_ok=True)
+    save_file(state, str(out / PROJECTION_WEIGHTS_NAME))
+
+
 def export_bundle(
     bundle_path: str | Path, out_dir: str | Path, *, dtype: str | None = None, plugin: bool = False
 ) -> Path:
@@ -216,6 +241,11 @@ def export_bundle(
         in_place=True,
         plugin_soft_tokens=loaded.config.lqformer.num_queries if plugin else None,
         maa_head=loaded.model.maa if plugin else None,
+        soft_token_projections=(
+            {"audio": loaded.model.audio_lqformer.proj, "video": loaded.model.visual_lqformer.proj}
+            if plugin
+            else None
+        ),
     )
 
 

@@ -317,7 +317,7 @@ class VLLMSettings:
     connect_timeout_s: float = 5.0
     retries: int = 2
     backoff_s: float = 0.5
-    wire_dtype: str = "bfloat16"
+    wire_dtype: str | None = None  # None: bf16 (prompt embeddings), fp32 for the plugin's LQ-former outputs
     native: bool = False
     maa_url: str | None = None
     maa_model: str | None = None
@@ -337,7 +337,7 @@ class VLLMSettings:
             "connect_timeout_s": self.connect_timeout_s,
             "retries": self.retries,
             "backoff_s": self.backoff_s,
-            "wire_dtype": self.wire_dtype,
+            "wire_dtype": self.wire_dtype or "bfloat16",
         }
         if self.export:
             return VLLMBackend.from_export(self.url, self.export, self.model, **kwargs)

@@ -1,21 +1,31 @@
 """LLM backend for the project's vLLM plugin: item prompts as text, soft tokens as multimodal embeddings.
 
-The stream server runs only the LQ-formers (32 + 32 soft tokens of d_llm per window) and holds no LLM
-weights; vLLM serves the bundle's merged model exported with ``merge.export_merged_llm(...,
-plugin_soft_tokens=Q)`` under the plugin's architecture (:mod:`mllmdr_core.backends.vllm_plugin`),
-started with ``--enable-mm-embeds``. Each item is a one-message conversation: the item prompt plus
-``audio_embeds`` / ``video_embeds`` parts (base64 ``torch.save`` of (Q, d), bf16 by default, each with a
-content-hash ``uuid``); the export's chat template passes the prompt through verbatim and
-``add_special_tokens`` adds the BOS, so vLLM sees the same token ids as ``MLlmDR.prompt_embeds`` with
-each placeholder expanded to Q soft-token positions. Text is decoded from the returned token ids with
-the bundle's tokenizer.
+The stream server runs only the LQ-formers (32 + 32 outputs per window) and holds no LLM weights; vLLM
+serves the bundle's merged model exported with ``merge.export_merged_llm(..., plugin_soft_tokens=Q)``
+under the plugin's architecture (:mod:`mllmdr_core.backends.vllm_plugin`), started with
+``--enable-mm-embeds``. Each item is a one-message conversation: the item prompt plus ``audio_embeds`` /
+``video_embeds`` parts (base64 ``torch.save`` of (Q, d_lq) LQ-former outputs, fp32 by default, or of
+(Q, d_llm) soft tokens, bf16 by default; each with a content-hash ``uuid``); the export's chat
+template passes the prompt through verbatim and ``add_special_tokens`` adds the BOS, so vLLM sees the
+same token ids as ``MLlmDR.prompt_embeds`` with each placeholder expanded to Q soft-token positions.
+Text is decoded from the returned token ids with the bundle's tokenizer.
+
+``input_dims`` (``from_bundle``'s default): the export holds the LQ-formers' output projections
+(``LQFormer.proj``, d_lq → proj_hidden → d_llm) and the plugin applies them, so the client sends each
+LQ-former's (Q, d_lq) output instead of the (Q, d_llm) soft tokens: d_lq = 768 (HuBERT-base width) and
+the visual width vs d_llm = 4096 for the paper's shapes. The projection is not part of the LLM: the
+stream server still holds no LLM weights, and the soft tokens are the same numbers (fp32 in vLLM).
+This is what brings an assessment (generation + MAA request, each carrying the tensors once) under
+1 MiB at d_llm = 4096 (``bench/vllm_native.py``); without it the two copies of (Q, 4096) bf16 soft
+tokens alone are ≈ 1.33 MiB.
 
 ``share_soft_tokens`` (default): the 8 items go in ONE ``POST /v1/chat/completions/batch``; only the
 first conversation carries the tensors, the other 7 name them by uuid and vLLM's multimodal processor
 cache supplies them (the plugin parses soft tokens as processor data, which that cache keeps; vLLM
-skips it for pass-through embeddings). Wire cost ≈ 2·Q·d·2 bytes·4/3 + the 8 prompt texts per request:
-≈ 0.69 MiB at Q = 32, d = 4096. Without it, 8 concurrent ``/v1/chat/completions`` requests each carry the
-tensors (≈ 5.4 MiB). Whole prompt embeddings (``vllm_backend``) cost ≈ 130 MiB for 1,562-token items.
+skips it for pass-through embeddings). Wire cost ≈ 2·Q·w·2 bytes·4/3 + the 8 prompt texts per request
+(w = d_llm or d_lq): ≈ 0.69 MiB at Q = 32, w = 4096. Without it, 8 concurrent ``/v1/chat/completions``
+requests each carry the tensors (≈ 5.4 MiB at w = 4096). Whole prompt embeddings (``vllm_backend``) cost
+≈ 130 MiB for 1,562-token items.
 
 ``maa_url`` names a second vLLM server that serves the same export as the plugin's pooling variant
 (:data:`~mllmdr_core.backends.vllm_plugin.MAA_ARCHITECTURE`, MAA head as pooler): the same 8
@@ -52,10 +62,14 @@ class VLLMNativeBackend(VLLMBackend):
         maa_url: str | None = None,
         maa_model_name: str | None = None,
         share_soft_tokens: bool = True,
+        input_dims: dict[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.share_soft_tokens = share_soft_tokens
+        # {"audio": d_lq, "video": d_lq}: the server projects (the export holds the LQ-formers' projections)
+        # and ``SoftTokens`` carry the LQ-formers' outputs before them; None: (Q, d_llm) soft tokens
+        self.input_dims = input_dims
         self.tokenizer = tokenizer  # decodes the returned token ids as the embedded backend does
         # The plugin's pooling variant (MAA head as pooler) serving the same export: one score per item.
         self.maa: VLLMBackend | None = None
@@ -71,11 +85,24 @@ class VLLMNativeBackend(VLLMBackend):
         cls, base_url: str, bundle: LoadedBundle, model_name: str, **kwargs: Any
     ) -> VLLMNativeBackend:
         """For ``bundle`` (loaded with or without LLM weights): its hidden size, tokenizer, placeholder
-        suppression and ``max_new_tokens``."""
+        suppression, ``max_new_tokens`` and its LQ-formers' widths (``server_projection=True``, the
+        default: the export holds the projections; ``False`` sends (Q, d_llm) soft tokens)."""
         model = bundle.model
         kwargs.setdefault("max_tokens", bundle.config.llm.max_new_tokens)
         kwargs.setdefault("suppress_token_ids", (model.audio_token_id, model.video_token_id))
+        if kwargs.pop("server_projection", True):
+            kwargs.setdefault(
+                "input_dims", {"audio": model.audio_lqformer.d_model, "video": model.visual_lqformer.d_model}
+            )
+            # small enough to send exactly: MAA within 3e-7 of the embedded head (bf16: up to 8.5e-5)
+            kwargs.setdefault("wire_dtype", "float32")
         return cls(base_url, model_name, hidden_size=model.d_llm, tokenizer=bundle.tokenizer, **kwargs)
+
+    @property
+    def server_projection(self) -> bool:
+        """True: the ``Assessor`` sends the LQ-formers' outputs before their projection
+        (``MLlmDR.encode_latents``), which the plugin applies."""
+        return self.input_dims is not None
 
     def soft_parts(self, soft: SoftTokens, *, reference: bool = False) -> list[dict[str, Any]]:
         """The multimodal content parts for one window's soft tokens, each with a content-hash ``uuid``;
@@ -84,11 +111,10 @@ class VLLMNativeBackend(VLLMBackend):
         for modality, tokens in (("audio", soft.audio), ("video", soft.video)):
             if tokens is None:
                 continue
-            if tokens.dim() != 2 or (self.hidden_size is not None and tokens.shape[1] != self.hidden_size):
-                raise BackendError(
-                    f"{modality} soft tokens must be (Q, {self.hidden_size or 'd'}), "
-                    f"got {tuple(tokens.shape)}"
-                )
+            width = self.hidden_size if self.input_dims is None else self.input_dims[modality]
+            if tokens.dim() != 2 or (width is not None and tokens.shape[1] != width):
+                shape = tuple(tokens.shape)
+                raise BackendError(f"{modality} soft tokens must be (Q, {width or 'd'}), got {shape}")
             key = f"{modality}_embeds"
             data = encode_prompt_embeds(tokens, self.wire_dtype)
             uuid = f"mllmdr-{modality}-" + hashlib.sha256(data.encode()).hexdigest()[:32]
@@ -267,6 +293,6 @@ def native_backend(settings: VLLMSettings, bundle: LoadedBundle) -> VLLMNativeBa
         connect_timeout_s=settings.connect_timeout_s,
         retries=settings.retries,
         backoff_s=settings.backoff_s,
-        wire_dtype=settings.wire_dtype,
+        **({} if settings.wire_dtype is None else {"wire_dtype": settings.wire_dtype}),
         **({} if settings.suppress_placeholders else {"suppress_token_ids": ()}),
     )

@@ -63,6 +63,12 @@ class LQFormer(nn.Module):
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``feats`` (B, T, D), ``mask`` (B, T) bool True = valid frame → (B, Q, d_llm)."""
+        tokens: torch.Tensor = self.proj(self.latent(feats, mask))  # (B, Q, d_llm)
+        return tokens
+
+    def latent(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The decoder's output before ``proj``, (B, Q, d): what a vLLM server that holds ``proj``
+        (:mod:`mllmdr_core.backends.vllm_plugin`) takes instead of the (B, Q, d_llm) soft tokens."""
         if feats.dim() != 3 or feats.shape[-1] != self.feature_dim:
             raise ConfigError(
                 f"LQFormer expects (B, T, {self.feature_dim}) features, got {tuple(feats.shape)}"
@@ -80,7 +86,5 @@ class LQFormer(nn.Module):
         valid = torch.cat([mask.new_ones(bsz, 1), mask.bool()], dim=1)  # (B, 1+T)
         # 3. queries attend to themselves and (masked) into the frames
         tgt = self.queries.unsqueeze(0).expand(bsz, -1, -1)  # (B, Q, d)
-        out = self.decoder(tgt, memory, memory_key_padding_mask=~valid)  # (B, Q, d)
-        # 4. into the LLM's embedding space
-        tokens: torch.Tensor = self.proj(out)  # (B, Q, d_llm)
-        return tokens
+        out: torch.Tensor = self.decoder(tgt, memory, memory_key_padding_mask=~valid)  # (B, Q, d)
+        return out  # 4. ``proj`` takes it into the LLM's embedding space (forward)

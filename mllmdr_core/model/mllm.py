@@ -268,6 +268,20 @@ class MLlmDR(nn.Module):
             visual_tokens = self.visual_lqformer(visual, vm)  # (B, Q, d_llm)
         return audio_tokens, visual_tokens
 
+    def encode_latents(
+        self, audio: torch.Tensor | None, visual: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Features (all frames valid) → the LQ-formers' outputs before their projection into the LLM's
+        space: (B, Q, d_lq) per modality, ``None`` where absent (``encode_modalities``: ``proj`` of these)."""
+        audio_out = visual_out = None
+        if audio is not None:
+            audio_out = self.audio_lqformer.latent(audio, audio.new_ones(audio.shape[:2], dtype=torch.bool))
+        if visual is not None:
+            visual_out = self.visual_lqformer.latent(
+                visual, visual.new_ones(visual.shape[:2], dtype=torch.bool)
+            )
+        return audio_out, visual_out
+
     def splice(
         self,
         input_ids: torch.Tensor,

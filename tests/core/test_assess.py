@@ -23,7 +23,7 @@ from mllmdr_core.features.interview import pair_transcript
 from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.model.tokenizer import VIDEO_TOKEN
 from mllmdr_core.phq8 import ITEM_KEYS
-from mllmdr_core.prompt import build_item_prompt
+from mllmdr_core.prompt import REPLY_LINE, build_item_prompt
 from mllmdr_core.snapshot import SessionSnapshot
 from mllmdr_core.testing import build_tiny_bundle
 
@@ -317,6 +317,53 @@ def test_indicators_in_prompt_is_a_bundle_option(bundle: LoadedBundle) -> None:
     config.assess.indicators_in_prompt = True
     prompts = Assessor(dataclasses.replace(bundle, config=config)).prompts(snapshot)
     assert all("\nIndicators: speech_ratio 0.25, pause_count 3\n" in p.text for p in prompts.values())
+
+
+def test_shared_prefix_prompts_is_a_bundle_option(bundle: LoadedBundle) -> None:
+    import copy
+    import dataclasses
+    import os
+
+    from training.dataset import item_prompts as training_prompts
+
+    lines = [
+        _line(0.0, "clinician", "How have you been sleeping?"),
+        _line(1.0, "patient", "Badly, I wake up at three."),
+        _line(3.0, "clinician", "And your appetite?"),
+        _line(4.0, "patient", "I barely eat."),
+    ]
+    rng = np.random.default_rng(0)
+    snapshot = SessionSnapshot.of(
+        audio=rng.standard_normal((20, bundle.model.audio_dim)).astype(np.float32),
+        visual=rng.standard_normal((20, bundle.model.visual_dim)).astype(np.float32),
+        transcript=lines,
+        indicators={"speech_ratio": 0.25},
+    )
+    assert not bundle.config.assess.shared_prefix_prompts  # default: the paper's order, item line first
+    config = copy.deepcopy(bundle.config)
+    config.assess.indicators_in_prompt = True
+    paper = Assessor(dataclasses.replace(bundle, config=config)).prompts(snapshot)
+    default = {k: p.text for k, p in paper.items()}
+    assert all(t.startswith("Rate PHQ-8 item ") for t in default.values())
+    config = copy.deepcopy(config)
+    config.assess.shared_prefix_prompts = True
+    assessor = Assessor(dataclasses.replace(bundle, config=config))
+    shared = {k: p.text for k, p in assessor.prompts(snapshot).items()}
+    prefix = os.path.commonprefix(list(shared.values()))  # noqa: RUF071  (characters, on purpose)
+    assert prefix.startswith("Audio: <AudioHere>\nVideo: <VideoHere>\nScale: ")
+    assert '.\nIndicators: speech_ratio 0.25\n' + REPLY_LINE + '\n' in prefix
+    for key in ITEM_KEYS:  # the same lines in another order: the item's own line last
+        assert sorted(shared[key].splitlines()) == sorted(default[key].splitlines())
+        assert shared[key].splitlines()[-1] == default[key].splitlines()[0]
+    # the shared text is shared tokens (what a prefix cache keys on)
+    ids = [bundle.model.tokenizer(t)["input_ids"] for t in shared.values()]
+    same = 0
+    while all(len(i) > same for i in ids) and len({i[same] for i in ids}) == 1:
+        same += 1
+    assert same >= len(bundle.model.tokenizer(prefix)["input_ids"]) - 1
+    # train/serve parity: the training set builds the same prompts from the same bundle option
+    made = training_prompts(lines, config, has_audio=True, has_video=True, indicators={"speech_ratio": 0.25})
+    assert made == shared
 
 
 class ScriptedSoftBackend:

@@ -132,5 +132,17 @@ def test_vllm_native_env_builds_the_plugin_client_without_llm_weights(
         assert llm_params_loaded(model) == 0  # the stream server holds no LLM weights
         assert backend.max_tokens == engine.config.llm.max_new_tokens
         assert backend.suppress_token_ids == (model.audio_token_id, model.video_token_id)
+        # the plugin projects: the LQ-formers' (32, d_lq) outputs go exactly (fp32) unless set
+        assert backend.server_projection and str(backend.wire_dtype) == "torch.float32"
+        assert backend.input_dims == {
+            "audio": model.audio_lqformer.d_model,
+            "video": model.visual_lqformer.d_model,
+        }
+    finally:
+        engine.close()
+    monkeypatch.setenv("MLLMDR_VLLM_WIRE_DTYPE", "bfloat16")
+    engine = CoreEngine(tiny_bundle, backend=Settings.from_env().vllm())
+    try:
+        assert str(engine._assessor.backend.wire_dtype) == "torch.bfloat16"  # type: ignore[attr-defined]
     finally:
         engine.close()

@@ -100,7 +100,10 @@ def test_evaluate_runs_every_ablation_and_writes_report(tiny_model: MLlmDR, tmp_
         assert entry["all"]["n"] == 4 and entry["masked"]["n"] == 2
         assert 0.0 <= entry["all"]["f1"] <= 1.0 and entry["all"]["mae"] >= 0.0
         assert entry["totals"]["true"] == [0, 16, 0, 16]
-    assert set(check_targets(results)) == {"f1_all", "mae_all", "masked_f1_gain"}
+    targets = check_targets(results)
+    assert set(targets) == {"f1_all", "mae_all", "grounding_all", "masked_f1_gain"}
+    grounded = results["ablations"]["all"]["all"]["grounded_share"]
+    assert targets["grounding_all"] == {"value": grounded, "target": 0.95, "met": grounded >= 0.95}
     for subset in ("all", "masked"):  # bootstrap intervals bracket every point value
         m = results["ablations"]["all"][subset]
         ci = m["intervals"]

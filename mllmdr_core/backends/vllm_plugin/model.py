@@ -1,8 +1,9 @@
 """The vLLM model class of the plugin (imported by vLLM only): Llama + 32 + 32 soft tokens as embeddings.
 
 ``<AudioHere>`` / ``<VideoHere>`` in a prompt each become ``Q`` placeholder positions (the processor's
-prompt replacement); ``embed_multimodal`` returns the client's soft tokens, which vLLM scatters into those
-positions, exactly as :meth:`mllmdr_core.model.mllm.MLlmDR.splice` does in-process. Inputs are
+prompt replacement); ``embed_multimodal`` returns the client's soft tokens (or the client's LQ-former
+outputs through the export's projections), which vLLM scatters into those positions, exactly as
+:meth:`mllmdr_core.model.mllm.MLlmDR.splice` does in-process. Inputs are
 embeddings only (``--enable-mm-embeds``): no encoder runs inside vLLM.
 """
 
@@ -30,9 +31,12 @@ from vllm.multimodal.processing import (
 )
 
 from mllmdr_core.backends.vllm_plugin import (
+    AUDIO_INPUT_DIM_KEY,
     AUDIO_TOKEN_KEY,
     MAA_WEIGHTS_NAME,
     NUM_QUERIES_KEY,
+    PROJECTION_WEIGHTS_NAME,
+    VIDEO_INPUT_DIM_KEY,
     VIDEO_TOKEN_KEY,
 )
 
@@ -42,6 +46,34 @@ PLACEHOLDERS = {"audio": "<AudioHere>", "video": "<VideoHere>"}
 
 def _token_ids(config: Any) -> dict[str, int]:
     return {"audio": int(getattr(config, AUDIO_TOKEN_KEY)), "video": int(getattr(config, VIDEO_TOKEN_KEY))}
+
+
+def _input_dims(config: Any) -> dict[str, int]:
+    """Width of what a client sends per modality: d_lq when the export holds the projections, else d."""
+    d = int(config.hidden_size)
+    keys = {"audio": AUDIO_INPUT_DIM_KEY, "video": VIDEO_INPUT_DIM_KEY}
+    return {m: int(getattr(config, k, None) or d) for m, k in keys.items()}
+
+
+def load_projections(model_dir: str) -> dict[str, torch.nn.Module]:
+    """The LQ-formers' output projections from the export (fp32), ``{}`` if it has none."""
+    path = Path(model_dir) / PROJECTION_WEIGHTS_NAME
+    if not path.exists():
+        return {}
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    out: dict[str, torch.nn.Module] = {}
+    for modality in MODALITIES:
+        w0, w2 = state[f"{modality}.0.weight"], state[f"{modality}.2.weight"]
+        nn = torch.nn
+        proj = nn.Sequential(nn.Linear(*w0.shape[::-1]), nn.ReLU(), nn.Linear(*w2.shape[::-1]))
+        proj.load_state_dict(
+            {k.removeprefix(f"{modality}."): v for k, v in state.items() if k.startswith(f"{modality}.")},
+            strict=True,
+        )
+        out[modality] = proj.float().eval()
+    return out
 
 
 class SoftTokenItems(ProcessorBatchItems):
@@ -100,8 +132,8 @@ class MllmdrDummyInputsBuilder(BaseDummyInputsBuilder[MllmdrProcessingInfo]):
         self, seq_len: int, mm_counts: Mapping[str, int], mm_options: Any
     ) -> dict[str, Any]:
         cfg = self.info.get_hf_config()
-        q, d = int(getattr(cfg, NUM_QUERIES_KEY)), int(cfg.hidden_size)
-        return {m: [torch.zeros(q, d) for _ in range(mm_counts.get(m, 0))] for m in MODALITIES}
+        q, dims = int(getattr(cfg, NUM_QUERIES_KEY)), _input_dims(cfg)
+        return {m: [torch.zeros(q, dims[m]) for _ in range(mm_counts.get(m, 0))] for m in MODALITIES}
 
 
 class MllmdrMultiModalProcessor(BaseMultiModalProcessor[MllmdrProcessingInfo]):
@@ -111,12 +143,13 @@ class MllmdrMultiModalProcessor(BaseMultiModalProcessor[MllmdrProcessingInfo]):
         self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]
     ) -> BatchFeature:
         cfg = self.info.get_hf_config()
-        q, d = int(getattr(cfg, NUM_QUERIES_KEY)), int(cfg.hidden_size)
+        q, dims = int(getattr(cfg, NUM_QUERIES_KEY)), _input_dims(cfg)
         out = {}
         for modality in MODALITIES:
             items = hf_data.get(f"{modality}_soft")
             if not items:
                 continue
+            d = dims[modality]
             for t in items:  # type: ignore[attr-defined]
                 if not isinstance(t, torch.Tensor) or tuple(t.shape) != (q, d):
                     shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -165,13 +198,16 @@ class MllmdrLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         config = vllm_config.model_config.hf_config
         self.configure_mm_token_handling(int(config.vocab_size), list(_token_ids(config).values()))
+        # a plain dict: not parameters of the vLLM model (its loader checks those against the checkpoint)
+        self.projections = load_projections(vllm_config.model_config.model)
 
     def get_language_model(self) -> torch.nn.Module:
         return self.model
 
     def embed_multimodal(self, **kwargs: object) -> list[torch.Tensor]:
-        """The soft tokens as sent, (Q, d) per item, in prompt order (audio before video)."""
-        dtype = self.model.embed_tokens.weight.dtype
+        """The soft tokens, (Q, d) per item, in prompt order (audio before video): as sent, or the sent
+        LQ-former outputs through the export's projection (fp32, as in-process)."""
+        weight = self.model.embed_tokens.weight
         out: list[torch.Tensor] = []
         for modality in MODALITIES:
             data = kwargs.get(f"{modality}_embeds")
@@ -180,7 +216,12 @@ class MllmdrLlamaForCausalLM(LlamaForCausalLM, SupportsMultiModal):
             items = (
                 list(data) if isinstance(data, (list, tuple)) else list(torch.unbind(torch.as_tensor(data)))
             )
-            out.extend(t.to(dtype) for t in items)
+            proj = self.projections.get(modality)
+            if proj is not None:
+                proj.to(weight.device)
+                with torch.no_grad():
+                    items = [proj(t.to(weight.device, torch.float32)) for t in items]
+            out.extend(t.to(weight.dtype) for t in items)
         return out
 
     def embed_input_ids(

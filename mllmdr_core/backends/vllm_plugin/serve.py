@@ -79,6 +79,7 @@ def server_command(
     host: str = "127.0.0.1",
     quick_start: bool = False,
     extra: Sequence[str] = (),
+    prefix_block_size: int | None = 32,
 ) -> list[str]:
     """vLLM's OpenAI-compatible server for an export of :func:`~mllmdr_core.backends.merge.export_merged_llm`.
 
@@ -87,9 +88,16 @@ def server_command(
     number per item) or ``"embeds"`` (a plain merged export for ``VLLMBackend``: whole prompt embeddings,
     prefix caching off). ``quick_start`` adds :data:`QUICK_START_ARGS`; ``extra`` goes last (e.g.
     ``--gpu-memory-utilization``).
+
+    The generation server (``"plugin"``) caches prefixes in blocks of ``prefix_block_size`` tokens (None:
+    vLLM's default, 128 on CPU; only full blocks are shared): with shared-prefix prompts
+    (``assess.shared_prefix_prompts``) the 8 items of an assessment prefill the common part (soft tokens,
+    scale, reply format) once. The pooling server cannot: its head pools every position.
     """
     if mode == "plugin":
         flags = ["--enable-mm-embeds", "--limit-mm-per-prompt", '{"audio": 1, "video": 1}']
+        if prefix_block_size is not None:
+            flags += ["--enable-prefix-caching", "--block-size", str(prefix_block_size)]
     elif mode == "maa":
         flags = [
             "--enable-mm-embeds", "--limit-mm-per-prompt", '{"audio": 1, "video": 1}',
@@ -119,8 +127,7 @@ class LocalServer:
     """A vLLM server subprocess from a source tree (tests, benches, local checks): :func:`server_command`
     with ``quick_start``, the plugin's entry point written under ``work`` (:func:`server_env`).
 
-    ``maa=True`` is ``mode="maa"`` (the older spelling, still used by callers). Runs in its own process
-    group on ``port`` (default: a free loopback port), waits for ``/health``
+    Runs in its own process group on ``port`` (default: a free loopback port), waits for ``/health``
     (``RuntimeError`` with the log's tail if it exits or is not ready in ``ready_s``); :meth:`stop` is
     idempotent.
     """
@@ -134,7 +141,6 @@ class LocalServer:
         source_root: str | Path,
         served_model_name: str,
         mode: ServeMode = "plugin",
-        maa: bool = False,
         port: int | None = None,
         ready_s: float = 420.0,
     ) -> None:
@@ -142,7 +148,7 @@ class LocalServer:
             raise RuntimeError(f"{python} missing: run scripts/setup_vllm.sh (make test does)")
         work = Path(work)
         work.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        self.port = port or free_port()  # a given port: e.g. a restart where the last one listened
         self.url = f"http://127.0.0.1:{self.port}"
         env = server_env(
             os.environ,
@@ -152,7 +158,7 @@ class LocalServer:
         )
         cmd = server_command(
             python, model_dir, port=self.port, served_model_name=served_model_name,
-            mode="maa" if maa else mode, quick_start=True,
+            mode=mode, quick_start=True,
         )  # fmt: skip
         self.log = work / "server.log"
         self._log_f = self.log.open("wb")
@@ -181,6 +187,12 @@ class LocalServer:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def kill(self) -> None:
+        """SIGKILL to the server's process group (a crash, for tests); :meth:`stop` still closes the log."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
     def stop(self) -> None:
         """SIGTERM to the server's own process group, SIGKILL after 20 s."""
         if self.proc.poll() is None:
@@ -190,7 +202,8 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        self._log_f.close()
+        if not self._log_f.closed:
+            self._log_f.close()
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -21,7 +21,15 @@ from mllmdr_core.assess import Assessor
 from mllmdr_core.backends.base import SoftPromptRequest, SoftTokens
 from mllmdr_core.backends.merge import export_merged_llm, load_serving_manifest
 from mllmdr_core.backends.vllm_native import VLLMNativeBackend
-from mllmdr_core.backends.vllm_plugin import ARCHITECTURE, AUDIO_TOKEN_KEY, NUM_QUERIES_KEY, VIDEO_TOKEN_KEY
+from mllmdr_core.backends.vllm_plugin import (
+    ARCHITECTURE,
+    AUDIO_INPUT_DIM_KEY,
+    AUDIO_TOKEN_KEY,
+    NUM_QUERIES_KEY,
+    PROJECTION_WEIGHTS_NAME,
+    VIDEO_INPUT_DIM_KEY,
+    VIDEO_TOKEN_KEY,
+)
 from mllmdr_core.backends.vllm_plugin.serve import LocalServer
 from mllmdr_core.bundle import LoadedBundle, llm_params_loaded, load_bundle
 from mllmdr_core.errors import BackendError
@@ -68,8 +76,14 @@ def light(bundle_path: Path) -> LoadedBundle:
 def export_dir(full: LoadedBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("native-export") / "merged"
     q = full.config.lqformer.num_queries
+    projections = {"audio": full.model.audio_lqformer.proj, "video": full.model.visual_lqformer.proj}
     return export_merged_llm(
-        full.model.llm, full.tokenizer, out, plugin_soft_tokens=q, maa_head=full.model.maa
+        full.model.llm,
+        full.tokenizer,
+        out,
+        plugin_soft_tokens=q,
+        maa_head=full.model.maa,
+        soft_token_projections=projections,
     )
 
 
@@ -93,6 +107,16 @@ def test_export_names_the_plugin_and_light_bundle_holds_no_llm(
         full.model.video_token_id,
     )
     assert config[NUM_QUERIES_KEY] == 32
+    # the LQ-formers' projections travel with the export: clients send (Q, d_lq), not (Q, d_llm)
+    assert (
+        (config[AUDIO_INPUT_DIM_KEY], config[VIDEO_INPUT_DIM_KEY])
+        == (
+            full.model.audio_lqformer.d_model,
+            full.model.visual_lqformer.d_model,
+        )
+        == (36, 20)
+    )
+    assert (export_dir / PROJECTION_WEIGHTS_NAME).is_file()
     assert load_serving_manifest(export_dir, verify=True).lora_merged
     assert llm_params_loaded(full.model) > 100_000
     assert llm_params_loaded(light.model) == 0 and light.model.d_llm == full.model.d_llm
@@ -102,6 +126,10 @@ def test_export_names_the_plugin_and_light_bundle_holds_no_llm(
         a_full, _ = full.model.encode_modalities(feats, None, None, None)
         a_light, _ = light.model.encode_modalities(feats, None, None, None)
     assert a_full is not None and a_light is not None and torch.equal(a_full, a_light)
+    with torch.no_grad():  # as encode_modalities above (the decoder's no-grad fast path)
+        latent, _ = light.model.encode_latents(feats, None)
+        assert latent is not None and latent.shape == (1, 32, 36)
+        assert torch.equal(light.model.audio_lqformer.proj(latent), a_light)
 
 
 def test_payload_per_assessment_at_d4096() -> None:
@@ -117,8 +145,27 @@ def test_payload_per_assessment_at_d4096() -> None:
         sizes[shared] = len(json.dumps(convs))
         assert sum(json.dumps(c).count("mllmdr-audio-") for c in convs) == 8  # every item names them
     soft_b64 = 2 * 4 * -(-(32 * 4096 * 2 + 1500) // 3)  # base64 of two bf16 (32, 4096) torch.save files
-    assert soft_b64 < sizes[True] < soft_b64 + 8 * 2600 < 2**20  # sent once: ≤ 1 MiB per assessment
+    assert soft_b64 < sizes[True] < soft_b64 + 8 * 2600 < 2**20  # sent once: ≤ 1 MiB per request
     assert 8 * soft_b64 < sizes[False] < 8 * (soft_b64 + 2600)  # per item: ≈ 5.4 MiB
+    # the paper's shapes with the projection in the server: (32, 768) audio + (32, 32) visual-v2 LQ-former
+    # outputs; generation + MAA request (two copies) stay under 1 MiB even in fp32
+    latents = SoftTokens(torch.randn(32, 768), torch.randn(32, 32))
+    backend = VLLMNativeBackend(
+        "http://127.0.0.1:9",
+        "m",
+        hidden_size=4096,
+        input_dims={"audio": 768, "video": 32},
+        wire_dtype="float32",
+    )
+    try:
+        convs = backend.conversations(items, latents)
+        with pytest.raises(BackendError, match=r"audio soft tokens must be \(Q, 768\), got \(32, 4096\)"):
+            backend.conversations(items, soft)
+    finally:
+        backend.close()
+    latent_b64 = 4 * -(-(32 * (768 + 32) * 4 + 3000) // 3)  # base64 of the two fp32 torch.save files
+    assert latent_b64 < len(json.dumps(convs)) < latent_b64 + 8 * 2600
+    assert 2 * len(json.dumps(convs)) < 2**20 / 2
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +212,8 @@ def test_plugin_assessment_equals_embedded(
         embeds = full.model.prompt_embeds(
             [prompts[k].text for k in ITEM_KEYS], feats[0], None, feats[1], None
         )
-        soft = SoftTokens.of(*light.model.encode_modalities(feats[0], None, feats[1], None))
+        soft = SoftTokens.of(*light.model.encode_latents(feats[0], feats[1]))  # the server projects
+    assert backend.server_projection and soft.audio is not None and soft.audio.shape == (32, 36)
     outs = backend.generate_soft([SoftPromptRequest(k, prompts[k].text) for k in ITEM_KEYS], soft)
     assert [o.prompt_tokens for o in outs] == [int(e.shape[0]) for e in embeds]
     # the soft tokens matter: other soft tokens, other answers
@@ -176,14 +224,23 @@ def test_plugin_assessment_equals_embedded(
     print(f"[vllm-native] assessment {latency * 1000:.0f} ms; {per_item / 1024:.1f} KiB per item at d=64")
 
     # a wrong hidden size or a slot without soft tokens fails locally with a clear message
-    with pytest.raises(BackendError, match=r"\(Q, 64\)"):
+    with pytest.raises(BackendError, match=r"\(Q, 36\)"):
         backend.generate_soft(
-            [SoftPromptRequest("sleep", "x <AudioHere>")], SoftTokens(torch.zeros(32, 8), None)
+            [SoftPromptRequest("sleep", "x <AudioHere>")], SoftTokens(torch.zeros(32, 64), None)
         )
     with pytest.raises(BackendError, match=r"0 <AudioHere> slot\(s\) for one set of soft tokens"):
         backend.generate_soft(
-            [SoftPromptRequest("sleep", "no slot here")], SoftTokens(torch.zeros(32, 64), None)
+            [SoftPromptRequest("sleep", "no slot here")], SoftTokens(torch.zeros(32, 36), None)
         )
+    # a client that projects itself against this export: vLLM rejects the width, typed error
+    unprojected = VLLMNativeBackend.from_bundle(
+        server.url, light, MODEL_NAME, server_projection=False, retries=0, max_tokens=4
+    )
+    request.addfinalizer(unprojected.close)
+    with torch.no_grad():
+        full_soft = SoftTokens.of(*light.model.encode_modalities(feats[0], None, feats[1], None))
+    with pytest.raises(BackendError, match=r"\(32, 36\), got \(32, 64\)"):
+        unprojected.generate_soft([SoftPromptRequest(k, prompts[k].text) for k in ITEM_KEYS], full_soft)
 
     # server gone → BackendError after the retries, not a hang (the last test using this server)
     server.stop()
@@ -202,7 +259,7 @@ def maa_server(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         tmp_path_factory.mktemp("native-maa"),
         source_root=REPO,
         served_model_name=MODEL_NAME,
-        maa=True,
+        mode="maa",
     )
     print(f"\n[vllm-native] MAA pooling server ready in {srv.start_s:.1f} s")
     yield srv
@@ -221,7 +278,7 @@ def test_maa_score_from_the_pooling_server(
     texts = [prompts[k].text for k in ITEM_KEYS]
     with torch.no_grad():
         feats = [torch.from_numpy(x).unsqueeze(0) for x in (snapshot.audio, snapshot.visual)]
-        soft = SoftTokens.of(*light.model.encode_modalities(feats[0], None, feats[1], None))
+        soft = SoftTokens.of(*light.model.encode_latents(feats[0], feats[1]))  # the server projects
         embeds = full.model.prompt_embeds(texts, feats[0], None, feats[1], None)
     from mllmdr_core.backends.base import ItemRequest
     from mllmdr_core.backends.transformers_backend import TransformersBackend
@@ -230,9 +287,15 @@ def test_maa_score_from_the_pooling_server(
         [ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)]
     )]  # fmt: skip
     items = [SoftPromptRequest(k, t) for k, t in zip(ITEM_KEYS, texts, strict=True)]
-    for wire, tol in (("float32", 1e-4), ("bfloat16", 5e-3)):  # bf16 rounds the soft tokens on the wire
+    dims = {"audio": light.model.audio_lqformer.d_model, "video": light.model.visual_lqformer.d_model}
+    for wire, tol in (("float32", 1e-4), ("bfloat16", 1e-4)):  # bf16 rounds the LQ-former outputs: 1.8e-5
         backend = VLLMNativeBackend(
-            maa_server.url, MODEL_NAME, hidden_size=light.model.d_llm, maa_url=maa_server.url, wire_dtype=wire
+            maa_server.url,
+            MODEL_NAME,
+            hidden_size=light.model.d_llm,
+            maa_url=maa_server.url,
+            wire_dtype=wire,
+            input_dims=dims,
         )
         request.addfinalizer(backend.close)
         got = backend.maa_scores(items, soft)
@@ -240,3 +303,82 @@ def test_maa_score_from_the_pooling_server(
         print(f"[vllm-native] MAA from vLLM, {wire} wire: max |diff| {diff:.2e}")
         assert all(g is not None for g in got) and diff < tol
     assert len({round(g or 0.0, 6) for g in got}) > 1  # the items differ, so the pooling is per item
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_vllm_restart_mid_assessment_is_retried_and_nothing_is_lost(
+    full: LoadedBundle, light: LoadedBundle, export_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The generation server is killed (SIGKILL) while a final assessment's request is in flight: the
+    assessment fails with a typed ``BackendError``, the kept snapshot survives a round trip to disk (as a
+    pending final), and ``assess_with_retry`` succeeds once the server is back on the same port, with
+    the same answers as the embedded backend. Bounded: the retry loop is stopped after 300 s."""
+    import threading
+
+    from mllmdr_core.retry import RetryPolicy, assess_with_retry
+    from stream_server.pending import load_snapshot, save_snapshot
+
+    srv = LocalServer(VLLM_PY, export_dir, tmp_path / "first", source_root=REPO, served_model_name=MODEL_NAME)
+    servers = [srv]
+    request.addfinalizer(lambda: [s.stop() for s in servers])
+    backend = VLLMNativeBackend.from_bundle(
+        srv.url, light, MODEL_NAME, max_tokens=16, retries=1, backoff_s=0.2, timeout_s=60.0
+    )
+    request.addfinalizer(backend.close)
+    assessor = Assessor(light, backend)
+    snapshot = _snapshot(full)
+    kept = tmp_path / "pending" / "s.npz"
+    killed_at: list[float] = []
+    failures: list[BackendError] = []
+    restarted = threading.Event()
+
+    def kill_once(req: object) -> None:  # httpx request hook: kill 20 ms after the batch request leaves
+        if not killed_at and str(getattr(req, "url", "")).endswith("/v1/chat/completions/batch"):
+            killed_at.append(time.perf_counter())
+            threading.Timer(0.02, srv.kill).start()
+
+    backend._http().event_hooks = {"request": [kill_once], "response": []}
+
+    def restart() -> None:
+        servers.append(
+            LocalServer(
+                VLLM_PY, export_dir, tmp_path / "again", source_root=REPO, served_model_name=MODEL_NAME,
+                port=srv.port,
+            )
+        )  # fmt: skip
+        restarted.set()
+
+    def on_retry(n: int, exc: BackendError) -> None:
+        failures.append(exc)
+        if n == 1:  # the first failure: the final is kept (as the server parks it) and vLLM restarted
+            save_snapshot(kept, snapshot)
+            threading.Thread(target=restart, daemon=True).start()
+
+    stop = threading.Event()
+    timer = threading.Timer(300.0, stop.set)
+    timer.start()
+    request.addfinalizer(timer.cancel)
+    t0 = time.perf_counter()
+    result = assess_with_retry(
+        assessor,
+        snapshot,
+        session_id="s",
+        kind="final",
+        policy=RetryPolicy(attempts=None, base_s=1.0, max_s=4.0),
+        on_retry=on_retry,
+        stop=stop,
+    )
+    wall = time.perf_counter() - t0
+    print(f"\n[vllm-native] killed mid-assessment, {len(failures)} failed tries, done after {wall:.1f} s")
+    assert killed_at and restarted.is_set() and srv.proc.returncode == -9  # it was a crash
+    assert failures and all(isinstance(e, BackendError) for e in failures)
+    assert "vLLM at " in str(failures[0])  # typed and says which server
+    # nothing lost: the kept snapshot is the one assessed, and the answers are the embedded backend's
+    again = load_snapshot(kept)
+    assert again.audio is not None and snapshot.audio is not None
+    assert np.array_equal(again.audio, snapshot.audio) and again.transcript == snapshot.transcript
+    full.config.llm.max_new_tokens = 16
+    local = Assessor(full).assess(again, session_id="s", kind="final")
+    assert result.kind == "final" and [it.key for it in result.items] == list(ITEM_KEYS)
+    assert [it.raw_text for it in result.items] == [it.raw_text for it in local.items]

@@ -24,8 +24,11 @@ def test_flags_differ_only_by_mode_and_quick_start() -> None:
         "py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m", "--served-model-name", "x",
         "--dtype", "float32", "--max-model-len", "1024", "--host", "127.0.0.1", "--port", "8001",
     ]  # fmt: skip
-    assert plugin == [*common, "--enable-mm-embeds", "--limit-mm-per-prompt", '{"audio": 1, "video": 1}']
-    assert maa[: len(plugin)] == plugin
+    mm = ["--enable-mm-embeds", "--limit-mm-per-prompt", '{"audio": 1, "video": 1}']
+    # the generation server caches shared prefixes in 32-token blocks (assess.shared_prefix_prompts)
+    assert plugin == [*common, *mm, "--enable-prefix-caching", "--block-size", "32"]
+    assert _cmd(mode="plugin", prefix_block_size=None) == [*common, *mm]
+    assert maa[: len(common) + len(mm)] == [*common, *mm] and "--enable-prefix-caching" not in maa
     hf = json.loads(maa[maa.index("--hf-overrides") + 1])
     assert hf == {"architectures": [MAA_ARCHITECTURE]} and maa[maa.index("--runner") + 1] == "pooling"
     assert "--no-enable-prefix-caching" in maa and maa[-1] == str(1024 * 8)  # 8 items of max length
