@@ -290,7 +290,7 @@ def _push_all(
     next_sample = opts.indicator_interval_s
     media_t = 0.0
     first_audio = True
-    for frame in iter_frames(src, max_s=opts.max_s, analysis_fps=analysis_fps):
+    for frame in iter_frames(src, max_s=opts.max_s, analysis_fps=analysis_fps, eye_frames=True):
         if isinstance(frame, AudioFrame):
             # As the server: interleaved (N*C,) samples; continuous audio after the first frame.
             t_s = frame.t_s if first_audio else None
@@ -301,6 +301,9 @@ def _push_all(
                     interviewer.push_audio(theirs.samples.reshape(-1), theirs.sample_rate, 1, t_s)
             state.push_audio(frame.samples.reshape(-1), frame.sample_rate, channels=frame.channels, t_s=t_s)
             media_t = max(media_t, frame.t_s + len(frame.samples) / frame.sample_rate)
+        elif not frame.kept:  # thinned out (as the server's ingest): the eye-openness pass only
+            state.push_eye_frame(frame.rgb, frame.t_s)
+            continue
         else:
             state.push_video(frame.rgb, frame.t_s)
             media_t = max(media_t, frame.t_s)

@@ -279,8 +279,8 @@ class IndicatorTracker:
     def add_eye(self, t_s: float, openness: float | None) -> None:
         """One eye-openness sample of the full-frame-rate pass (None: no face / no reference yet)."""
         self.video_seen = True
-        self._eye.append((t_s, NAN if openness is None else float(openness)))
-        self._advance(t_s)
+        self._eye.append((t_s, NAN if openness is None else float(openness)))  # media time not advanced:
+        # the thinned-out frames never moved it, and the voice indicators' windows stay as they were
 
     def mark_audio(self) -> None:
         """Audio is arriving (before the first pooled frame): voice indicators exist from now on."""
