@@ -67,6 +67,7 @@ class ReplayResult:
     media_s: float
     wall_s: float
     stats: dict[str, float] = field(default_factory=dict)
+    indicators_unavailable: dict[str, str] = field(default_factory=dict)  # name → reason (no audio/video)
     audio_features: FloatArray | None = None  # (Ta, Da)
     visual_features: FloatArray | None = None  # (Tv, Dv)
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (replay_profile.py)
@@ -216,6 +217,8 @@ class Replayer:
                 fast.collect_transcript(state, transcriber)
             snap = state.snapshot(opts.indicator_window_s)
             session_indicators = finite(state.indicators(window_s=max(media_s, 1e-3)))
+            unavailable = getattr(state, "unavailable", None)
+            missing = dict(unavailable(max(media_s, 1e-3))) if callable(unavailable) else {}
             assess_started = time.perf_counter()
             assessment = self.assessor.assess(snap, session_id=src.session_id, kind="final")
             assess_s = time.perf_counter() - assess_started
@@ -233,6 +236,7 @@ class Replayer:
             indicators=series,
             session_indicators=session_indicators,
             assessed_indicators=snap.indicators,
+            indicators_unavailable=missing,
             media_s=media_s,
             wall_s=wall,
             stats=stats,
