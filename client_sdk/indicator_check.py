@@ -22,6 +22,17 @@ from mllmdr_core.media import MediaSource
 from mllmdr_core.session_state import SessionState
 
 Mode = Literal["live", "replay"]
+# Stated tolerance, live loop vs offline pipeline of one file (the same decoded media, different audio
+# chunking and threading), absolute, in each indicator's unit; measured differences were 0.
+LIVE_REPLAY_TOL = {
+    "head_pitch_deg": 0.1, "head_motion": 0.1, "blink_rate_per_min": 0.5, "smile_ratio": 0.01,
+    "speech_level_db": 0.1, "speech_level_sd_db": 0.1, "speech_ratio": 0.01, "f0_mean_hz": 0.5,
+}
+# Bounds on |measured − planted| on the planted sessions (training/synth/planted.py), bench and test.
+MAX_ABS_ERROR = {
+    "head_pitch_deg": 6.0, "head_motion": 1.5, "blink_rate_per_min": 2.0, "smile_ratio": 0.1,
+    "speech_level_db": 3.0, "speech_level_sd_db": 1.5,
+}
 
 
 @dataclass

@@ -124,7 +124,7 @@ def render_planted(p: Planted, out: Path, duration_s: float, analysis_fps: float
     plant: dict[str, Any] = {
         "head_pitch_deg": float(tl.pitch.mean()),
         "head_motion": float(speed.mean()),
-        "blink_rate_per_min": blinks / (times[-1] / 60.0),
+        "blink_rate_per_min": float(blinks / (times[-1] / 60.0)),
         "smile_ratio": float((tl.smile >= SMILE_CHANNEL_AU12_1).mean()),
         "speech_level_db": float(np.mean(frames_db)),
         "speech_level_sd_db": float(np.std(sentence_db)),
