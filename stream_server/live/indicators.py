@@ -88,8 +88,7 @@ class IndicatorFeed:
         with self.state.locked() as state:
             t0 = time.perf_counter()
             values = finite(state.indicators(window_s))
-            unavailable = getattr(state, "unavailable", None)
-            missing = dict(unavailable(window_s)) if callable(unavailable) else {}
+            missing = state.unavailable(window_s)
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, "indicators")
         return values, missing, self.transcript.new_asr_lines()
 

@@ -86,8 +86,8 @@ def problems(rec: SessionRecord) -> tuple[list[str], bool]:
         cols = [table.names[present[j]] for j in np.flatnonzero(nan.any(axis=0))]
         notes.append(f"{where}: {int(nan.sum())} NaN cells in {', '.join(cols[:6])}"
                      f"{' …' if len(cols) > 6 else ''} (masked)")
-    features = [i for i, name in enumerate(table.names) if name not in ("success", "confidence")]
-    usable = bool(tracked.any() and np.isfinite(table.values[np.ix_(tracked, features)]).any())
+    features = np.array([n not in ("success", "confidence") for n in table.names])
+    usable = bool(np.isfinite(table.values[tracked][:, features]).any())
     if n == 0:
         notes.append(f"{where}: no frames: {MASKED}")
     elif not usable and not any(MASKED in note for note in notes):
