@@ -28,7 +28,8 @@ def test_planted_low_high_directions_errors_and_live_equals_replay(tmp_path: Pat
         measured[planted.name], plants[planted.name] = run.values, r.plant
         for key in PLANT_KEYS:
             assert abs(run.values[key] - r.plant[key]) <= MAX_ABS_ERROR[key], (planted.name, key)
-        assert run.eye_frames >= 30 * 15 and run.analysed_frames <= 2.5 * 16 + 2  # eye pass at 30 fps
+        # the eye pass sees every frame (30 fps), the mesh only the analysed ones (2.5 fps)
+        assert run.eye_frames >= 29 * r.duration_s and run.analysed_frames <= 2.5 * r.duration_s + 2
         if planted is LOW:
             replay = measure_indicators(src, cfg, hubert, "replay")
             for key, tol in LIVE_REPLAY_TOL.items():
