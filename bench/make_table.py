@@ -248,6 +248,26 @@ def stream_rss(doc: Doc) -> list[Row]:
     ]
 
 
+def panel_indicators(doc: Doc) -> list[Row]:
+    parts = []
+    for key, d in doc["directions"].items():
+        lo, hi = (doc["sessions"][n]["indicators"][key] for n in ("low", "high"))
+        parts.append(
+            f"{key} low {lo['live']:g} (plant {lo['plant']:g}) / high {hi['live']:g} (plant {hi['plant']:g})"
+            f"{'' if d['right'] else ' **wrong direction**'}"
+        )
+    cost = doc["sessions"]["low"]["cost"]
+    figure = (
+        f"{doc['seconds']:g}-s planted sessions at {doc['analysis_fps']:g} analysed frames/s: "
+        + "; ".join(parts)
+        + f"; live = replay; eye pass {cost['eye_pass_ms_per_media_min']} ms + RGB of thinned frames "
+        f"{cost['rgb_of_thinned_frames_ms_per_media_min']} ms per media minute (mesh "
+        f"{cost['mesh_ms_per_media_min']} ms)"
+    )
+    met = all(doc["met"].values())
+    return [Row("panel_indicators", figure, "directions right, |error| ≤ bounds, live = replay ± tol", met)]
+
+
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
     "hangup_latency": hangup_latency,
@@ -260,6 +280,7 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "vllm_native_tiny": vllm_native_tiny,
     "visual_validation": visual_validation,
     "stream_rss": stream_rss,
+    "panel_indicators": panel_indicators,
 }
 
 

@@ -67,6 +67,7 @@ class ReplayResult:
     media_s: float
     wall_s: float
     stats: dict[str, float] = field(default_factory=dict)
+    indicators_unavailable: dict[str, str] = field(default_factory=dict)  # name → reason (no audio/video)
     audio_features: FloatArray | None = None  # (Ta, Da)
     visual_features: FloatArray | None = None  # (Tv, Dv)
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (replay_profile.py)
@@ -216,6 +217,8 @@ class Replayer:
                 fast.collect_transcript(state, transcriber)
             snap = state.snapshot(opts.indicator_window_s)
             session_indicators = finite(state.indicators(window_s=max(media_s, 1e-3)))
+            unavailable = getattr(state, "unavailable", None)
+            missing = dict(unavailable(max(media_s, 1e-3))) if callable(unavailable) else {}
             assess_started = time.perf_counter()
             assessment = self.assessor.assess(snap, session_id=src.session_id, kind="final")
             assess_s = time.perf_counter() - assess_started
@@ -233,6 +236,7 @@ class Replayer:
             indicators=series,
             session_indicators=session_indicators,
             assessed_indicators=snap.indicators,
+            indicators_unavailable=missing,
             media_s=media_s,
             wall_s=wall,
             stats=stats,
@@ -290,7 +294,7 @@ def _push_all(
     next_sample = opts.indicator_interval_s
     media_t = 0.0
     first_audio = True
-    for frame in iter_frames(src, max_s=opts.max_s, analysis_fps=analysis_fps):
+    for frame in iter_frames(src, max_s=opts.max_s, analysis_fps=analysis_fps, eye_frames=True):
         if isinstance(frame, AudioFrame):
             # As the server: interleaved (N*C,) samples; continuous audio after the first frame.
             t_s = frame.t_s if first_audio else None
@@ -301,6 +305,9 @@ def _push_all(
                     interviewer.push_audio(theirs.samples.reshape(-1), theirs.sample_rate, 1, t_s)
             state.push_audio(frame.samples.reshape(-1), frame.sample_rate, channels=frame.channels, t_s=t_s)
             media_t = max(media_t, frame.t_s + len(frame.samples) / frame.sample_rate)
+        elif not frame.kept:  # thinned out (as the server's ingest): the eye-openness pass only
+            state.push_eye_frame(frame.rgb, frame.t_s)
+            continue
         else:
             state.push_video(frame.rgb, frame.t_s)
             media_t = max(media_t, frame.t_s)

@@ -49,6 +49,7 @@ def write_outputs(result: ReplayResult, out_dir: str | Path, *, report: bool = T
         "stats": result.stats,
         "session_indicators": result.session_indicators,
         "assessed_indicators": result.assessed_indicators,
+        "indicators_unavailable": result.indicators_unavailable,  # absent above: name → reason
     }
     (out / "replay.json").write_text(json.dumps(meta, indent=1, default=float))
     (out / "prompts.json").write_text(json.dumps(result.assessment.prompts(), indent=1, ensure_ascii=False))

@@ -133,10 +133,11 @@ def feed(
     if src.video is not None:
         if faces is not None:
             video = VideoThread(src, visual, max_s, times, pool)
-            streams.append((f.t_s, 1, (f, obs)) for f, obs in video.frames())
+            streams.append((f.t_s, 1, (f, obs, eye)) for f, obs, eye in video.frames())
         else:
-            plain = iter_video(src.video, max_s=max_s, analysis_fps=float(visual.analysis_fps))
-            streams.append((f.t_s, 1, (f, None)) for f in plain)
+            fps = float(visual.analysis_fps)
+            plain = iter_video(src.video, max_s=max_s, analysis_fps=fps, eye_frames=True)
+            streams.append((f.t_s, 1, (f, None, None)) for f in plain)
     if not streams:
         raise MediaError(f"{src.session_id}: nothing to decode (no audio, no video)")
     pending = sorted(lines, key=lambda ln: ln.end_s)
@@ -159,10 +160,18 @@ def feed(
                 first_audio = False
                 media_t = max(media_t, item.end_s)
             else:
-                frame, obs = item
+                frame, obs, eye = item
+                if not frame.kept:  # thinned out of the analysis rate: the eye-openness pass only
+                    if faces is not None:
+                        state.add_eye(frame.t_s, eye)
+                    else:
+                        state.push_eye_frame(frame.rgb, frame.t_s)
+                    continue
                 if faces is not None:
                     faces.expect(obs)
                 state.push_video(frame.rgb, frame.t_s)
+                if faces is not None:
+                    state.add_eye(frame.t_s, eye)
                 media_t = max(media_t, frame.t_s)
             while k < len(pending) and pending[k].end_s <= media_t:
                 state.add_transcript(pending[k])

@@ -1,9 +1,12 @@
 """The video side of the offline replay: decode and face tracking in a thread, handed to the state.
 
-:class:`VideoThread` decodes the recording's video (``iter_video``: the ingest's thinning, RGB only for
-kept frames), applies ``SessionState.push_video``'s slot rule (:class:`_Slots`) and runs the face
-tracker on the frames the state will analyse; :class:`PrecomputedFaces` is the state's face tracker and
-hands it those observations in order. :class:`TrackerPool` keeps face trackers between replays.
+:class:`VideoThread` decodes the recording's video (``iter_video``: the ingest's thinning, the
+thinned-out frames included for the eye pass), applies ``SessionState.push_video``'s slot rule
+(:class:`_Slots`), runs the face tracker on the frames the state will analyse and the eye-openness pass
+(``features/eye_openness.py``) on every frame, as the server's ingest does (its thinned-out frames go to
+``SessionState.push_eye_frame``). :class:`PrecomputedFaces` is the state's face tracker and hands it
+those observations in order; the openness values go to ``SessionState.add_eye``. :class:`TrackerPool`
+keeps face trackers between replays.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from mllmdr_core.config import VisualConfig
 from mllmdr_core.errors import ConfigError, MediaError
+from mllmdr_core.features.eye_openness import EyeOpenness
 from mllmdr_core.features.face import FaceObservation, FaceTracker, make_face_tracker
 from mllmdr_core.media import MediaSource, VideoFrame, iter_video
 
@@ -35,6 +39,7 @@ class FeedTimes:
     audio_decode_s: float = 0.0
     video_decode_s: float = 0.0
     face_s: float = 0.0  # the real face tracker's time, in the video thread
+    eye_s: float = 0.0  # the eye-openness pass's time, in the video thread
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -151,9 +156,12 @@ class VideoThread:
 
     def _run(self) -> None:
         tracker: FaceTracker | None = None
+        eyes = EyeOpenness()
         try:
             slots = _Slots(float(self._visual.analysis_fps))
-            frames = iter_video(self._path, max_s=self._max_s, analysis_fps=float(self._visual.analysis_fps))
+            frames = iter_video(
+                self._path, max_s=self._max_s, analysis_fps=float(self._visual.analysis_fps), eye_frames=True
+            )
             while True:
                 t = time.perf_counter()
                 frame = next(frames, None)
@@ -161,13 +169,18 @@ class VideoThread:
                 if frame is None:
                     break
                 obs = None
-                if slots.analysed(frame.t_s):
+                if frame.kept and slots.analysed(frame.t_s):
                     if tracker is None:
                         tracker = self._pool.take(self._visual)
                     t = time.perf_counter()
                     obs = tracker.process(frame.rgb, frame.t_s)
                     self._times.face_s += time.perf_counter() - t
-                if not self._put((VideoFrame(_NO_PIXELS, frame.t_s), obs)):
+                t = time.perf_counter()
+                if obs is not None:
+                    eyes.reference(frame.rgb, obs.landmarks if obs.present else None)
+                openness = eyes.measure(frame.rgb) if math.isfinite(frame.t_s) else None
+                self._times.eye_s += time.perf_counter() - t
+                if not self._put((VideoFrame(_NO_PIXELS, frame.t_s, frame.kept), obs, openness)):
                     return
             self._put(_END)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -177,7 +190,7 @@ class VideoThread:
             if tracker is not None:
                 self._pool.give(tracker)
 
-    def frames(self) -> Iterator[tuple[VideoFrame, FaceObservation | None]]:
+    def frames(self) -> Iterator[tuple[VideoFrame, FaceObservation | None, float | None]]:
         while True:
             item = self._queue.get()
             if item is _END:

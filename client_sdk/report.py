@@ -136,6 +136,8 @@ def render_markdown(result: ReplayResult, plot: str | None) -> str:
         if name in ("t_s", "window_s"):
             continue
         out.append(f"| {name} | {_fmt(value)} | {units.get(name, '')} |")
+    for name, reason in sorted(result.indicators_unavailable.items()):
+        out.append(f"| {name} | not available ({reason}) | {units.get(name, '')} |")
     if plot:
         out += ["", f"![indicators over time]({plot})"]
     out += ["", f"## Transcript ({len(result.transcript)} lines)", ""]
@@ -189,6 +191,9 @@ def render_html(result: ReplayResult, plot_png: bytes | None) -> str:
             parts.append(
                 f"<tr><td>{e(name)}</td><td>{e(_fmt(value))}</td><td>{e(units.get(name, ''))}</td></tr>"
             )
+    for name, reason in sorted(result.indicators_unavailable.items()):
+        cell = f"not available ({reason})"
+        parts.append(f"<tr><td>{e(name)}</td><td>{e(cell)}</td><td>{e(units.get(name, ''))}</td></tr>")
     parts.append("</table>")
     if plot_png:
         data = base64.b64encode(plot_png).decode("ascii")

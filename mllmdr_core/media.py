@@ -56,6 +56,7 @@ class VideoFrame:
 
     rgb: npt.NDArray[np.uint8]  # (H, W, 3)
     t_s: float
+    kept: bool = True  # False: thinned out by the analysis rate, decoded for the eye-openness pass only
 
 
 @dataclass(frozen=True)
@@ -262,11 +263,14 @@ def iter_video(
     max_s: float | None = None,
     analysis_fps: float | None = None,
     max_width: int = MAX_ANALYSIS_WIDTH,
+    eye_frames: bool = False,
 ) -> Iterator[VideoFrame]:
     """Decode ``path``'s first video stream into RGB frames stamped with their presentation time.
 
     With ``analysis_fps`` frames are thinned as the server's ingest thins them (keep a frame when at
-    least ``0.9 / analysis_fps`` s passed since the last kept one) before the RGB conversion.
+    least ``0.9 / analysis_fps`` s passed since the last kept one) before the RGB conversion; with
+    ``eye_frames`` the thinned-out frames come too, marked ``kept=False`` (the server's ingest hands
+    them to ``SessionState.push_eye_frame``: the eye-openness pass at the full frame rate).
     """
     min_dt = 0.9 / analysis_fps if analysis_fps else 0.0
     last_kept = -1e9
@@ -282,21 +286,27 @@ def iter_video(
             if max_s is not None and t_s >= max_s:
                 return
             if t_s - last_kept < min_dt:
+                if eye_frames:
+                    yield VideoFrame(to_rgb(frame, max_width), t_s, kept=False)
                 continue
             last_kept = t_s
             yield VideoFrame(to_rgb(frame, max_width), t_s)
 
 
 def iter_frames(
-    source: MediaSource, *, max_s: float | None = None, analysis_fps: float | None = None
+    source: MediaSource,
+    *,
+    max_s: float | None = None,
+    analysis_fps: float | None = None,
+    eye_frames: bool = False,
 ) -> Iterator[AudioFrame | VideoFrame]:
     """Audio and video frames of ``source`` merged in time order (audio first on ties); video thinned
-    to ``analysis_fps`` like the server's ingest when given."""
+    to ``analysis_fps`` like the server's ingest when given (``eye_frames``: see :func:`iter_video`)."""
     streams: list[Iterator[tuple[float, int, int, AudioFrame | VideoFrame]]] = []
     if source.audio is not None:
         streams.append((f.t_s, 0, i, f) for i, f in enumerate(iter_audio(source.audio, max_s=max_s)))
     if source.video is not None:
-        video = iter_video(source.video, max_s=max_s, analysis_fps=analysis_fps)
+        video = iter_video(source.video, max_s=max_s, analysis_fps=analysis_fps, eye_frames=eye_frames)
         streams.append((f.t_s, 1, i, f) for i, f in enumerate(video))
     if not streams:
         raise MediaError(f"{source.session_id}: nothing to decode (no audio, no video)")

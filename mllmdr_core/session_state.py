@@ -11,7 +11,11 @@ Contract (implemented by the core features work, issue 3):
   (speech only, per config) → pooled audio frames in the FeatureBuffer; prosody for indicators.
   ``t_s`` is the session-relative time of the first sample (None: continue after the last chunk).
 - ``push_video(rgb, t_s)``: (H, W, 3) uint8 RGB; sampled down to ``visual.analysis_fps``; face tracker
-  → visual vector → pooled visual frames in the FeatureBuffer.
+  → visual vector → pooled visual frames in the FeatureBuffer. Every frame pushed also goes through the
+  eye-openness pass (``features/eye_openness.py``, indicators only: the blink rate).
+- ``push_eye_frame(rgb, t_s)``: a frame the ingest thinned out of the analysis rate: the eye-openness
+  pass only (nothing reaches the model's features); ``add_eye(t_s, openness)``: a value that pass made
+  elsewhere (the offline replay runs it in its video thread).
 - ``add_transcript(line)``: captions or ASR output.
 - ``indicators(window_s)``: live indicators over the last ``window_s`` seconds.
 - ``features(start_s, end_s)``: (audio (Ta, D_audio), visual (Tv, D_visual)) float32 for a window.
@@ -45,6 +49,7 @@ from mllmdr_core.errors import MediaError, MllmdrError
 from mllmdr_core.features.audio import AudioNormalizer
 from mllmdr_core.features.buffer import FeatureBuffer
 from mllmdr_core.features.encoder import EncodedFrames, StreamingHubertEncoder
+from mllmdr_core.features.eye_openness import EyeOpenness
 from mllmdr_core.features.face import SPEC as INDICATOR_VISUAL_SPEC
 from mllmdr_core.features.face import FaceTracker, make_face_tracker, visual_dim
 from mllmdr_core.features.indicators import IndicatorTracker
@@ -88,6 +93,7 @@ class SessionState:
         self._normalizer = AudioNormalizer()
         self._vad = VoiceActivityDetector(config.vad)
         self._tracker = IndicatorTracker()
+        self._eyes = EyeOpenness()
         self._visual = FeatureBuffer(
             visual_dim(config.visual.spec), config.visual.analysis_fps, config.buffer
         )
@@ -109,6 +115,7 @@ class SessionState:
             "video_frames_in": 0, "video_frames_analysed": 0, "video_frames_dropped": 0, "faces_found": 0,
             "speech_segments": 0, "transcript_lines": 0, "transcriber_errors": 0,
             "normalize_s": 0.0, "vad_s": 0.0, "encoder_s": 0.0, "face_s": 0.0, "transcriber_s": 0.0,
+            "eye_frames": 0, "eye_s": 0.0,
         }
 
     # ---- audio ---------------------------------------------------------------------------------
@@ -132,6 +139,7 @@ class SessionState:
         if self._flushed:
             raise MediaError("audio stream already flushed; create a new SessionState")
         n_in = np.asarray(samples).size // max(channels, 1)
+        self._tracker.mark_audio()
         if self._t0 is None:
             self._t0 = float(t_s) if t_s is not None else 0.0
             self._in_end_s = self._t0
@@ -251,6 +259,7 @@ class SessionState:
         self._video_end_s = max(self._video_end_s, t_s)
         slot = math.floor(t_s * self.config.visual.analysis_fps + 1e-6)
         if self._last_slot is not None and slot <= self._last_slot:
+            self.push_eye_frame(rgb, t_s)
             return
         self._last_slot = slot
         if self._face is None:
@@ -265,6 +274,27 @@ class SessionState:
             self._tracker.add_visual(t_s, obs.vector)
         elif obs.indicator_vector is not None:  # other specs may carry that layout beside theirs
             self._tracker.add_visual(t_s, obs.indicator_vector)
+        if rgb.size > 3:  # real pixels (the offline replay hands the state precomputed faces, no pixels)
+            t = time.perf_counter()
+            self._eyes.reference(rgb, obs.landmarks if obs.present else None)
+            self._stats["eye_s"] += time.perf_counter() - t
+            self.push_eye_frame(rgb, t_s)
+
+    def push_eye_frame(self, rgb: np.ndarray, t_s: float) -> None:
+        """A frame for the eye-openness pass only (blink rate; the model's features never see it)."""
+        self._check_open()
+        if not math.isfinite(t_s) or rgb.size <= 3:
+            return
+        t = time.perf_counter()
+        openness = self._eyes.measure(rgb)
+        self._stats["eye_s"] += time.perf_counter() - t
+        self.add_eye(t_s, openness)
+
+    def add_eye(self, t_s: float, openness: float | None) -> None:
+        """One eye-openness value (None: no face / no open-eye reference yet) at media time ``t_s``."""
+        self._check_open()
+        self._stats["eye_frames"] += 1
+        self._tracker.add_eye(t_s, openness)
 
     # ---- transcript, read-outs -----------------------------------------------------------------
     def add_transcript(self, line: TranscriptLine) -> None:
@@ -288,6 +318,12 @@ class SessionState:
         self._check_open()
         self._tracker.advance(self.media_time_s)
         return self._tracker.snapshot(window_s)
+
+    def unavailable(self, window_s: float = 30.0) -> dict[str, str]:
+        """Indicator name → why it is not available (no audio / no video / no face in the window)."""
+        self._check_open()
+        self._tracker.advance(self.media_time_s)
+        return self._tracker.unavailable(window_s)
 
     def features(
         self, start_s: float | None = None, end_s: float | None = None

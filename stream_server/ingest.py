@@ -1,8 +1,10 @@
 """Media ingest: drain aiortc tracks continuously into bounded queues; convert frames in worker threads.
 
 The event loop only moves frames: ``TrackDrain`` awaits ``track.recv()`` and appends to a
-``MediaQueues`` (video: drop oldest when full, after thinning to the analysis rate; audio: kept unless
-more than ``audio_max`` frames behind, then dropped oldest and counted). ``frames_to_arrays`` runs in a
+``MediaQueues`` (video: drop oldest when full, after thinning to the analysis rate; the thinned-out
+frames go to a separate bounded ``eye`` queue for the eye-openness pass (blink rate, indicators only),
+dropped oldest without a warning; audio: kept unless more than ``audio_max`` frames behind, then
+dropped oldest and counted). ``frames_to_arrays`` runs in a
 worker thread and turns queued frames into numpy arrays for ``SessionState``.
 """
 
@@ -21,6 +23,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 MAX_ANALYSIS_WIDTH = 640  # frames are scaled down to at most this width before face tracking
+EYE_QUEUE_FRAMES = 64  # thinned-out frames waiting for the eye-openness pass (~2 s at 30 fps)
 
 
 @dataclass
@@ -66,6 +69,9 @@ class MediaQueues:
         self.video_max = video_max
         self.audio_dropped = 0
         self.video_dropped = 0
+        self.eye: deque[QueuedVideo] = deque()  # frames thinned out of the analysis rate (eye pass)
+        self.eye_max = EYE_QUEUE_FRAMES
+        self.eye_dropped = 0
         self.wake = asyncio.Event()
 
     def put_audio(self, item: QueuedAudio) -> bool:
@@ -89,6 +95,18 @@ class MediaQueues:
         self.wake.set()
         return dropped
 
+    def put_eye(self, item: QueuedVideo) -> None:
+        self.eye.append(item)
+        while len(self.eye) > self.eye_max:
+            self.eye.popleft()
+            self.eye_dropped += 1
+        self.wake.set()
+
+    def take_eye(self) -> list[QueuedVideo]:
+        eye = list(self.eye)
+        self.eye.clear()
+        return eye
+
     def take(self, max_audio: int = 250) -> tuple[list[QueuedAudio], list[QueuedVideo]]:
         audio = [self.audio.popleft() for _ in range(min(max_audio, len(self.audio)))]
         video = list(self.video)
@@ -98,6 +116,7 @@ class MediaQueues:
     def clear(self) -> None:
         self.audio.clear()
         self.video.clear()
+        self.eye.clear()
 
 
 class TrackDrain:
@@ -150,8 +169,9 @@ class TrackDrain:
             if self._first_time is None:
                 self._first_time = t
             t_s = self._base + t - self._first_time
-            if t_s - self._last_kept < self._min_dt:
-                continue  # thinned to the analysis rate: not a drop
+            if t_s - self._last_kept < self._min_dt:  # thinned to the analysis rate: not a drop
+                self._queues.put_eye(QueuedVideo(frame, t_s, time.monotonic()))  # the eye pass only
+                continue
             self._last_kept = t_s
             if self._queues.put_video(QueuedVideo(frame, t_s, time.monotonic())):
                 self._on_drop("video", self._queues.video_dropped)

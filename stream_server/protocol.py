@@ -242,6 +242,11 @@ class IndicatorsEvent(_Event):
     lag_s: float | None = Field(
         default=None, description="processing lag behind the newest received media, when known"
     )
+    unavailable: dict[str, str] = Field(
+        default_factory=dict,
+        description="indicator name → why it is absent from values (no audio / no video received, no "
+        "face in view): shown as 'not available', never as 0",
+    )
 
 
 class TranscriptEvent(_Event):

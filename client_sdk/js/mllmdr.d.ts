@@ -209,6 +209,8 @@ export interface IndicatorsEvent {
   values: Record<string, number>;
   /** processing lag behind the newest received media, when known */
   lag_s: number | null;
+  /** indicator name → why it is absent from values (no audio / no video received, no face in view): shown as 'not available', never as 0 */
+  unavailable: Record<string, string>;
 }
 
 export interface ItemAssessment {

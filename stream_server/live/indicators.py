@@ -68,7 +68,7 @@ class IndicatorFeed:
 
     async def emit(self) -> None:
         """One tick now: new ASR lines, then an ``indicators`` event (stored first)."""
-        values, asr_lines = await self.svc.run(self._read)
+        values, unavailable, asr_lines = await self.svc.run(self._read)
         await self.transcript.publish_asr(asr_lines)
         event = IndicatorsEvent(
             session_id=self.session_id,
@@ -76,17 +76,21 @@ class IndicatorFeed:
             window_s=self.svc.settings.indicator_window_s,
             values=values,
             lag_s=self.ingest.last_lag_s,
+            unavailable=unavailable,
         )
         await self.svc.store.add_indicators(self.session_id, event.media_time_s, event.ts, values)
         await self.events.publish(event)
 
-    def _read(self) -> tuple[dict[str, float], list[TranscriptLine]]:
-        """Worker thread: indicator values, plus ASR lines produced since the last read."""
+    def _read(self) -> tuple[dict[str, float], dict[str, str], list[TranscriptLine]]:
+        """Worker thread: indicator values (finite only), why the others are missing, and the ASR lines
+        produced since the last read."""
+        window_s = self.svc.settings.indicator_window_s
         with self.state.locked() as state:
             t0 = time.perf_counter()
-            values = finite(state.indicators(self.svc.settings.indicator_window_s))
+            values = finite(state.indicators(window_s))
+            missing = state.unavailable(window_s)
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, "indicators")
-        return values, self.transcript.new_asr_lines()
+        return values, missing, self.transcript.new_asr_lines()
 
     async def aclose(self) -> None:
         """Idempotent: the tick stops."""

@@ -94,18 +94,24 @@ class MediaIngest:
 
     async def process_queued(self) -> None:
         """Everything queued → the state (an error event per failed batch; the next batch still runs)."""
-        while self.queues.audio or self.queues.video or self.interviewer_queues.audio:
+        while self.queues.audio or self.queues.video or self.queues.eye or self.interviewer_queues.audio:
             audio, video = self.queues.take()
+            eye = self.queues.take_eye()
             theirs, _ = self.interviewer_queues.take()
             try:
-                await self.svc.run(self._process, audio, video, theirs)
+                await self.svc.run(self._process, audio, video, theirs, eye)
             except Exception as exc:
                 await self.events.error(exc)
 
     def _process(
-        self, audio: list[QueuedAudio], video: list[QueuedVideo], theirs: list[QueuedAudio] | None = None
+        self,
+        audio: list[QueuedAudio],
+        video: list[QueuedVideo],
+        theirs: list[QueuedAudio] | None = None,
+        eye: list[QueuedVideo] | None = None,
     ) -> None:
-        """Worker thread: frames → SessionState; the interviewer's audio → its speech track."""
+        """Worker thread: frames → SessionState; the interviewer's audio → its speech track; the frames
+        thinned out of the analysis rate (``eye``) → the eye-openness pass, in time order with the rest."""
         m = self.svc.metrics
         with self.state.locked() as state:
             if self.interviewer is not None:
@@ -120,13 +126,19 @@ class MediaIngest:
                 if self.recorder is not None:
                     self.recorder.write(samples, group[0].sample_rate, group[0].channels)
                 m.stage_seconds.observe(time.perf_counter() - t0, "audio")
-            for item in video:
+            kept = {id(v) for v in video}
+            for item in sorted([*video, *(eye or [])], key=lambda v: v.t_s):
                 t0 = time.perf_counter()
                 rgb = video_frame_to_rgb(item.frame)
-                m.stage_seconds.observe(time.perf_counter() - t0, "video_decode")
+                decode = "video_decode" if id(item) in kept else "eye_decode"  # the eye pass's own cost
+                m.stage_seconds.observe(time.perf_counter() - t0, decode)
                 t1 = time.perf_counter()
-                state.push_video(rgb, item.t_s)
-                m.stage_seconds.observe(time.perf_counter() - t1, "video")
+                if id(item) in kept:
+                    state.push_video(rgb, item.t_s)
+                    m.stage_seconds.observe(time.perf_counter() - t1, "video")
+                else:
+                    state.push_eye_frame(rgb, item.t_s)
+                    m.stage_seconds.observe(time.perf_counter() - t1, "eye")
             self.media_time_s = max(
                 self.media_time_s, float(state.media_time_s), max((v.t_s for v in video), default=0.0)
             )

@@ -95,7 +95,10 @@ def test_video_sampled_by_timestamp_30fps_to_5fps(cfg: MllmdrConfig) -> None:
     _, part = state.features(0.0, 1.0)
     assert len(part) == 5
     ind = state.indicators(30.0)
-    assert ind["expressivity"] < 0.005 and ind["smile_ratio"] == 1.0
+    assert ind["expressivity"] < 0.005 and ind["smile_ratio"] == 0.0  # the photo: the synthetic neutral
+    # every frame (analysed or not) went through the eye-openness pass; a still face never blinks
+    assert st["eye_frames"] == 60 and ind["blink_rate_per_min"] == 0.0
+    assert np.isnan(ind["speech_ratio"]) and state.unavailable()["speech_ratio"] == "no audio received"
     assert state.media_time_s == pytest.approx(59 / 30)
     state.close()
 

@@ -71,6 +71,28 @@ def test_replay_without_transcript_uses_asr(
     assert result.assessment.model.transcript_source.startswith("asr")
 
 
+def test_replay_without_video_marks_face_indicators_not_available(
+    replayer: Replayer, wav_y4m: SyntheticRecording, tmp_path: Path
+) -> None:
+    """Audio only: the face indicators are absent from every output, with the reason; never 0.0."""
+    assert wav_y4m.wav is not None
+    folder = tmp_path / "audio-only"
+    folder.mkdir()
+    shutil.copy(wav_y4m.wav, folder / "call.wav")
+    result = replayer.replay(resolve_source(folder / "call.wav"), ReplayOptions(indicator_interval_s=1.0))
+    face = ("smile_ratio", "head_motion", "blink_rate_per_min", "head_pitch_deg")
+    assert all(k not in result.session_indicators for k in face)
+    assert all(result.indicators_unavailable[k] == "no video received" for k in face)
+    assert "speech_ratio" in result.session_indicators and "speech_ratio" not in result.indicators_unavailable
+    out = write_outputs(result, tmp_path / "out")
+    meta = json.loads((out / "replay.json").read_text())
+    assert meta["indicators_unavailable"]["smile_ratio"] == "no video received"
+    assert "smile_ratio" not in meta["session_indicators"]
+    rows = list(csv.DictReader((out / "indicators.csv").read_text().splitlines()))
+    assert rows and all(not r.get("smile_ratio") for r in rows)  # empty cells, not 0
+    assert "| smile_ratio | not available (no video received) |" in (out / "report.md").read_text()
+
+
 def test_replay_bad_input(replayer: Replayer, tmp_path: Path) -> None:
     bad = tmp_path / "x.mkv"
     bad.write_bytes(b"\x00" * 100)

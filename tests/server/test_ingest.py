@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 
 import av
 import numpy as np
+from aiortc.mediastreams import MediaStreamError
 
 from stream_server.ingest import (
     MediaQueues,
     QueuedAudio,
     QueuedVideo,
+    TrackDrain,
     audio_frame_to_array,
     video_frame_to_rgb,
 )
@@ -62,3 +65,43 @@ async def test_queues_are_bounded_and_count_drops() -> None:
     assert q.wake.is_set()
     a, v = q.take(max_audio=4)
     assert len(a) == 4 and len(v) == 2 and len(q.audio) == 1 and not q.video
+
+
+class _FrameTrack:
+    """A remote video track stand-in: ``n`` real PyAV frames at 30 fps, then the end of the stream."""
+
+    kind = "video"
+
+    def __init__(self, n: int) -> None:
+        self._frames = []
+        for i in range(n):
+            frame = av.VideoFrame(width=16, height=16, format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            self._frames.append(frame)
+
+    async def recv(self) -> av.VideoFrame:
+        if not self._frames:
+            raise MediaStreamError
+        return self._frames.pop(0)
+
+
+async def test_thinned_frames_go_to_the_bounded_eye_queue() -> None:
+    """The analysis rate keeps 1 frame in 12 (2.5 fps of 30); every other frame goes to the eye pass's
+    queue (bounded, oldest dropped and counted) instead of being discarded."""
+    q = MediaQueues(audio_max=5, video_max=100)
+    drain = TrackDrain(
+        _FrameTrack(60), q, time_base_s=0.0, analysis_fps=2.5, on_frame=lambda k: None,
+        on_drop=lambda k, n: None,
+    )
+    await drain._run()
+    kept = [round(v.t_s, 3) for v in q.video]
+    assert kept == [0.0, 0.367, 0.733, 1.1, 1.467, 1.833]  # the ingest's thinning, unchanged
+    assert len(q.eye) + q.eye_dropped == 60 - len(kept) and len(q.eye) == min(54, q.eye_max)
+    eye = q.take_eye()
+    assert all(t.t_s not in kept for t in eye) and not q.eye and q.wake.is_set()
+    q.eye_max = 3
+    for item in eye[:5]:
+        q.put_eye(item)
+    assert [v.t_s for v in q.eye] == [v.t_s for v in eye[2:5]] and q.eye_dropped == 2
+    q.clear()
+    assert not q.eye

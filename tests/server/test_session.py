@@ -118,7 +118,12 @@ async def test_media_with_only_audio_or_only_video(server: RunningServer, record
         pub = await publish(server.http, sid, s["publisher_token"], recording, audio=audio, video=video)
         warning = (await clin.wait("warning", pred=lambda e, c=code: e["code"] == c))[0]
         assert warning["message"]
-        await clin.wait("indicators", 1, timeout=30)
+        ev = (await clin.wait("indicators", pred=lambda e: e["media_time_s"] > 2.0, timeout=30))[-1]
+        # the missing modality's indicators are absent with a reason ("not available"), never 0.0
+        missing, present = ("head_motion", "speech_ratio") if not video else ("speech_ratio", "head_motion")
+        reason = "no video received" if not video else "no audio received"
+        assert missing not in ev["values"] and ev["unavailable"][missing] == reason
+        assert present in ev["values"] and present not in ev["unavailable"]
         r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
         assert r.json()["assessment"]["kind"] == "final"
         await pub.close()

@@ -33,6 +33,7 @@ from training.data.tables import (
     normalize_id,
     read_rows,
 )
+from training.data.visual_check import checked
 
 SPLIT_FILES = {
     "train": "train_split_Depression_AVEC2017.csv",
@@ -92,7 +93,7 @@ class DaicWozReader(SplitFileReader):
                 raise DatasetError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
         video = folder / f"{sid}_VIDEO.mp4"
         speakers = str(meta.get("audio_speakers", "both"))
-        return SessionRecord(
+        rec = SessionRecord(
             session_id=sid,
             dataset="synthetic" if meta else self.dataset,
             split=split,
@@ -104,3 +105,5 @@ class DaicWozReader(SplitFileReader):
             visual_format="clnf" if all(present) else None,
             meta=meta,
         )
+        # bad visual files found now, not at extraction; a real DAIC-WOZ session always has CLNF files
+        return checked(rec, expected_file=None if meta else clnf[0])

@@ -18,6 +18,7 @@ from training.data.daic import labels_from_row
 from training.data.records import AudioRef, PHQLabels, SessionRecord
 from training.data.split_reader import SplitFileReader
 from training.data.tables import find_file, int_cell, item_cells, normalize_id, read_rows
+from training.data.visual_check import checked
 
 SPLIT_FILES = {"train": "train_split.csv", "dev": "dev_split.csv", "test": "test_split.csv"}
 DETAILED_FILE = "Detailed_PHQ8_Labels.csv"
@@ -63,7 +64,7 @@ class EDaicReader(SplitFileReader):
         folder, audio = self.session_paths(sid, split)
         transcript = read_transcript(folder / f"{sid}_Transcript.csv", "edaic")
         openface = folder / "features" / f"{sid}_OpenFace2.1.0_Pose_gaze_AUs.csv"
-        return SessionRecord(
+        rec = SessionRecord(
             session_id=sid,
             dataset=self.dataset,
             split=split,
@@ -73,3 +74,4 @@ class EDaicReader(SplitFileReader):
             visual_files=(openface,) if openface.is_file() else (),
             visual_format="openface" if openface.is_file() else None,
         )
+        return checked(rec, expected_file=openface)  # bad visual files found now, not at extraction

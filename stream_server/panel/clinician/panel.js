@@ -6,10 +6,13 @@ import { SeriesPlot } from "./plot.js";
 const INDICATORS = {
   speech_ratio: ["Speech ratio", ""], pause_count: ["Pauses", ""], pause_mean_s: ["Mean pause", "s"],
   f0_mean_hz: ["Pitch (F0) mean", "Hz"], f0_sd_semitones: ["Pitch variability", "st"],
-  energy_sd_db: ["Energy variability", "dB"], expressivity: ["Facial expressivity", ""],
-  smile_ratio: ["Smiles", ""], gaze_down_ratio: ["Gaze down", ""], head_motion: ["Head motion", ""],
-  blink_rate_per_min: ["Blink rate", "/min"],
+  energy_sd_db: ["Energy variability", "dB"], speech_level_db: ["Loudness", "dBFS"],
+  speech_level_sd_db: ["Loudness variability", "dB"], expressivity: ["Facial expressivity", ""],
+  smile_ratio: ["Smiles", ""], smile_au12_mean: ["Smile intensity (AU12)", "0–5"],
+  head_pitch_deg: ["Head pitch (down)", "°"], gaze_down_ratio: ["Gaze down", ""],
+  head_motion: ["Head motion", "°/s"], blink_rate_per_min: ["Blink rate", "/min"],
 };
+const NOT_AVAILABLE = "not available";
 const ITEM_TITLES = {
   interest: "Interest", mood: "Mood", sleep: "Sleep", tired: "Energy", appetite: "Appetite",
   failure: "Self-worth", concentration: "Concentration", psychomotor: "Psychomotor",
@@ -61,12 +64,22 @@ function onIndicators(ev) {
   $("indicator-count").textContent = String(indicatorCount);
   $("media-time").textContent = ev.media_time_s.toFixed(1);
   $("lag").textContent = ev.lag_s == null ? "–" : ev.lag_s.toFixed(2);
-  const keys = Object.keys(INDICATORS).filter((k) => k in ev.values).concat(
+  const missing = ev.unavailable || {};
+  const keys = Object.keys(INDICATORS).filter((k) => k in ev.values || k in missing).concat(
     Object.keys(ev.values).filter((k) => !(k in INDICATORS) && k !== "t_s" && k !== "window_s"));
   for (const key of keys) {
     const v = ev.values[key];
     const entry = plotFor(key);
-    entry.value.textContent = Number.isFinite(v) ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2)) : "–";
+    if (key in missing || !Number.isFinite(v)) {
+      // a modality that is not there: say so, never a 0 that pretends to be a measurement
+      entry.value.textContent = NOT_AVAILABLE;
+      entry.value.title = missing[key] || "";
+      entry.value.dataset.unavailable = "true";
+      continue;
+    }
+    entry.value.textContent = Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2);
+    entry.value.title = "";
+    delete entry.value.dataset.unavailable;
     entry.plot.push(ev.media_time_s, v);
   }
 }

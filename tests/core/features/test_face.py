@@ -223,7 +223,8 @@ def test_session_state_uses_the_configured_tracker(mean_colour: type[MeanColourT
     assert ft.times == [0.0, 6 / 30.0]
     assert visual.shape == (2, 3) and np.allclose(visual[:, 0], [0.0, 60 / 255.0])
     assert state.stats["video_frames_analysed"] == 2.0 and state.stats["faces_found"] == 2.0
-    assert state.indicators()["smile_ratio"] == 0.0  # indicators read the mediapipe layout only: not fed
+    # indicators read the mediapipe layout only: not fed, so not available (never 0.0)
+    assert np.isnan(state.indicators()["smile_ratio"]) and "smile_ratio" in state.unavailable()
     state.close()
     assert ft.closed == 1  # the state built it, so the state closes it
 

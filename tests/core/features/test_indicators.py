@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from skimage import data
@@ -12,6 +14,7 @@ from mllmdr_core.features.indicators import (
     INDICATOR_KEYS,
     IndicatorTracker,
     energy_sd,
+    eye_blink_rate_per_min,
     pauses,
     speech_ratio,
 )
@@ -67,8 +70,12 @@ def test_still_image_has_near_zero_expressivity_and_head_motion() -> None:
     snap = tr.snapshot(30.0)
     assert snap["expressivity"] < 0.005
     assert snap["head_motion"] < 0.5
-    assert snap["smile_ratio"] == 1.0  # the astronaut smiles
-    assert snap["gaze_down_ratio"] == 0.0 and snap["blink_rate_per_min"] == 0.0
+    # the photo is the synthetic face's neutral (its own slight smile: AU12 0, face_v2's calibration)
+    assert snap["smile_ratio"] == 0.0 and snap["smile_au12_mean"] < 0.5
+    assert snap["blink_rate_per_min"] == 0.0
+    # the whole 512² photo (face off-centre, camera focal = width) reads ~16.6° pitch: above the 8° the
+    # synthetic 320×240 framing was calibrated on — the threshold is framing-dependent (docs/features.md)
+    assert snap["head_pitch_deg"] == pytest.approx(16.6, abs=1.0) and snap["gaze_down_ratio"] == 1.0
 
 
 def test_planted_blinks_motion_and_gaze() -> None:
@@ -79,7 +86,9 @@ def test_planted_blinks_motion_and_gaze() -> None:
     v[:, IDX["head_yaw_deg"]] = 10.0 * t  # 10 deg/s turn
     v[:, IDX["landmark_motion"]] = 0.02  # per frame → 0.1 D/s
     v[:60, IDX["gaze_y"]] = 0.3  # first 12 s looking down
-    v[:30, IDX["smile"]] = 0.2
+    v[:, IDX["mouth_width"]] = 0.70  # AU12 0
+    v[:30, IDX["mouth_width"]] = 0.78  # AU12 2.5: smiling
+    v[:, IDX["head_pitch_deg"]] = 4.0
     tr = IndicatorTracker()
     for ti, vi in zip(t, v, strict=True):
         tr.add_visual(float(ti), vi)
@@ -89,6 +98,8 @@ def test_planted_blinks_motion_and_gaze() -> None:
     assert snap["expressivity"] == pytest.approx(0.1, rel=1e-4)
     assert snap["gaze_down_ratio"] == pytest.approx(60 / 300, abs=1e-6)
     assert snap["smile_ratio"] == pytest.approx(30 / 300, abs=1e-6)
+    assert snap["smile_au12_mean"] == pytest.approx(2.5 * 30 / 300, abs=1e-5)
+    assert snap["head_pitch_deg"] == pytest.approx(4.0)
 
 
 def test_absent_frames_break_pairs_and_count_nothing() -> None:
@@ -113,7 +124,12 @@ def test_info_keys_window_pruning_and_empty() -> None:
     tr = IndicatorTracker(max_window_s=10.0)
     empty = tr.snapshot()
     assert set(empty) == {*INDICATOR_KEYS, "t_s", "window_s"}
-    assert all(v == 0.0 for v in empty.values())
+    assert empty["t_s"] == 0.0 and empty["window_s"] == 0.0
+    assert all(math.isnan(empty[k]) for k in INDICATOR_KEYS)  # nothing there: not available, never 0.0
+    assert tr.unavailable() == {
+        k: "no audio received" if info.modality == "voice" else "no video received"
+        for k, info in INDICATOR_INFO.items()
+    }
     for key, info in INDICATOR_INFO.items():
         assert info.unit and info.window and len(info.definition) > 20, key
     t, v = _visual(100)
@@ -121,3 +137,51 @@ def test_info_keys_window_pruning_and_empty() -> None:
         tr.add_visual(float(ti) * 50, vi)  # 0..990 s
     assert tr.snapshot(1000.0)["window_s"] == 10.0
     assert len(tr._visual) == 2
+
+
+def test_missing_modalities_read_nan_with_a_reason() -> None:
+    """Audio only: face indicators NaN ("no video received"); a video without a face: "no face in view";
+    voice values keep their meaning (silence is speech_ratio 0.0, not missing)."""
+    tr = IndicatorTracker()
+    tr.add_segments([SpeechSegment(1.0, 2.0)])
+    tr.advance(10.0)
+    snap = tr.snapshot(30.0)
+    assert snap["speech_ratio"] == pytest.approx(0.1) and snap["pause_count"] == 0.0
+    face_keys = {k for k, info in INDICATOR_INFO.items() if info.modality == "face"}
+    assert face_keys == {
+        "expressivity", "smile_ratio", "smile_au12_mean", "head_pitch_deg", "gaze_down_ratio",
+        "head_motion", "blink_rate_per_min",
+    }
+    assert all(math.isnan(snap[k]) for k in face_keys)
+    assert tr.unavailable() == dict.fromkeys(face_keys, "no video received")
+    tr.add_visual(10.2, np.zeros(VISUAL_DIM, dtype=np.float32))  # a frame without a face
+    assert tr.unavailable() == dict.fromkeys(face_keys, "no face in view")
+    video_only = IndicatorTracker()
+    t, v = _visual(20)
+    for ti, vi in zip(t, v, strict=True):
+        video_only.add_visual(float(ti), vi)
+    snap = video_only.snapshot(30.0)
+    assert math.isnan(snap["speech_ratio"]) and math.isnan(snap["f0_mean_hz"])
+    assert snap["head_motion"] == 0.0 and snap["smile_ratio"] == 0.0
+    assert set(video_only.unavailable()) == set(INDICATOR_KEYS) - face_keys
+
+
+def test_eye_pass_blink_rate_and_loudness_functions() -> None:
+    """The eye pass's closures per minute; speech level and its variability across segments."""
+    t = np.arange(0.0, 60.0, 1 / 30)
+    openness = np.ones(len(t))
+    for start in np.arange(2.0, 60.0, 5.0):  # 12 blinks of 150 ms
+        openness[(t >= start) & (t < start + 0.15)] = 0.6
+    assert eye_blink_rate_per_min(t, openness) == pytest.approx(12 * 60 / (t[-1] - t[0]), rel=1e-6)
+    openness[(t > 30) & (t < 40)] = np.nan  # no face for 10 s: that time does not count
+    assert eye_blink_rate_per_min(t, openness) == pytest.approx(10 * 60 / (t[-1] - t[0] - 10.0), rel=0.01)
+    tr = IndicatorTracker()
+    for start in range(3):  # 200 ms frames per segment: the window t=0..1 is background-free speech
+        t_a = np.arange(start * 4.0, start * 4.0 + 2.0, 0.2)
+        prosody = np.zeros((len(t_a), 3), dtype=np.float32)
+        prosody[:, 1] = -20.0 - 6.0 * start  # segment levels -20, -26, -32 dBFS
+        tr.add_audio_frames(t_a, prosody, np.ones(len(t_a), dtype=bool), 0.2)
+    tr.add_segments([SpeechSegment(s * 4.0, s * 4.0 + 2.0) for s in range(3)])
+    snap = tr.snapshot(30.0)
+    assert snap["speech_level_db"] == pytest.approx(-26.0, abs=1e-4)
+    assert snap["speech_level_sd_db"] == pytest.approx(np.std([-20.0, -26.0, -32.0]), abs=1e-4)

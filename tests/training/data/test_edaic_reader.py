@@ -93,11 +93,14 @@ def test_edaic_malformed_files(tmp_path: Path) -> None:
     of = root / "300_P" / "features" / "300_OpenFace2.1.0_Pose_gaze_AUs.csv"
     text = of.read_text().splitlines()
     of.write_text("\n".join([*text[:3], text[3] + ", 1.0", *text[4:]]) + "\n")
-    rec = EDaicReader(root, splits=("train",)).read_session("300", "train", records[0].labels)
+    reader = EDaicReader(root, splits=("train",))
     with pytest.raises(DatasetError, match=r"300_OpenFace2\.1\.0_Pose_gaze_AUs\.csv:4: expected \d+ fields"):
-        rec.load_visual()
+        reader.read_session("300", "train", records[0].labels)  # caught at read time, not at extraction
+    kept, skipped = reader.read_all()  # 301's transcript is broken too (above): both skipped, with reasons
+    assert kept == [] and [s["session_id"] for s in skipped] == ["300", "301"]
+    assert "Pose_gaze_AUs.csv:4: expected" in skipped[0]["reason"] and "Transcript" in skipped[1]["reason"]
     of.write_text("timestamp,frame\n0,1\n")
     with pytest.raises(DatasetError, match=r"Pose_gaze_AUs\.csv:1: not an OpenFace/CLNF header"):
-        rec.load_visual()
+        reader.read_session("300", "train", records[0].labels)
     with pytest.raises(DatasetError, match="unknown E-DAIC split"):
         EDaicReader(root, splits=("validation",))
