@@ -210,6 +210,24 @@ def vllm_native_tiny(doc: Doc) -> list[Row]:
     return [Row("vllm_native (tiny)", figure, "≤ 1 MiB, 0 LLM params", met)]
 
 
+def browser_audio(doc: Doc) -> list[Row]:
+    summary = doc["summary"]
+
+    def one(mode: str) -> str:
+        f = summary[mode]
+        return (
+            f"{mode} WER **{f['wer_mean']:.2f}**, F0 {f['f0_mean_hz']} Hz, F0 SD {f['f0_sd_semitones']} st, "
+            f"energy SD {f['energy_sd_db']} dB, speech ratio {f['speech_ratio']}"
+        )
+
+    figure = (
+        f"same {doc['audio_s']} s patient file ({doc['reference_words']} words), "
+        f"{doc['runs_per_mode']} sessions per mode, fresh server each: " + "; ".join(map(one, summary))
+    )
+    met = summary["browser_speech"]["wer_mean"] <= summary["python_sdk"]["wer_mean"]
+    return [Row("browser_audio", figure, "browser WER ≤ Python SDK WER", met)]
+
+
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
     "hangup_latency": hangup_latency,
@@ -217,6 +235,7 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "replay": replay,
     "encoder_streaming": encoder_streaming,
     "transcribe_wer": transcribe_wer,
+    "browser_audio": browser_audio,
     "gpu_check": gpu_check,
     "gpu_vllm": gpu_vllm,
     "vllm_native_tiny": vllm_native_tiny,
