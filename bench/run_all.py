@@ -35,6 +35,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "replay": ("replay.py", [], ["--minutes", "1"]),
     "encoder_streaming": ("encoder_streaming.py", [], []),
     "transcribe_wer": ("transcribe_wer.py", [], ["--quick"]),
+    "browser_audio": ("browser_audio.py", ["--runs", "3"], ["--answers", "2"]),
 }
 
 
