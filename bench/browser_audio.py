@@ -17,7 +17,9 @@ speech-to-text ``auto`` = pocketsphinx on the patient's speech) three ways, a ne
 Per session: WER of the patient's recognised lines against the answers' text, and the session mean of
 the stored ``indicators`` points (each over the server's indicator window) for ``f0_mean_hz``,
 ``f0_sd_semitones``, ``energy_sd_db`` and ``speech_ratio``; ``audio_processing`` as stored.
-``browser_minus_sdk``: each browser mode's figures minus the Python SDK's. Each session gets a fresh
+``browser_minus_sdk``: each browser mode's figures minus the Python SDK's. ``replay``: the same file
+through the core alone (``client_sdk.replay``, no network, one run: it is deterministic), the reference
+both live paths are compared with. Each session gets a fresh
 server (pocketsphinx adapts to its speaker across the utterances it decodes, so a recogniser shared by
 the sessions would favour whichever mode comes later); the mode order rotates from run to run.
 """
@@ -114,6 +116,22 @@ async def run_browser(
     return await session_figures(http, created["session_id"], reference)
 
 
+def replay_figures(bundle: Path, wav: Path, reference: str) -> dict[str, Any]:
+    """The file through the core alone (no network): WER and the mean of its indicator series."""
+    from client_sdk.replay import Replayer
+
+    result = Replayer(bundle).replay(wav)
+    said = " ".join(ln.text for ln in result.transcript if ln.speaker == "patient")
+    errors, words = word_errors(reference, said)
+    means = {
+        k: round(statistics.fmean(v), 3)
+        if (v := [p.values[k] for p in result.indicators if k in p.values])
+        else None
+        for k in INDICATORS
+    }
+    return {"wer": round(errors / words, 3), "recognised": said, "indicators": means}
+
+
 async def one_session(mode: str, bundle: Path, work: Path, browser: Any, call: Any) -> dict[str, Any]:
     """One session of ``mode`` on a fresh server (its own recogniser)."""
     import httpx
@@ -176,8 +194,11 @@ async def main() -> None:
         for mode, fig in summary.items()
         if mode != "python_sdk"
     }
+    replay = await asyncio.to_thread(replay_figures, bundle, wav, reference)
+    print(f"replay: WER {replay['wer']} {replay['indicators']}", file=sys.stderr)
     payload = {
         "audio_s": round(wav_s, 1),
+        "replay": replay,
         "reference_words": len(reference.split()),
         "runs_per_mode": args.runs,
         "summary": summary,

@@ -220,9 +220,13 @@ def browser_audio(doc: Doc) -> list[Row]:
             f"energy SD {f['energy_sd_db']} dB, speech ratio {f['speech_ratio']}"
         )
 
+    replay = doc.get("replay")
+    offline = f"; replay of the file (no network) WER **{replay['wer']:.2f}**" if replay else ""
     figure = (
         f"same {doc['audio_s']} s patient file ({doc['reference_words']} words), "
-        f"{doc['runs_per_mode']} sessions per mode, fresh server each: " + "; ".join(map(one, summary))
+        f"{doc['runs_per_mode']} sessions per mode, fresh server each: "
+        + "; ".join(map(one, summary))
+        + offline
     )
     met = summary["browser_speech"]["wer_mean"] <= summary["python_sdk"]["wer_mean"]
     return [Row("browser_audio", figure, "browser WER ≤ Python SDK WER", met)]
