@@ -268,6 +268,28 @@ def panel_indicators(doc: Doc) -> list[Row]:
     return [Row("panel_indicators", figure, "directions right, |error| ≤ bounds, live = replay ± tol", met)]
 
 
+def browser_audio(doc: Doc) -> list[Row]:
+    summary = doc["summary"]
+
+    def one(mode: str) -> str:
+        f = summary[mode]
+        return (
+            f"{mode} WER **{f['wer_mean']:.2f}**, F0 {f['f0_mean_hz']} Hz, F0 SD {f['f0_sd_semitones']} st, "
+            f"energy SD {f['energy_sd_db']} dB, speech ratio {f['speech_ratio']}"
+        )
+
+    replay = doc.get("replay")
+    offline = f"; replay of the file (no network) WER **{replay['wer']:.2f}**" if replay else ""
+    figure = (
+        f"same {doc['audio_s']} s patient file ({doc['reference_words']} words), "
+        f"{doc['runs_per_mode']} sessions per mode, fresh server each: "
+        + "; ".join(map(one, summary))
+        + offline
+    )
+    met = summary["browser_speech"]["wer_mean"] <= summary["python_sdk"]["wer_mean"]
+    return [Row("browser_audio", figure, "browser WER ≤ Python SDK WER", met)]
+
+
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
     "hangup_latency": hangup_latency,
@@ -275,6 +297,7 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "replay": replay,
     "encoder_streaming": encoder_streaming,
     "transcribe_wer": transcribe_wer,
+    "browser_audio": browser_audio,
     "gpu_check": gpu_check,
     "gpu_vllm": gpu_vllm,
     "vllm_native_tiny": vllm_native_tiny,

@@ -37,6 +37,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "transcribe_wer": ("transcribe_wer.py", [], ["--quick"]),
     "visual_validation": ("visual_validation.py", [], ["--blink-s", "20"]),
     "stream_rss": ("stream_rss.py", [], ["--skip-before"]),
+    "browser_audio": ("browser_audio.py", ["--runs", "3"], ["--answers", "2"]),
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mllmdr_core.errors import MediaError, MllmdrError
-from stream_server.protocol import IceServer, Offer, TrackRole, to_rtc
+from stream_server.protocol import AudioProcessingIn, IceServer, Offer, TrackRole, to_rtc
 
 Channel = Literal["left", "right"]
 
@@ -208,6 +208,11 @@ def camera_sources(
 
 
 OfferFn = Callable[[Offer], Awaitable[dict[str, Any]]]
+# what this SDK reports for each audio track it publishes: files and devices are read as they are
+# (aiortc applies no echo cancellation, noise suppression or gain control)
+UNPROCESSED = AudioProcessingIn(
+    source="python_sdk", echo_cancellation=False, noise_suppression=False, auto_gain_control=False
+)
 IceServersFn = Callable[[], Awaitable[list[IceServer]]]
 
 
@@ -284,7 +289,12 @@ class Publisher:
         for sender in pc.getSenders():
             self._bye_when_ended(pc, sender)
         await pc.setLocalDescription(await pc.createOffer())
-        answer = await self._offer(Offer(sdp=pc.localDescription.sdp, tracks=labels))
+        roles: list[TrackRole] = ["patient"] if self.sources.audio is not None else []
+        roles += ["interviewer"] if self.sources.interviewer is not None else []
+        processing = {role: UNPROCESSED for role in roles}
+        answer = await self._offer(
+            Offer(sdp=pc.localDescription.sdp, tracks=labels, audio_processing=processing)
+        )
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
     def _bye_when_ended(self, pc: Any, sender: Any) -> None:

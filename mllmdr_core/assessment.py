@@ -59,6 +59,21 @@ class ItemAssessment(BaseModel):
     grounding: Grounding | None = None  # None only in results stored before the check existed
 
 
+class AudioProcessing(BaseModel):
+    """What capture did to one published audio track, as its publisher reported it (the browser's
+    ``MediaStreamTrack.getSettings()``; the Python SDK sends its file or device audio untouched).
+    None: not reported. Echo cancellation, noise suppression and automatic gain control change the
+    speech the features and speech-to-text see (gain control flattens loudness variability)."""
+
+    source: Literal["browser", "python_sdk"] | None = None
+    echo_cancellation: bool | None = None
+    noise_suppression: bool | None = None
+    auto_gain_control: bool | None = None
+    channel_count: int | None = Field(default=None, ge=1, le=32)
+    sample_rate: int | None = Field(default=None, ge=1, le=768_000)
+    sample_size: int | None = Field(default=None, ge=1, le=64)
+
+
 class ModelInfo(BaseModel):
     bundle_id: str
     training_data: str  # e.g. "synthetic" or "E-DAIC train split"
@@ -92,6 +107,9 @@ class Assessment(BaseModel):
     labels: list[str] = Field(default_factory=list)  # human-facing labels, e.g. SYNTHETIC_LABEL
     disclaimer: str = DISCLAIMER
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # per published audio track role ("patient", "interviewer"): the processing its audio went through,
+    # as the publisher reported it with its offer; {} when not reported (or not a live session)
+    audio_processing: dict[Literal["patient", "interviewer"], AudioProcessing] = Field(default_factory=dict)
 
     def prompts(self) -> dict[str, str]:
         """Item key → the exact prompt text the model got (``prompts.json`` of a replay)."""

@@ -133,7 +133,7 @@ def ts_type(schema: Schema | bool) -> str:
         return "never"
     assert isinstance(schema, dict)
     unknown = set(schema) - _IGNORED - {"$ref", "anyOf", "oneOf", "const", "enum", "type", "items"}
-    unknown -= {"properties", "required", "additionalProperties"}
+    unknown -= {"properties", "required", "additionalProperties", "propertyNames"}
     if unknown:
         raise ValueError(f"unsupported JSON Schema keywords {sorted(unknown)} in {schema}")
     if "$ref" in schema:
@@ -155,7 +155,10 @@ def ts_type(schema: Schema | bool) -> str:
     if kind == "object" or "properties" in schema:
         if "properties" in schema:
             return "{ " + " ".join(_members(schema, indent="")) + " }"
-        return f"Record<string, {ts_type(schema.get('additionalProperties', True))}>"
+        value = ts_type(schema.get("additionalProperties", True))
+        if "propertyNames" in schema:  # keys from a closed set (a dict keyed by a Literal)
+            return f"Partial<Record<{ts_type(schema['propertyNames'])}, {value}>>"
+        return f"Record<string, {value}>"
     raise ValueError(f"unsupported JSON Schema {schema}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from stream_server.audio_processing import from_meta
 from stream_server.pending import PendingAssessments
 from stream_server.protocol import protocol_error
 from stream_server.services import Services
@@ -84,6 +85,7 @@ class SessionManager:
                 raise protocol_error("session_closed", f"session {session_id} has ended")
             interval = row["meta"].get("checkpoint_interval_s")
             session = await self.svc.run(self._new, session_id, interval)
+            session.assessments.audio_processing = from_meta(row["meta"])
             transcript = await self.svc.store.transcript(session_id)
             points = await self.svc.store.indicators(session_id)
             media_time_s = max((float(p["media_time_s"]) for p in points), default=0.0)

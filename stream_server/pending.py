@@ -33,6 +33,7 @@ from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import StorageError
 from mllmdr_core.retry import RetryPolicy, RetryStopped, assess_with_retry
 from mllmdr_core.snapshot import SessionSnapshot
+from stream_server.audio_processing import from_meta, stamp
 from stream_server.protocol import (
     AssessmentResultEvent,
     ErrorEvent,
@@ -153,6 +154,8 @@ class PendingAssessments:
             info: dict[str, Any] = (row or {}).get("meta", {}).get("pending") or {}
             snap = await self._load(session_id, info)
             result = await self._assess_until_done(session_id, snap, lost)
+            if result is not None:
+                result = stamp(result, from_meta((row or {}).get("meta", {})))
             if result is None or not await store.finish_pending(session_id, self.owner, result):
                 log.warning(
                     "pending session %s: claim lost; another instance makes its assessment", session_id

@@ -44,7 +44,7 @@ from pydantic import (
 )
 from typing_extensions import TypeAliasType
 
-from mllmdr_core.assessment import Assessment
+from mllmdr_core.assessment import Assessment, AudioProcessing
 from mllmdr_core.errors import MllmdrError, ProtocolError
 from mllmdr_core.frames import TranscriptLine
 from stream_server.json_limits import check_json_depth, json_too_deep
@@ -614,6 +614,12 @@ TrackRole = Literal["patient", "interviewer"]
 MAX_TRACK_ROLES = 8
 
 
+class AudioProcessingIn(AudioProcessing):
+    """``Offer.audio_processing`` entry: one track's ``getSettings()`` in snake case (``AudioProcessing``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Offer(_Model):
     """Body of ``POST /v1/sessions/{id}/offer`` (publisher token): the WebRTC SDP offer.
 
@@ -622,7 +628,12 @@ class Offer(_Model):
     An ``interviewer`` audio track goes through voice activity detection and speech-to-text only (no
     speech features, no indicators); its lines have ``speaker: "clinician"``. Audio tracks not labelled
     are the patient's (as without ``tracks``); a second unlabelled audio track is refused
-    (``bad_sdp``): two patient tracks cannot share one timeline."""
+    (``bad_sdp``): two patient tracks cannot share one timeline.
+
+    ``audio_processing`` reports, per track role, what capture did to that audio (the browser SDK sends
+    each published track's ``getSettings()``); the server stores it with the session and every
+    assessment carries it, so a result says whether its audio went through echo cancellation, noise
+    suppression or automatic gain control."""
 
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
     type: Literal["offer"] = "offer"
@@ -636,6 +647,10 @@ class Offer(_Model):
         if len(value) > MAX_TRACK_ROLES or any(len(k) > 128 for k in value):
             raise ValueError(f"tracks: at most {MAX_TRACK_ROLES} entries, keys of at most 128 characters")
         return value
+
+    audio_processing: dict[TrackRole, AudioProcessingIn] = Field(
+        default_factory=dict, description="track role → the capture processing its audio went through"
+    )
 
 
 class Answer(_Model):
@@ -689,6 +704,9 @@ class SessionInfo(_Model):
     checkpoints: int = 0
     final_assessment: Assessment | None = None
     last_seq: int = 0
+    audio_processing: dict[TrackRole, AudioProcessing] = Field(
+        default_factory=dict, description="as reported with the last offer; {} when not reported"
+    )
 
 
 class IndicatorPoint(_Model):

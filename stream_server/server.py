@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from stream_server.audio_processing import from_meta
 from stream_server.auth import Claims, TokenIssuer
 from stream_server.engine import Engine
 from stream_server.fanout import make_event_bus
@@ -79,6 +80,7 @@ class Server:
             checkpoints=len(checkpoints),
             final_assessment=finals[-1] if finals else None,
             last_seq=await self.store.max_seq(session_id),
+            audio_processing=from_meta(row["meta"]),
         )
 
 

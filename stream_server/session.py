@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any, Literal
 
 from mllmdr_core.assessment import DISCLAIMER, Assessment
+from stream_server.audio_processing import META_KEY, reported, to_meta
 from stream_server.live.assessment import AssessmentScheduler
 from stream_server.live.connection import PublisherConnection
 from stream_server.live.events import SessionEvents
@@ -168,7 +169,12 @@ class LiveSession:
         """Answer a publisher's offer; a second offer (reconnect) replaces the previous connection."""
         self._assert_open()
         self.used = True
-        return await self.connection.accept(offer)
+        answer = await self.connection.accept(offer)
+        if offer.audio_processing:  # a re-offer that reports nothing keeps what was reported
+            processing = reported(offer.audio_processing)
+            self.assessments.audio_processing = processing
+            await self.svc.store.update_meta(self.id, **{META_KEY: to_meta(processing)})
+        return answer
 
     async def add_caption(self, line: TranscriptLineModel, ref: str | None = None) -> TranscriptAckEvent:
         """Store (committed), feed the state, broadcast; the returned ack is also broadcast."""

@@ -184,6 +184,18 @@ class Store:
         row["meta"] = json.loads(row["meta"])
         return row
 
+    async def update_meta(self, session_id: str, **values: Any) -> None:
+        """Set top-level keys of a session's ``meta`` (one transaction; other keys kept)."""
+        try:
+            async with self._engine.begin() as conn:
+                meta = await self._meta_for_update(conn, session_id)
+                meta.update(values)
+                await conn.execute(
+                    sessions.update().where(sessions.c.id == session_id).values(meta=json.dumps(meta))
+                )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database write failed: {type(exc).__name__}: {exc}") from exc
+
     async def set_state(self, session_id: str, state: str, *, ended: bool = False) -> None:
         values: dict[str, Any] = {"state": state}
         if ended:

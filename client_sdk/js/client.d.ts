@@ -4,6 +4,7 @@
 // (or "/sdk/mllmdr.js") sees both.
 
 import type {
+  AudioProcessingIn,
   CaptionIn,
   ErrorCode,
   IceServer,
@@ -49,6 +50,24 @@ export declare class Session {
   iceServers(): Promise<RTCIceServer[]>;
   close(): void;
 }
+
+/** Audio constraints that keep speech and prosody intact (no echo cancellation, noise suppression or
+ * automatic gain control; mono; 48 kHz; 16-bit), as ideal values. */
+export declare const SPEECH_AUDIO_CONSTRAINTS: Readonly<{
+  echoCancellation: false; noiseSuppression: false; autoGainControl: false;
+  channelCount: 1; sampleRate: 48000; sampleSize: 16;
+}>;
+
+/** `SPEECH_AUDIO_CONSTRAINTS` with `overrides`. */
+export declare function audioConstraints(overrides?: MediaTrackConstraints): MediaTrackConstraints;
+
+/** getUserMedia with `SPEECH_AUDIO_CONSTRAINTS` by default (`audio`: true, false or overrides). */
+export declare function captureMedia(options?: {
+  audio?: boolean | MediaTrackConstraints; video?: boolean | MediaTrackConstraints;
+}): Promise<MediaStream>;
+
+/** An audio track's `getSettings()` in the protocol's `AudioProcessing` shape (sent with each offer). */
+export declare function audioProcessing(track: MediaStreamTrack): AudioProcessingIn;
 
 export declare function tokenClaims(token: string): { sessionId: string; role: "publisher" | "clinician"; exp: number };
 

@@ -27,6 +27,7 @@ export interface Assessment {
   labels: string[];
   disclaimer: string;
   timings_ms: Record<string, number>;
+  audio_processing: Partial<Record<"patient" | "interviewer", AudioProcessing>>;
 }
 
 /** The final assessment of the session (after session.end or publisher hang-up). */
@@ -40,6 +41,33 @@ export interface AssessmentResultEvent {
   ts: number;
   type: "assessment.result";
   assessment: Assessment;
+}
+
+/**
+ * What capture did to one published audio track, as its publisher reported it (the browser's
+ * `MediaStreamTrack.getSettings()`; the Python SDK sends its file or device audio untouched).
+ * None: not reported. Echo cancellation, noise suppression and automatic gain control change the
+ * speech the features and speech-to-text see (gain control flattens loudness variability).
+ */
+export interface AudioProcessing {
+  source: "browser" | "python_sdk" | null;
+  echo_cancellation: boolean | null;
+  noise_suppression: boolean | null;
+  auto_gain_control: boolean | null;
+  channel_count: number | null;
+  sample_rate: number | null;
+  sample_size: number | null;
+}
+
+/** `Offer.audio_processing` entry: one track's `getSettings()` in snake case (`AudioProcessing`). */
+export interface AudioProcessingIn {
+  source?: "browser" | "python_sdk" | null;
+  echo_cancellation?: boolean | null;
+  noise_suppression?: boolean | null;
+  auto_gain_control?: boolean | null;
+  channel_count?: number | null;
+  sample_rate?: number | null;
+  sample_size?: number | null;
 }
 
 /** Body of `POST /v1/sessions/{id}/captions`; answered with a `TranscriptAckEvent`. */
@@ -246,12 +274,19 @@ export interface ModelInfo {
  * speech features, no indicators); its lines have `speaker: "clinician"`. Audio tracks not labelled
  * are the patient's (as without `tracks`); a second unlabelled audio track is refused
  * (`bad_sdp`): two patient tracks cannot share one timeline.
+ *
+ * `audio_processing` reports, per track role, what capture did to that audio (the browser SDK sends
+ * each published track's `getSettings()`); the server stores it with the session and every
+ * assessment carries it, so a result says whether its audio went through echo cancellation, noise
+ * suppression or automatic gain control.
  */
 export interface Offer {
   sdp: string;
   type?: "offer";
   /** track mid or msid track id → role; at most 8 */
   tracks?: Record<string, "patient" | "interviewer">;
+  /** track role → the capture processing its audio went through */
+  audio_processing?: Partial<Record<"patient" | "interviewer", AudioProcessingIn>>;
 }
 
 /** Keep-alive; answered with `pong`. */
@@ -404,6 +439,8 @@ export interface SessionInfo {
   checkpoints: number;
   final_assessment: Assessment | null;
   last_seq: number;
+  /** as reported with the last offer; {} when not reported */
+  audio_processing: Partial<Record<"patient" | "interviewer", AudioProcessing>>;
 }
 
 export type SessionStateName = "created" | "live" | "reconnecting" | "ending" | "pending" | "closed";

@@ -3,7 +3,7 @@
 //   import { connect } from "/sdk/mllmdr.js";
 //   const session = await connect({ serverUrl: "http://127.0.0.1:8765", token });
 //   session.on("indicators", (ev) => ...);          // or "*" for every event
-//   await session.publish(await navigator.mediaDevices.getUserMedia({ audio: true, video: true }));
+//   await session.publish(await captureMedia({ video: true }));   // speech-preserving audio constraints
 //   session.sendCaption({ text: "How have you slept?", speaker: "clinician", start_s: 3.2, end_s: 4.9 });
 //   const { assessment } = await session.end();
 //
@@ -29,6 +29,47 @@ export function tokenClaims(token) {
   const json = atob(part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "="));
   const claims = JSON.parse(json);
   return { sessionId: claims.sub, role: claims.role, exp: claims.exp };
+}
+
+/** Audio capture constraints that keep speech and prosody intact: no echo cancellation, no noise
+ * suppression, no automatic gain control (it flattens loudness variability), one channel, 48 kHz,
+ * 16-bit. Plain values, i.e. ideal: a platform that cannot honour one still captures, and the track's
+ * `getSettings()` (sent with the offer) records what it applied. See docs/sdk.md for the trade-off. */
+export const SPEECH_AUDIO_CONSTRAINTS = Object.freeze({
+  echoCancellation: false,
+  noiseSuppression: false,
+  autoGainControl: false,
+  channelCount: 1,
+  sampleRate: 48000,
+  sampleSize: 16,
+});
+
+/** `SPEECH_AUDIO_CONSTRAINTS` with `overrides` (e.g. `{ echoCancellation: true }` on a speakerphone). */
+export function audioConstraints(overrides = {}) {
+  return { ...SPEECH_AUDIO_CONSTRAINTS, ...overrides };
+}
+
+/** getUserMedia with the speech-preserving audio constraints by default. `audio`: true (defaults),
+ * false (no audio) or constraint overrides; `video`: as for getUserMedia. */
+export async function captureMedia({ audio = true, video = false } = {}) {
+  const wanted = audio === false ? false : audioConstraints(audio === true ? {} : audio);
+  return navigator.mediaDevices.getUserMedia({ audio: wanted, video });
+}
+
+/** What capture did to an audio track (its `getSettings()`), in the protocol's `AudioProcessing` shape. */
+export function audioProcessing(track) {
+  const s = (track && track.getSettings) ? track.getSettings() : {};
+  const out = { source: "browser" };
+  const names = {
+    echoCancellation: "echo_cancellation", noiseSuppression: "noise_suppression",
+    autoGainControl: "auto_gain_control", channelCount: "channel_count",
+    sampleRate: "sample_rate", sampleSize: "sample_size",
+  };
+  for (const [key, name] of Object.entries(names)) {
+    const v = s[key];
+    if (typeof v === "boolean" || (typeof v === "number" && Number.isInteger(v) && v > 0)) out[name] = v;
+  }
+  return out;
 }
 
 /** Connect to one session's event stream. Resolves once the WebSocket is open. */
@@ -173,7 +214,8 @@ export class Session {
     return toRtcIceServers((await this._http("GET", "/ice-servers")).ice_servers);
   }
 
-  /** Publish a MediaStream (camera + mic) to the session over WebRTC. Two-party capture:
+  /** Publish a MediaStream (camera + mic) to the session over WebRTC; each audio track's `getSettings()`
+   * goes with the offer (`audio_processing`) and is stored with the session. Two-party capture:
    * `{ interviewer: clinicianStream }` adds the interviewer's audio as a second track, labelled in the
    * offer by its transceiver mid (speech-to-text only on the server; its lines have speaker "clinician"). */
   async publish(stream, options = {}) {
@@ -211,7 +253,14 @@ export class Session {
     for (const t of pc.getTransceivers()) {
       if (interviewerSenders.includes(t.sender) && t.mid !== null) tracks[t.mid] = "interviewer";
     }
-    const answer = await this._http("POST", "/offer", { sdp: pc.localDescription.sdp, type: "offer", tracks });
+    const audio_processing = {};
+    const [patientAudio] = this.stream.getAudioTracks();
+    if (patientAudio) audio_processing.patient = audioProcessing(patientAudio);
+    const [interviewerAudio] = this.interviewerStream ? this.interviewerStream.getAudioTracks() : [];
+    if (interviewerAudio) audio_processing.interviewer = audioProcessing(interviewerAudio);
+    const answer = await this._http("POST", "/offer", {
+      sdp: pc.localDescription.sdp, type: "offer", tracks, audio_processing,
+    });
     await pc.setRemoteDescription(answer);
     return pc;
   }

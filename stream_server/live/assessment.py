@@ -17,6 +17,7 @@ from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import BackendError, MllmdrError
 from mllmdr_core.retry import RetryPolicy, assess_with_retry
 from mllmdr_core.snapshot import SessionSnapshot
+from stream_server.audio_processing import Processing, stamp
 from stream_server.live.events import SessionEvents
 from stream_server.live.state import GuardedState
 from stream_server.live.tasks import TaskSet
@@ -49,6 +50,7 @@ class AssessmentScheduler:
         self.interval_s = interval_s
         self._connected = connected
         self.tasks = TaskSet(f"{session_id}:assessment")
+        self.audio_processing: Processing = {}  # as the publisher reported it; carried by every result
 
     def start(self) -> None:
         if self.interval_s:
@@ -94,6 +96,7 @@ class AssessmentScheduler:
                 )
             )
             self.svc.metrics.stage_seconds.observe(time.perf_counter() - t0, f"assess_{kind}")
+        result = stamp(result, self.audio_processing)
         self.svc.metrics.record_assessment(result)
         await self.svc.store.add_assessment(result)
         return result

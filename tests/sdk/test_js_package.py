@@ -48,6 +48,10 @@ def test_declarations_cover_the_module_exports() -> None:
         "connect",
         "Session",
         "toRtcIceServers",
+        "SPEECH_AUDIO_CONSTRAINTS",
+        "audioConstraints",
+        "captureMedia",
+        "audioProcessing",
     }
     assert f"export const PROTOCOL_VERSION = {PROTOCOL_VERSION};" in js
     assert f"export declare const PROTOCOL_VERSION: {PROTOCOL_VERSION};" in client

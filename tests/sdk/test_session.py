@@ -63,6 +63,12 @@ async def test_publish_captions_events_and_final(
         export = await session.export()
         assert [ln.text for ln in export.transcript] == [ln.text for ln in recording.lines]
         assert session.reconnects == 1
+        info = await session.info()
+    # the SDK says what its file audio went through; the stored session and its result carry it
+    unprocessed = {"echo_cancellation": False, "noise_suppression": False, "auto_gain_control": False}
+    for processing in (info.audio_processing, final.audio_processing):
+        assert processing["patient"].source == "python_sdk", processing
+        assert processing["patient"].model_dump(include=set(unprocessed)) == unprocessed
     kinds = [e.type for e in events]
     assert isinstance(events[0], SessionCreatedEvent)
     assert any(isinstance(e, IndicatorsEvent) for e in events), kinds

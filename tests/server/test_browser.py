@@ -32,28 +32,32 @@ def fake_media(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return rec.wav, rec.y4m
 
 
+def chromium_args(wav: Path, y4m: Path | None = None) -> list[str]:
+    """Headless Chromium whose fake microphone plays ``wav`` (and fake camera ``y4m``), loopback WebRTC."""
+    video = [f"--use-file-for-fake-video-capture={y4m}"] if y4m is not None else []
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        *video,
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--autoplay-policy=no-user-gesture-required",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ]
+
+
 @pytest.fixture
 async def browser(fake_media: tuple[Path, Path]) -> AsyncIterator[object]:
     from playwright.async_api import async_playwright
 
     wav, y4m = fake_media
     async with async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={y4m}",
-                f"--use-file-for-fake-audio-capture={wav}",
-                "--allow-loopback-in-peer-connection",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=chromium_args(wav, y4m))
         try:
             yield b
         finally:

@@ -86,6 +86,12 @@ async def _round_trip(url: str) -> None:
         row = await store.get_session("s_a")
         assert row is not None and row["state"] == "created" and row["meta"] == {"external_id": "call-1"}
         assert await store.get_session("s_zz") is None
+        await store.update_meta("s_a", audio_processing={"patient": {"source": "browser"}})
+        row = await store.get_session("s_a")
+        assert row is not None and row["meta"] == {
+            "external_id": "call-1",
+            "audio_processing": {"patient": {"source": "browser"}},
+        }
         line = TranscriptLineModel(start_s=1.0, end_s=2.0, speaker="patient", text="naïve ✓ <b>")
         assert await store.add_transcript("s_a", line) == 0
         assert await store.add_transcript("s_a", line) == 1

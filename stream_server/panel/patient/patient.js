@@ -1,5 +1,5 @@
 // Patient demo page: publishes camera + mic to the session with the browser SDK.
-import { connect } from "/sdk/mllmdr.js";
+import { captureMedia, connect } from "/sdk/mllmdr.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -16,10 +16,9 @@ function status(text, state) {
 async function start() {
   $("start").disabled = true;
   status("requesting camera and microphone…", "starting");
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, echoCancellation: true },
-    video: { width: 640, height: 480, frameRate: 15 },
-  });
+  // speech-preserving audio (no echo cancellation, noise suppression or gain control): this page only
+  // publishes, it plays nothing back, so there is no echo to cancel
+  const stream = await captureMedia({ video: { width: 640, height: 480, frameRate: 15 } });
   $("preview").srcObject = stream;
   session.on("sdk.connection", (ev) => status(`connection ${ev.state}`, ev.state));
   session.on("session.closed", (ev) => { status(`session closed (${ev.reason})`, "closed"); $("end").disabled = true; });
