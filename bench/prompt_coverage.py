@@ -41,17 +41,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DEMO_BUNDLE, load_avg, write_result  # noqa: E402
-from mllmdr_core.config import MllmdrConfig  # noqa: E402
-from mllmdr_core.features.interview import pair_transcript  # noqa: E402
-from mllmdr_core.features.transcribe import make_transcriber, word_errors  # noqa: E402
-from mllmdr_core.frames import FloatArray, Speaker, TranscriptLine  # noqa: E402
-from mllmdr_core.phq8 import ITEM_KEYS  # noqa: E402
-from mllmdr_core.prompt import item_prompts, transcript_coverage  # noqa: E402
-from mllmdr_core.speech_track import SpeechTrack  # noqa: E402
+from bench.common import DEMO_BUNDLE, load_avg, write_result
+from mllmdr_core.config import MllmdrConfig
+from mllmdr_core.features.interview import pair_transcript
+from mllmdr_core.features.transcribe import make_transcriber, word_errors
+from mllmdr_core.frames import FloatArray, Speaker, TranscriptLine
+from mllmdr_core.phq8 import ITEM_KEYS
+from mllmdr_core.prompt import item_prompts, transcript_coverage
+from mllmdr_core.speech_track import SpeechTrack
 
 MODES = ("captions", "two_track", "patient_only")
-TARGETS = {"coverage": {"captions": 0.95, "two_track": 0.95, "patient_only": 0.90}, "question_share_two_track": 0.9}
+TARGETS = {
+    "coverage": {"captions": 0.95, "two_track": 0.95, "patient_only": 0.90},
+    "question_share_two_track": 0.9,
+}
 FOLLOW_UP = "Can you tell me more about that?"
 SEED = 17
 CHUNK_S = 0.02  # the server's 20 ms audio frames
@@ -260,7 +263,10 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for index in tqdm(range(args.sessions), desc="sessions", unit="session"):
             session = render(plan(index, minutes=args.minutes))
-            jobs = [(config.to_dict(), session.patient, "patient"), (config.to_dict(), session.interviewer, "clinician")]
+            jobs = [
+                (config.to_dict(), session.patient, "patient"),
+                (config.to_dict(), session.interviewer, "clinician"),
+            ]
             tracks: dict[str, list[TranscriptLine]] = {}
             for speaker, lines, cpu in pool.map(_asr_job, jobs):
                 tracks[speaker] = lines
@@ -271,7 +277,10 @@ def main() -> None:
                              "duration_s": round(session.duration_s, 1), "modes": row})
     summary = _summary(rows)
     met = {
-        **{f"coverage_{m}": (summary[m]["transcript_coverage"] or 0) >= TARGETS["coverage"][m] for m in MODES},
+        **{
+            f"coverage_{m}": (summary[m]["transcript_coverage"] or 0) >= TARGETS["coverage"][m]
+            for m in MODES
+        },
         "question_share_two_track": (summary["two_track"]["question_share"] or 0)
         >= TARGETS["question_share_two_track"],
     }
