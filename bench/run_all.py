@@ -35,6 +35,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "replay": ("replay.py", [], ["--minutes", "1"]),
     "encoder_streaming": ("encoder_streaming.py", [], []),
     "transcribe_wer": ("transcribe_wer.py", [], ["--quick"]),
+    "prompt_coverage": ("prompt_coverage.py", [], ["--quick"]),
+    "stt_agreement": ("stt_agreement.py", [], ["--quick"]),
 }
 
 
