@@ -7,7 +7,7 @@ The recording: one session of the project's synthetic generator (``training.synt
 16 kHz mono WAV, no captions, no transcript file), run with the demo bundle and the default recogniser
 through four paths:
 
-- ``live``: the real server (``create_app`` + ``CoreEngine`` on uvicorn, transcript source ``auto``), the
+- ``live``: the real server (``python -m stream_server``, transcript source ``auto``: the default), the
   Python SDK's ``publish_file`` over a real aiortc peer (Opus, 48 kHz, 20 ms frames, real time); the
   transcript is the stored one once the server's speech-to-text has drained.
 - ``replay``: ``mllmdr replay``'s default, the offline pipeline (200 ms chunks, recogniser in a worker
@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import API_KEY, DEMO_BUNDLE, in_process_server, load_avg, write_result
+from bench.common import API_KEY, DEMO_BUNDLE, load_avg, server_process, write_result
 from mllmdr_core.assessment import Assessment
 from mllmdr_core.features.transcribe import word_errors
 from mllmdr_core.frames import TranscriptLine
@@ -76,7 +76,7 @@ async def live(path: Path, work: Path) -> tuple[str, Assessment]:
     from client_sdk.session import Session
 
     async with (
-        in_process_server(DEMO_BUNDLE, work, transcript_source="auto") as srv,
+        server_process(DEMO_BUNDLE, work, transcript_source="auto") as srv,
         await Session.create(srv.base, API_KEY) as session,
     ):
         await session.publish_file(path)

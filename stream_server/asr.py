@@ -149,16 +149,16 @@ class BackgroundTranscriber:
 
 # ---------------------------------------------------------------- the recogniser's process
 _WORKER_TRANSCRIBERS: dict[tuple[str, str | None, str], Any] = {}  # in the worker: one per stream
-MAX_WORKER_STREAMS = 4096  # streams remembered per worker (a few hundred bytes each); oldest forgotten
+MAX_WORKER_STREAMS = 256  # recognisers kept per worker (pocketsphinx ~90 MB each); the oldest is dropped
 
 
 def _transcribe_in_worker(
     source: str, model: str | None, stream: str, samples: np.ndarray, start_s: float
 ) -> list[TranscriptLine]:
     """Worker process: transcribe with ``stream``'s recogniser for ``source``. A recogniser that keeps
-    per-stream state (pocketsphinx's adapted cepstral mean: it has ``reset``) is made per stream, so
-    each session's party starts fresh, as in a replay (its decoder is shared in the process); one
-    without (Whisper) is shared by every stream."""
+    per-stream state (pocketsphinx adapts to its speaker: it has ``reset``) is made per stream (~90 MB
+    while the stream lives, released when its session's speech-to-text closes), so each session's party
+    starts fresh, as in a replay; one without (Whisper) is shared by every stream."""
     key = (source, model, stream)
     transcriber = _WORKER_TRANSCRIBERS.get(key) or _WORKER_TRANSCRIBERS.get((source, model, ""))
     if transcriber is None:

@@ -68,42 +68,20 @@ class CaptionSource:
         return TranscriptLine(start_s, max(start_s, end_s), speaker, text.strip(), "captions", 1.0, final)
 
 
-_DECODERS: dict[tuple[tuple[str, Any], ...], tuple[Any, threading.Lock, str]] = {}
-_DECODERS_LOCK = threading.Lock()
-
-
-def _shared_decoder(kwargs: dict[str, Any]) -> tuple[Any, threading.Lock, str]:
-    """This process's pocketsphinx decoder for ``kwargs`` (built once: ~90 MB, 1–6 s), its lock and its
-    initial cepstral mean."""
-    key = tuple(sorted(kwargs.items()))
-    with _DECODERS_LOCK:
-        made = _DECODERS.get(key)
-        if made is None:
-            from pocketsphinx import Decoder
-
-            try:
-                decoder = Decoder(**kwargs)
-            except (ValueError, RuntimeError) as exc:
-                raise ConfigError(f"pocketsphinx decoder could not start: {exc}") from exc
-            made = _DECODERS[key] = (decoder, threading.Lock(), str(decoder.get_cmn()))
-        return made
-
-
 class PocketsphinxTranscriber:
     """Offline CMU pocketsphinx 5 (bundled en-us acoustic model, language model and dictionary).
 
-    One transcriber is one audio stream (a session's party). The decoder itself is shared by every
-    transcriber of the process with the same settings (built on first use: ~90 MB and 1–6 s each, too
-    much per session); what pocketsphinx carries from one utterance to the next — its live cepstral
-    mean, which adapts to the speaker's level — is the transcriber's own: restored before each segment
-    and saved after it. So a new transcriber starts from the model's initial mean whatever other streams
-    the decoder heard, and the same segments give the same lines live (the server's shared recogniser
-    process) and in a replay (issue 17: reused state made live and replay transcripts differ).
-    :meth:`reset` starts the stream over. Word timings come from the decoder's segmentation (100
-    frames/s) and the confidence of a line is the mean word posterior. A line is split where the decoder
-    heard at least ``split_silence_s`` of silence. Before the stream's first utterance the audio is run
-    once without search so that the mean starts from this speaker's level (measured: WER 0.85 → 0.60 on
-    the first utterances of espeak-ng speech); afterwards it keeps adapting.
+    One transcriber is one audio stream (a session's party) with its own decoder, built on first use
+    (~90 MB; 0.7 s idle, up to 6 s on a loaded machine). The decoder carries state from one utterance
+    to the next — its live cepstral mean adapts to the speaker's level, and restoring only that mean
+    (``set_cmn``) into a decoder shared by several streams was measured NOT to give the same words — so
+    streams never share one: the same segments give the same lines live and in a replay (issue 17).
+    :meth:`reset` starts the stream over (a new decoder on the next segment). Word timings come from the
+    decoder's segmentation (100 frames/s) and the confidence of a line is the mean word posterior. A
+    line is split where the decoder heard at least ``split_silence_s`` of silence. Before the stream's
+    first utterance the audio is run once without search so that the mean starts from this speaker's
+    level (measured: WER 0.85 → 0.60 on the first utterances of espeak-ng speech); afterwards it keeps
+    adapting.
     """
 
     name = "pocketsphinx"
@@ -116,23 +94,32 @@ class PocketsphinxTranscriber:
         self.speaker: Speaker = speaker
         self.split_silence_s = split_silence_s
         self._decoder_kwargs = {"samprate": SAMPLE_RATE, "loglevel": "FATAL", **(decoder_kwargs or {})}
-        self._cmn: str | None = None  # this stream's cepstral mean; None: the model's initial one
+        self._decoder: Any = None
         self._primed = False
         self._lock = threading.Lock()
 
+    def _get_decoder(self) -> Any:
+        if self._decoder is None:
+            from pocketsphinx import Decoder
+
+            try:
+                self._decoder = Decoder(**self._decoder_kwargs)
+            except (ValueError, RuntimeError) as exc:
+                raise ConfigError(f"pocketsphinx decoder could not start: {exc}") from exc
+        return self._decoder
+
     def reset(self) -> None:
-        """Start the stream over: the initial cepstral mean, primed again on the next segment."""
+        """Start the stream over: a fresh decoder (and priming) on the next segment."""
         with self._lock:
-            self._cmn, self._primed = None, False
+            self._decoder, self._primed = None, False
 
     def transcribe(self, samples: FloatArray, start_s: float) -> list[TranscriptLine]:
         audio = _check_samples(samples)
         if len(audio) < SAMPLE_RATE // 10:  # under 100 ms: nothing to decode
             return []
         pcm = (audio * 32767.0).astype(np.int16).tobytes()
-        decoder, shared, initial = _shared_decoder(self._decoder_kwargs)
-        with self._lock, shared:
-            decoder.set_cmn(self._cmn or initial)
+        with self._lock:
+            decoder = self._get_decoder()
             if not self._primed:
                 decoder.start_utt()
                 decoder.process_raw(pcm, no_search=True)
@@ -142,7 +129,6 @@ class PocketsphinxTranscriber:
             decoder.process_raw(pcm)
             decoder.end_utt()
             words = [(seg.word, seg.start_frame, seg.end_frame, seg.prob) for seg in decoder.seg()]
-            self._cmn = str(decoder.get_cmn())
         return self._lines(words, start_s)
 
     def _lines(self, words: list[tuple[str, int, int, float]], start_s: float) -> list[TranscriptLine]:
