@@ -290,6 +290,45 @@ def browser_audio(doc: Doc) -> list[Row]:
     return [Row("browser_audio", figure, "browser WER ≤ Python SDK WER", met)]
 
 
+def prompt_coverage(doc: Doc) -> list[Row]:
+    s, t = doc["summary"], doc["targets"]
+    names = {"captions": "captions", "two_track": "two-track STT", "patient_only": "patient-only STT"}
+    parts = []
+    for mode, label in names.items():
+        m = s[mode]
+        q = "–" if m["question_share"] is None else f"{m['question_share']:.0%}"
+        wer = "–" if m["wer"] is None else f"{m['wer']:.2f}"
+        parts.append(
+            f"{label}: coverage **{m['transcript_coverage']:.3f}** (min {m['transcript_coverage_min']:.3f}), "
+            f"{m['pairs_per_item']:g} pairs/item, question on {q} of pairs, WER {wer}"
+        )
+    figure = (
+        f"{doc['sessions']} synthetic session(s) of {doc['minutes']:g} min, "
+        f"{doc['budget_tokens']}-token budget ({doc['bundle']}): " + "; ".join(parts)
+    )
+    c = t["coverage"]
+    target = (
+        f"coverage ≥ {c['captions']:g} / {c['two_track']:g} / {c['patient_only']:g}; question ≥ "
+        f"{t['question_share_two_track']:.0%} (two-track)"
+    )
+    return [Row("prompt_coverage", figure, target, all(doc["met"].values()))]
+
+
+def stt_agreement(doc: Doc) -> list[Row]:
+    p = doc["paths"]
+    parts = [
+        f"{name}: WER vs replay **{p[name]['wer_vs_replay']:.3f}**, items equal {p[name]['items_equal']}/8, "
+        f"total {p[name]['scores']['total']}"
+        for name in ("live", "replay_loop", "replay_again")
+    ]
+    figure = (
+        f"{doc['audio_s']:g}-s synthetic patient recording, pocketsphinx, replay total "
+        f"{p['replay']['scores']['total']} (WER vs planted {p['replay']['wer_vs_planted']:.2f}); "
+        + "; ".join(parts)
+    )
+    return [Row("stt_agreement", figure, "same transcript and scores")]
+
+
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
     "hangup_latency": hangup_latency,
@@ -304,6 +343,8 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "visual_validation": visual_validation,
     "stream_rss": stream_rss,
     "panel_indicators": panel_indicators,
+    "prompt_coverage": prompt_coverage,
+    "stt_agreement": stt_agreement,
 }
 
 

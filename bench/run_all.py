@@ -38,6 +38,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "visual_validation": ("visual_validation.py", [], ["--blink-s", "20"]),
     "stream_rss": ("stream_rss.py", [], ["--skip-before"]),
     "browser_audio": ("browser_audio.py", ["--runs", "3"], ["--answers", "2"]),
+    "prompt_coverage": ("prompt_coverage.py", [], ["--quick"]),
+    "stt_agreement": ("stt_agreement.py", [], ["--quick"]),
 }
 
 

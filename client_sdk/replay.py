@@ -132,8 +132,16 @@ class Replayer:
 
     def _transcriber(self, source: str, party: str = "patient") -> Any:
         """``pocketsphinx``, ``whisper:PATH`` or a local Whisper checkpoint PATH → a Transcriber (one per
-        party: a recogniser adapts to its speaker's level); in a worker process beside the replay
-        (client_sdk/replay_asr.py) when the offline pipeline runs."""
+        party: a recogniser adapts to its speaker's level), started over (``reset``) for each recording,
+        so a replay's transcript does not depend on what was replayed before (as each live session's);
+        in a worker process beside the replay (client_sdk/replay_asr.py) when the offline pipeline runs."""
+        made = self._cached_transcriber(source, party)
+        reset = getattr(made, "reset", None)
+        if callable(reset):
+            reset()
+        return made
+
+    def _cached_transcriber(self, source: str, party: str) -> Any:
         if self._asr_process:
             from client_sdk.replay_asr import ProcessTranscriber
 

@@ -48,6 +48,11 @@ def _serve(conn: Connection, requests: Any, source: str) -> None:
         msg = requests.get()
         if msg is None:
             return
+        if msg == "reset":  # a new recording: the recogniser's stream state starts over
+            reset = getattr(inner, "reset", None)
+            if callable(reset):
+                reset()
+            continue
         samples, start_s = msg
         t = time.perf_counter()
         try:
@@ -126,6 +131,10 @@ class ProcessTranscriber:
         self._requests.put((np.asarray(samples, dtype=np.float32), float(start_s)))
         self._pending += 1
         return []
+
+    def reset(self) -> None:
+        """A new recording: the worker's recogniser starts its stream over (queued after earlier segments)."""
+        self._requests.put("reset")
 
     def collect(self) -> Collected:
         """Every queued segment's lines (waits for the worker), in the order the segments came."""

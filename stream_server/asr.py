@@ -13,10 +13,12 @@ dropped and counted (the transcript then has gaps, and the session warns once).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -107,11 +109,19 @@ class BackgroundTranscriber:
             return self._queued_samples / SAMPLE_RATE
 
     def close(self) -> None:
-        """Idempotent: drop what is queued; a segment being transcribed finishes, its lines are discarded."""
+        """Idempotent: drop what is queued; a segment being transcribed finishes, its lines are discarded;
+        the recogniser state of the stream is released (``release`` of the wrapped transcriber)."""
         with self._lock:
-            self._closed = True
+            was_closed, self._closed = self._closed, True
             self._queue.clear()
             self._queued_samples = 0
+        inner = self.inner
+        while inner is not None and not was_closed:  # the stream's recogniser state is forgotten
+            release = getattr(inner, "release", None)
+            if callable(release):
+                release()
+                break
+            inner = getattr(inner, "inner", None)
 
     def _drain(self) -> None:
         """ASR thread: transcribe queued segments in order until the queue is empty."""
@@ -138,21 +148,35 @@ class BackgroundTranscriber:
 
 
 # ---------------------------------------------------------------- the recogniser's process
-_WORKER_TRANSCRIBERS: dict[tuple[str, str | None], Any] = {}  # in the worker process: loaded recognisers
+_WORKER_TRANSCRIBERS: dict[tuple[str, str | None, str], Any] = {}  # in the worker: one per stream
+MAX_WORKER_STREAMS = 256  # recognisers kept per worker (pocketsphinx ~90 MB each); the oldest is dropped
 
 
 def _transcribe_in_worker(
-    source: str, model: str | None, samples: np.ndarray, start_s: float
+    source: str, model: str | None, stream: str, samples: np.ndarray, start_s: float
 ) -> list[TranscriptLine]:
-    """Worker process: transcribe with this process's (cached) recogniser for ``source``."""
-    transcriber = _WORKER_TRANSCRIBERS.get((source, model))
+    """Worker process: transcribe with ``stream``'s recogniser for ``source``. A recogniser that keeps
+    per-stream state (pocketsphinx adapts to its speaker: it has ``reset``) is made per stream (~90 MB
+    while the stream lives, released when its session's speech-to-text closes), so each session's party
+    starts fresh, as in a replay; one without (Whisper) is shared by every stream."""
+    key = (source, model, stream)
+    transcriber = _WORKER_TRANSCRIBERS.get(key) or _WORKER_TRANSCRIBERS.get((source, model, ""))
     if transcriber is None:
         from mllmdr_core.features.transcribe import make_transcriber
 
         transcriber = make_transcriber(source, model)
-        _WORKER_TRANSCRIBERS[(source, model)] = transcriber
+        if not hasattr(transcriber, "reset"):
+            key = (source, model, "")
+        if len(_WORKER_TRANSCRIBERS) >= MAX_WORKER_STREAMS:
+            _WORKER_TRANSCRIBERS.pop(next(iter(_WORKER_TRANSCRIBERS)))
+        _WORKER_TRANSCRIBERS[key] = transcriber
     lines: list[TranscriptLine] = transcriber.transcribe(samples, start_s)
     return lines
+
+
+def _release_in_worker(source: str, model: str | None, stream: str) -> None:
+    """Worker process: forget ``stream``'s recogniser state (its session ended)."""
+    _WORKER_TRANSCRIBERS.pop((source, model, stream), None)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -172,68 +196,89 @@ def _worker_pid() -> int:
 
 
 class AsrProcess:
-    """The recogniser process shared by a server's sessions: spawned on first use, respawned if it dies."""
+    """The recogniser processes shared by a server's sessions: ``processes`` single-process pools, each
+    spawned on first use and respawned if it dies. A stream (a session's party) always goes to the same
+    one (by a stable hash of its key), so its recogniser state stays in one place and its segments are
+    decoded in order."""
 
     def __init__(self, processes: int = 1) -> None:
-        self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
+        self.processes = max(1, processes)
+        self._pools: list[ProcessPoolExecutor | None] = [None] * self.processes
         self._lock = threading.Lock()
         self._closed = False
 
-    def _get(self) -> ProcessPoolExecutor:
+    def _index(self, stream: str) -> int:
+        return zlib.crc32(stream.encode()) % self.processes
+
+    def _get(self, index: int = 0) -> ProcessPoolExecutor:
         with self._lock:
             if self._closed:
                 raise MediaError("speech-to-text is shut down")
-            if self._pool is None:
+            pool = self._pools[index]
+            if pool is None:
                 # spawn: a fresh interpreter (forking a process that runs aiortc and torch threads is unsafe)
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(
-                    self.processes, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+                pool = self._pools[index] = ProcessPoolExecutor(
+                    1, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
                 )
-            return self._pool
+            return pool
 
     def transcribe(
-        self, source: str, model: str | None, samples: np.ndarray, start_s: float
+        self, source: str, model: str | None, samples: np.ndarray, start_s: float, stream: str = ""
     ) -> list[TranscriptLine]:
         """Blocks the calling (ASR) thread, not the GIL, until the worker answers."""
-        pool = self._get()
+        index = self._index(stream)
+        pool = self._get(index)
         try:
-            return pool.submit(_transcribe_in_worker, source, model, samples, start_s).result()
+            return pool.submit(_transcribe_in_worker, source, model, stream, samples, start_s).result()
         except BrokenProcessPool as exc:
-            self._discard(pool)
+            self._discard(index, pool)
             raise MediaError(
                 f"the speech-to-text process died ({exc}); it restarts with the next segment"
             ) from exc
 
+    def release(self, source: str, model: str | None, stream: str) -> None:
+        """Forget ``stream``'s recogniser state in its worker (queued after its last segment)."""
+        with self._lock:
+            pool = None if self._closed else self._pools[self._index(stream)]
+        if pool is not None:
+            with contextlib.suppress(RuntimeError, BrokenProcessPool):
+                pool.submit(_release_in_worker, source, model, stream)
+
     def warm(self, source: str, model: str | None) -> None:
-        """Start the process and load the recogniser now, in the background (the first segment then
-        does not wait for them)."""
+        """Start the processes and load the recogniser now, in the background (the first segment then
+        does not wait for them); the warm-up's own stream is forgotten at once."""
         silence = np.zeros(SAMPLE_RATE // 5, dtype=np.float32)  # (3200,) 0.2 s
-        self._get().submit(_transcribe_in_worker, source, model, silence, 0.0)
+        for index in range(self.processes):
+            pool = self._get(index)
+            pool.submit(_transcribe_in_worker, source, model, "warm-up", silence, 0.0)
+            pool.submit(_release_in_worker, source, model, "warm-up")
 
     def pid(self) -> int:
-        """The worker's process id (starts it if needed)."""
-        return int(self._get().submit(_worker_pid).result())
+        """The first worker's process id (starts it if needed)."""
+        return int(self._get(0).submit(_worker_pid).result())
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
+    def _discard(self, index: int, pool: ProcessPoolExecutor) -> None:
         with self._lock:
-            if self._pool is pool:
-                self._pool = None
+            if self._pools[index] is pool:
+                self._pools[index] = None
         pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        """Idempotent: stop the worker process (a segment being decoded is finished first)."""
+        """Idempotent: stop the worker processes (a segment being decoded is finished first)."""
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pools, self._pools = self._pools, [None] * self.processes
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ProcessTranscriber:
-    """A ``Transcriber`` for ``source`` (``pocketsphinx`` / ``whisper``) run by an :class:`AsrProcess`."""
+    """A ``Transcriber`` for ``source`` (``pocketsphinx`` / ``whisper``) run by an :class:`AsrProcess`,
+    for one ``stream`` (a session's party: its own recogniser state in the worker)."""
 
-    def __init__(self, source: str, model: str | None, process: AsrProcess) -> None:
+    def __init__(self, source: str, model: str | None, process: AsrProcess, stream: str = "") -> None:
         from mllmdr_core.features.transcribe import make_transcriber
 
         local = make_transcriber(source, model)  # for its name and label only; it loads nothing until used
@@ -241,7 +286,12 @@ class ProcessTranscriber:
         self.low_accuracy = bool(local.low_accuracy)
         self.source = source
         self.model = model
+        self.stream = stream
         self._process = process
 
     def transcribe(self, samples: np.ndarray, start_s: float) -> list[TranscriptLine]:
-        return self._process.transcribe(self.source, self.model, samples, start_s)
+        return self._process.transcribe(self.source, self.model, samples, start_s, self.stream)
+
+    def release(self) -> None:
+        """The stream ended: its recogniser state in the worker is forgotten."""
+        self._process.release(self.source, self.model, self.stream)

@@ -190,7 +190,8 @@ class CoreEngine:
         if self.config.visual.spec in face_tracker_specs():  # other specs fail later, with their own error
             make_face_tracker(self.config.visual).close()
 
-    def _transcriber(self) -> Any:
+    def _transcriber(self, stream: str = "") -> Any:
+        """The server's speech-to-text for one ``stream`` (a session's party: its own recogniser state)."""
         if self._source == "captions":
             return None
         asr = self._source
@@ -200,7 +201,7 @@ class CoreEngine:
         if self._asr_process is None:
             self._asr_process = AsrProcess(self._asr_threads)
             self._asr_process.warm(asr, model)
-        return ProcessTranscriber(asr, model, self._asr_process)
+        return ProcessTranscriber(asr, model, self._asr_process, stream)
 
     def close(self) -> None:
         """Idempotent: stop the speech-to-text threads and process."""
@@ -210,7 +211,7 @@ class CoreEngine:
             self._asr_process.close()
 
     def new_state(self, session_id: str) -> AnalysisState:
-        transcriber = self._transcriber()
+        transcriber = self._transcriber(session_id)
         if transcriber is not None and self._source == "auto":
             transcriber = GatedTranscriber(transcriber)
             self._gates[session_id] = transcriber  # held by the state; gone with it
@@ -227,10 +228,10 @@ class CoreEngine:
     def new_speech_track(self, session_id: str) -> SpeechTrack | None:
         """The interviewer's track for a session: VAD → this server's speech-to-text (off the media path,
         as the patient's; queue :func:`interviewer_key`), lines labelled clinician. None without ASR."""
-        transcriber = self._transcriber()
+        key = interviewer_key(session_id)
+        transcriber = self._transcriber(key)
         if transcriber is None:
             return None
-        key = interviewer_key(session_id)
         if self._source == "auto":
             transcriber = GatedTranscriber(transcriber)
             self._gates[key] = transcriber

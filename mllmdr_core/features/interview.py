@@ -330,25 +330,40 @@ def pair_transcript(lines: Sequence[TranscriptLine], script: Sequence[str] | Non
 
 
 def pairs_for_item(pairs: Sequence[QAPair], item_key: str, max_pairs: int) -> list[QAPair]:
-    """The pairs to show the model for one PHQ-8 item, at most ``max_pairs``.
+    """The pairs to show the model for one PHQ-8 item, most important first, at most ``max_pairs``.
 
     Relevant pairs (``item_key`` in ``pair.items`` or matched by :func:`item_scores`) come first, ordered
     by relevance score (question match 2, answer match 1; a pair listed in ``items`` without a keyword
-    match counts 1), then by time (earlier first). When no pair is relevant, the most recent
-    ``max_pairs`` pairs are returned in time order, so the model still sees the latest conversation.
+    match counts 1), then by time (earlier first). The places left go to the *orphans* — pairs relevant
+    to no PHQ-8 item ("how are you doing?", a misheard question, a turn without keywords), which would
+    otherwise reach no prompt at all: they are shown while a prompt has room and are the first to go
+    when it has not (``prompt.item_prompts`` keeps pairs in this order while they fit the budget). The
+    orphans are spread over the items: item *i* (``ITEM_KEYS`` order) takes them most recent first
+    starting at the (*i* mod *n*)-th of the *n* orphans, so the 8 prompts together show as many different
+    orphans as they have free places. A pair about another item is never shown for this one. When no
+    pair is relevant, the most recent ``max_pairs`` pairs are returned in time order, so the model still
+    sees the latest conversation.
     """
     if max_pairs <= 0 or not pairs:
         return []
     scored: list[tuple[int, float, int, QAPair]] = []
+    orphans: list[tuple[float, int, QAPair]] = []
     for idx, pair in enumerate(pairs):
         q_text = pair.question.text if pair.question else ""
-        score = item_scores(q_text, pair.answer_text).get(item_key, 0)
+        scores = item_scores(q_text, pair.answer_text)
+        score = scores.get(item_key, 0)
         if score == 0 and item_key in pair.items:
             score = 1
         if score:
             scored.append((score, pair.start_s, idx, pair))
+        elif not scores and not pair.items:
+            orphans.append((pair.start_s, idx, pair))
     if not scored:
         recent = sorted(enumerate(pairs), key=lambda ip: (ip[1].start_s, ip[0]))[-max_pairs:]
         return [p for _, p in recent]
     scored.sort(key=lambda s: (-s[0], s[1], s[2]))
-    return [s[3] for s in scored[:max_pairs]]
+    relevant = [s[3] for s in scored[:max_pairs]]
+    room = max_pairs - len(relevant)
+    newest_first = [o[2] for o in sorted(orphans, key=lambda o: (-o[0], -o[1]))]
+    start = ITEM_KEYS.index(item_key) % len(newest_first) if newest_first else 0
+    return [*relevant, *(newest_first[start:] + newest_first[:start])[:room]]

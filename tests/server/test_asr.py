@@ -217,6 +217,34 @@ def test_the_recogniser_runs_in_its_own_process_and_leaves_the_gil_free(asr_proc
     assert max_gap < max(0.25, decode_s / 2), (max_gap, decode_s)
 
 
+def test_each_stream_has_its_own_recogniser_state(asr_process: AsrProcess) -> None:
+    """Live vs replay agreement (issue 17): a session's words do not depend on what the shared
+    recogniser process heard before (another session, the other party): they equal a fresh in-process
+    recogniser's. One recogniser for every stream gave "you read the godly lately" here."""
+    said = ("I have been sleeping badly lately.", "I cannot focus on the television.")
+    patient = [speech16(t) for t in said]
+    other = [0.2 * speech16(t) for t in ("Where are you from originally?", "How has your energy been?")]
+    fresh = PocketsphinxTranscriber()
+    expected = [[ln.text for ln in fresh.transcribe(x, 0.0)] for x in patient]
+    first = ProcessTranscriber("pocketsphinx", None, asr_process, "session-1")
+    for x in other:
+        first.transcribe(x, 0.0)
+    second = ProcessTranscriber("pocketsphinx", None, asr_process, "session-2")
+    assert [[ln.text for ln in second.transcribe(x, 0.0)] for x in patient] == expected
+    second.release()  # forgotten: the same stream key starts over
+    again = ProcessTranscriber("pocketsphinx", None, asr_process, "session-2")
+    assert [[ln.text for ln in again.transcribe(x, 0.0)] for x in patient] == expected
+
+
+def test_streams_stay_on_one_worker() -> None:
+    process = AsrProcess(3)
+    try:
+        assert {process._index("abc") for _ in range(5)} == {process._index("abc")}
+        assert {process._index(f"s{k}") for k in range(30)} == {0, 1, 2}
+    finally:
+        process.close()
+
+
 def test_a_dead_recogniser_process_is_reported_then_respawned(asr_process: AsrProcess) -> None:
     import os
     import signal

@@ -199,8 +199,11 @@ def _pairs() -> list[QAPair]:
 
 def test_pairs_for_item_relevance_then_time() -> None:
     got = pairs_for_item(_pairs(), "sleep", 6)
-    # question+answer match (3) first, then question-only (2) in time order, then answer-only (1)
+    # question+answer match (3) first, then question-only (2) in time order, then answer-only (1), then
+    # the orphans (pairs about no item) while there is room; never the appetite pair
     assert [p.question.text for p in got if p.question] == [
+        "How have you been sleeping?", "Do you nap?", "How are you?", "Where are you from?"]
+    assert [p.question.text for p in pairs_for_item(_pairs(), "sleep", 3) if p.question] == [
         "How have you been sleeping?", "Do you nap?", "How are you?"]
     assert [p.question.text for p in pairs_for_item(_pairs(), "sleep", 1) if p.question] == [
         "How have you been sleeping?"]
@@ -216,7 +219,8 @@ def test_pairs_for_item_falls_back_to_most_recent() -> None:
 def test_pairs_for_item_honours_dataset_items() -> None:
     labelled = QAPair(None, (P(0, 1, "it's hard"),), frozenset({"psychomotor"}))
     other = QAPair(None, (P(2, 3, "yes"),))
-    assert pairs_for_item([other, labelled], "psychomotor", 3) == [labelled]
+    assert pairs_for_item([other, labelled], "psychomotor", 3) == [labelled, other]
+    assert pairs_for_item([other, labelled], "psychomotor", 1) == [labelled]
 
 
 def test_pair_with_script_aligns_turns_in_order() -> None:
