@@ -109,7 +109,8 @@ class Assessment(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     # per published audio track role ("patient", "interviewer"): the processing its audio went through,
     # as the publisher reported it with its offer; {} when not reported (or not a live session)
-    audio_processing: dict[Literal["patient", "interviewer"], AudioProcessing] = Field(default_factory=dict)
+    # per track role ("patient", "interviewer"); str keys so a reader accepts roles added later
+    audio_processing: dict[str, AudioProcessing] = Field(default_factory=dict)
 
     def prompts(self) -> dict[str, str]:
         """Item key → the exact prompt text the model got (``prompts.json`` of a replay)."""

@@ -704,8 +704,8 @@ class SessionInfo(_Model):
     checkpoints: int = 0
     final_assessment: Assessment | None = None
     last_seq: int = 0
-    audio_processing: dict[TrackRole, AudioProcessing] = Field(
-        default_factory=dict, description="as reported with the last offer; {} when not reported"
+    audio_processing: dict[str, AudioProcessing] = Field(  # str keys: readers accept roles added later
+        default_factory=dict, description="per track role, as the last offer reported; {} if not reported"
     )
 
 

@@ -80,7 +80,7 @@ class Server:
             checkpoints=len(checkpoints),
             final_assessment=finals[-1] if finals else None,
             last_seq=await self.store.max_seq(session_id),
-            audio_processing=from_meta(row["meta"]),
+            audio_processing={str(role): v for role, v in from_meta(row["meta"]).items()},
         )
 
 

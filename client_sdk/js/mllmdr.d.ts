@@ -27,7 +27,7 @@ export interface Assessment {
   labels: string[];
   disclaimer: string;
   timings_ms: Record<string, number>;
-  audio_processing: Partial<Record<"patient" | "interviewer", AudioProcessing>>;
+  audio_processing: Record<string, AudioProcessing>;
 }
 
 /** The final assessment of the session (after session.end or publisher hang-up). */
@@ -439,8 +439,8 @@ export interface SessionInfo {
   checkpoints: number;
   final_assessment: Assessment | null;
   last_seq: number;
-  /** as reported with the last offer; {} when not reported */
-  audio_processing: Partial<Record<"patient" | "interviewer", AudioProcessing>>;
+  /** per track role, as the last offer reported; {} if not reported */
+  audio_processing: Record<string, AudioProcessing>;
 }
 
 export type SessionStateName = "created" | "live" | "reconnecting" | "ending" | "pending" | "closed";

@@ -9,6 +9,8 @@ loads the bundle WITHOUT LLM weights and sends prompt texts + 32 + 32 soft token
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,10 +335,13 @@ def test_vllm_restart_mid_assessment_is_retried_and_nothing_is_lost(
     failures: list[BackendError] = []
     restarted = threading.Event()
 
-    def kill_once(req: object) -> None:  # httpx request hook: kill 20 ms after the batch request leaves
+    def kill_once(req: object) -> None:  # httpx request hook, as the batch request leaves
         if not killed_at and str(getattr(req, "url", "")).endswith("/v1/chat/completions/batch"):
+            # frozen first (the kernel still takes the request into the server's socket), killed 0.5 s
+            # later: the request is in flight at the server and never answered, however fast it would be
+            os.killpg(srv.proc.pid, signal.SIGSTOP)
             killed_at.append(time.perf_counter())
-            threading.Timer(0.02, srv.kill).start()
+            threading.Timer(0.5, srv.kill).start()
 
     backend._http().event_hooks = {"request": [kill_once], "response": []}
 
