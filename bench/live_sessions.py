@@ -430,11 +430,15 @@ async def main_async(args: argparse.Namespace) -> None:
             )
             if not rows[-1]["real_time"] and args.stop_early:
                 break
-        results[kind] = rows
+        results[kind] = [{**r, "run": args.tag} for r in rows]
         best[kind] = max((r["n"] for r in rows if r["real_time"]), default=0)
         print(f"bundle {kind}: largest real-time N = {best[kind]}", flush=True)
     # one current file per mode (and --name); earlier runs live in git history
     name = args.name or ("live_sessions_model" if loop else "live_sessions")
+    runs = [{"tag": args.tag, "date_utc": _utc_now(), "command": _command(), "load_avg_end": _load()}]
+    if args.merge and (RESULTS / f"{name}.json").exists():
+        results, runs = merge(json.loads((RESULTS / f"{name}.json").read_text()), results, runs)
+        best = {k: max((r["n"] for r in rows if r["real_time"]), default=0) for k, rows in results.items()}
     png = RESULTS / f"{name}_lag.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     title = f"with checkpoints every {args.checkpoint_period:g} s + finals" if loop else "indicators only"
@@ -464,11 +468,41 @@ async def main_async(args: argparse.Namespace) -> None:
             "media": "synthetic 640x480 15 fps interview, VP8+Opus 48 kHz over loopback aiortc "
             + ("(webm packets forwarded)" if args.publisher == "passthrough" else "(mp4 re-encoded)"),
             "largest_real_time_n": best,
+            "runs": runs,
             "rows": results,
             "plot": str(png.relative_to(RESULTS.parent.parent)),
         },
     )
     print("wrote", path, "and", png)
+
+
+def merge(
+    old: dict[str, Any], new: dict[str, list[dict[str, Any]]], runs: list[dict[str, Any]]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """``--merge``: the file's rows of other bundles and other N kept, this run's rows replace the same
+    (bundle, N); the runs listed in order (each row names its ``run`` tag)."""
+    rows = {k: list(v) for k, v in old["rows"].items()}
+    for kind, fresh in new.items():
+        ns = {r["n"] for r in fresh}
+        rows[kind] = sorted([r for r in rows.get(kind, []) if r["n"] not in ns] + fresh, key=lambda r: r["n"])
+    earlier = old.get("runs") or [{k: old.get(k) for k in ("tag", "date_utc", "command", "load_avg_end")}]
+    return rows, [*earlier, *runs]
+
+
+def _utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _command() -> str:
+    import sys
+
+    return " ".join([".venv/bin/python", "bench/live_sessions.py", *sys.argv[1:]])
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in load_avg()]
 
 
 def main() -> None:
@@ -518,6 +552,11 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a server setting for every server process, e.g. assess_worker=thread (repeatable)",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the results file's rows of other bundles / N (this run's replace the same bundle and N)",
     )
     p.add_argument("--name", default="", help="results file name (default live_sessions[_model])")
     p.add_argument(
