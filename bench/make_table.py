@@ -100,8 +100,14 @@ def live_sessions_model(doc: Doc) -> list[Row]:
     """``--model-in-loop`` runs: largest real-time N with checkpoints + finals, and hang-up → final there.
     A run with ``assess_worker=thread`` (the model in the server's threads: the "before") has no target."""
     rows = []
-    where = doc.get("server_env", {}).get("assess_worker", "process")
+    where = {"thread": "server threads"}.get(doc.get("server_env", {}).get("assess_worker"), "worker process")
     period = doc["model_in_loop"]["checkpoint_period_s"]
+    runs = doc.get("runs", [])
+    source = {
+        **doc,
+        "date_utc": " / ".join(r["date_utc"] for r in runs) or doc["date_utc"],
+        "command": " ; ".join(r["command"] for r in runs) or doc["command"],
+    }
     for kind, best in doc["largest_real_time_n"].items():
         figure = f"{kind}, checkpoint every {period:g} s + finals: largest real-time N = **{best}**"
         at = [r for r in doc["rows"][kind] if r["n"] == best]
@@ -118,11 +124,11 @@ def live_sessions_model(doc: Doc) -> list[Row]:
             lag = "–" if r["lag_p95_s"] is None else f"{_num(r['lag_p95_s'])} s"
             figure += f"; N = {over[0]}: p95 {lag}, {r['dropped_audio']:g} audio frames dropped"
         label = f"live_sessions_model ({kind}, model in {where})"
-        if where == "thread":
-            rows.append(Row(label + " — before", figure, "–", None))
+        if where == "server threads":
+            rows.append(Row(label + " — before", figure, "–", None, source))
         else:
             need = 8 if kind == "demo" else 4
-            rows.append(Row(label, figure, f"≥ {need}", best >= need))
+            rows.append(Row(label, figure, f"≥ {need}", best >= need, source))
     return rows
 
 
