@@ -180,6 +180,8 @@ class CoreEngine:
             model_worker.warm()  # loads the bundle there while this process warms the rest
         self._transcriber()  # starts the speech-to-text process now, so the first segment does not wait
         self._warm_face_tracker()
+        if model_worker is not None:  # ready = the worker has loaded the bundle (its load not beside ingest)
+            model_worker.pid()
 
     @property
     def transcript_source(self) -> str:

@@ -101,3 +101,32 @@ def test_worker_needs_the_embedded_backend(tiny_bundle: Path) -> None:
             backend=VLLMSettings(url="http://127.0.0.1:9", model="m"),
             model_worker=ModelWorker(tiny_bundle),
         )
+
+
+async def test_live_final_survives_a_dead_worker(tmp_path: Path, worker_engine: CoreEngine) -> None:
+    """A live session whose model worker was killed: the final is retried (``assessment_retry`` naming the
+    dead worker) and made in a fresh worker; the session closes with its final assessment."""
+    from .conftest import make_settings, run_server
+
+    worker = worker_engine._model_worker
+    assert worker is not None
+    first = worker.pid()
+    async with run_server(make_settings(tmp_path, assess_retry_base_s=0.05), worker_engine) as server:
+        s = await server.create_session()
+        sid = s["session_id"]
+        ev = await server.events(sid, s["clinician_token"])
+        await server.http.post(
+            f"/v1/sessions/{sid}/captions",
+            headers=server.bearer(s["publisher_token"]),
+            json={"text": "I sleep badly", "speaker": "patient", "start_s": 0, "end_s": 1},
+        )
+        os.kill(first, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(first).wait(10)
+        r = await server.http.post(f"/v1/sessions/{sid}/end", headers=server.api())
+        assert r.json()["state"] == "closed" and r.json()["assessment"]["kind"] == "final"
+        retry = (await ev.wait("warning", pred=lambda e: e["code"] == "assessment_retry"))[0]
+        assert retry["detail"]["attempt"] == 1 and "model worker process died" in retry["message"]
+        closed = (await ev.wait("session.closed"))[0]
+        assert closed["final_assessment"] is True
+    assert worker.pid() != first
