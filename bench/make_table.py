@@ -98,7 +98,7 @@ def live_sessions(doc: Doc) -> list[Row]:
 
 def live_sessions_model(doc: Doc) -> list[Row]:
     """``--model-in-loop`` runs: largest real-time N with checkpoints + finals, and hang-up → final there.
-    A run with ``assess_worker=thread`` (the model in the server's threads: the "before") has no target."""
+    One file per place the server runs the model (``assess_worker``: server threads or worker process)."""
     rows = []
     where = {"thread": "server threads"}.get(doc.get("server_env", {}).get("assess_worker"), "worker process")
     period = doc["model_in_loop"]["checkpoint_period_s"]
@@ -123,12 +123,9 @@ def live_sessions_model(doc: Doc) -> list[Row]:
             r = next(r for r in doc["rows"][kind] if r["n"] == over[0])
             lag = "–" if r["lag_p95_s"] is None else f"{_num(r['lag_p95_s'])} s"
             figure += f"; N = {over[0]}: p95 {lag}, {r['dropped_audio']:g} audio frames dropped"
+        need = 8 if kind == "demo" else 4
         label = f"live_sessions_model ({kind}, model in {where})"
-        if where == "server threads":
-            rows.append(Row(label + " — before", figure, "–", None, source))
-        else:
-            need = 8 if kind == "demo" else 4
-            rows.append(Row(label, figure, f"≥ {need}", best >= need, source))
+        rows.append(Row(label, figure, f"≥ {need}", best >= need, source))
     return rows
 
 
