@@ -23,6 +23,13 @@ WebSocket per session records the ``indicators`` events. Figures per N:
 - server CPU (% of one core) and RSS per session ((RSS at the end - idle RSS) / N);
 - real time = lag p95 < 2 s and no audio dropped. The largest real-time N is reported.
 
+``--model-in-loop`` (issue 22): every session also asks for a checkpoint every ``--checkpoint-period`` s
+and ends with a final assessment (half hang up together at ``--duration``, the rest staggered before);
+checkpoint and hang-up → final p50/p95 are added, lag counts only events before a session's hang-up, and
+a missing final makes the N not real time. Writes ``live_model.json`` (or ``--name``, e.g.
+``live_model_thread``) and one plot of every ``live_model*.json``, ``live_model_lag.png``;
+``--server-env assess_worker=process|thread`` picks where the server runs the model.
+
 The publishers (decode + VP8 encode at 640x480) run on the same cores as the server: their CPU is
 reported too. Load average is recorded before each N. Writes ``bench/results/live_sessions.json`` and a
 PNG of lag vs N.
@@ -473,7 +480,21 @@ async def main_async(args: argparse.Namespace) -> None:
             "plot": str(png.relative_to(RESULTS.parent.parent)),
         },
     )
+    if loop is not None:
+        plot_model_loop(png)
     print("wrote", path, "and", png)
+
+
+def plot_model_loop(png: Path) -> None:
+    """Lag vs N of every ``live_model*.json`` (one per place the server ran the model) in one plot."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(RESULTS.glob("live_model*.json")):
+        doc = json.loads(path.read_text())
+        where = doc.get("server_env", {}).get("assess_worker", "thread")
+        period = doc["model_in_loop"]["checkpoint_period_s"]
+        for kind, rows in doc["rows"].items():
+            results[f"{kind}, model in {where}"] = rows
+    plot(results, png, f"checkpoint every {period:g} s + finals")
 
 
 def merge(
@@ -543,7 +564,7 @@ def main() -> None:
         action="store_true",
         help="every session asks for a checkpoint every --checkpoint-period s and ends with a final "
         "assessment (half the sessions hang up together at --duration, the rest staggered before); "
-        "reports hang-up → final and checkpoint latencies; writes live_sessions_model.json",
+        "reports hang-up → final and checkpoint latencies; writes live_model.json",
     )
     p.add_argument("--checkpoint-period", type=float, default=120.0, help="seconds between checkpoints")
     p.add_argument(

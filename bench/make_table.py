@@ -96,7 +96,7 @@ def live_sessions(doc: Doc) -> list[Row]:
     return rows
 
 
-def live_sessions_model(doc: Doc) -> list[Row]:
+def live_model(doc: Doc) -> list[Row]:
     """``--model-in-loop`` runs: largest real-time N with checkpoints + finals, and hang-up → final there.
     One file per place the server runs the model (``assess_worker``: server threads or worker process)."""
     rows = []
@@ -124,7 +124,7 @@ def live_sessions_model(doc: Doc) -> list[Row]:
             lag = "–" if r["lag_p95_s"] is None else f"{_num(r['lag_p95_s'])} s"
             figure += f"; N = {over[0]}: p95 {lag}, {r['dropped_audio']:g} audio frames dropped"
         need = 8 if kind == "demo" else 4
-        label = f"live_sessions_model ({kind}, model in {where})"
+        label = f"live_model ({kind}, model in {where})"
         rows.append(Row(label, figure, f"≥ {need}", best >= need, source))
     return rows
 
@@ -245,8 +245,8 @@ def vllm_native_tiny(doc: Doc) -> list[Row]:
 
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
-    "live_sessions_model": live_sessions_model,
-    "live_sessions_model_thread": live_sessions_model,
+    "live_model": live_model,
+    "live_model_thread": live_model,
     "hangup_latency": hangup_latency,
     "long_session": long_session,
     "replay": replay,
