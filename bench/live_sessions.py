@@ -441,15 +441,15 @@ async def main_async(args: argparse.Namespace) -> None:
         best[kind] = max((r["n"] for r in rows if r["real_time"]), default=0)
         print(f"bundle {kind}: largest real-time N = {best[kind]}", flush=True)
     # one current file per mode (and --name); earlier runs live in git history
-    name = args.name or ("live_sessions_model" if loop else "live_sessions")
+    name = args.name or ("live_model" if loop else "live_sessions")
     runs = [{"tag": args.tag, "date_utc": _utc_now(), "command": _command(), "load_avg_end": _load()}]
     if args.merge and (RESULTS / f"{name}.json").exists():
         results, runs = merge(json.loads((RESULTS / f"{name}.json").read_text()), results, runs)
         best = {k: max((r["n"] for r in rows if r["real_time"]), default=0) for k, rows in results.items()}
-    png = RESULTS / f"{name}_lag.png"
+    png = RESULTS / ("live_model_lag.png" if loop else f"{name}_lag.png")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    title = f"with checkpoints every {args.checkpoint_period:g} s + finals" if loop else "indicators only"
-    plot(results, png, title)
+    if loop is None:
+        plot(results, png)
     path = write_result(
         name,
         {
