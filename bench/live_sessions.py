@@ -23,6 +23,13 @@ WebSocket per session records the ``indicators`` events. Figures per N:
 - server CPU (% of one core) and RSS per session ((RSS at the end - idle RSS) / N);
 - real time = lag p95 < 2 s and no audio dropped. The largest real-time N is reported.
 
+``--model-in-loop`` (issue 22): every session also asks for a checkpoint every ``--checkpoint-period`` s
+and ends with a final assessment (half hang up together at ``--duration``, the rest staggered before);
+checkpoint and hang-up → final p50/p95 are added, lag counts only events before a session's hang-up, and
+a missing final makes the N not real time. Writes ``live_model.json`` (or ``--name``, e.g.
+``live_model_thread``) and one plot of every ``live_model*.json``, ``live_model_lag.png``;
+``--server-env assess_worker=process|thread`` picks where the server runs the model.
+
 The publishers (decode + VP8 encode at 640x480) run on the same cores as the server: their CPU is
 reported too. Load average is recorded before each N. Writes ``bench/results/live_sessions.json`` and a
 PNG of lag vs N.
@@ -35,6 +42,7 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +110,7 @@ async def _collect(
     token: str,
     out: list[tuple[float, dict[str, Any]]],
     transcript: list[tuple[float, dict[str, Any]]],
+    results: list[tuple[float, dict[str, Any]]] | None = None,
 ) -> None:
     import websockets
 
@@ -113,6 +122,51 @@ async def _collect(
                 out.append((time.time(), event))
             elif event["type"] == "transcript":
                 transcript.append((time.time(), event))
+            elif results is not None and event["type"] in ("checkpoint.result", "assessment.result"):
+                results.append((time.time(), event))
+
+
+@dataclass(frozen=True)
+class ModelLoop:
+    """``--model-in-loop``: each session asks for a checkpoint every ``period_s`` (first ask staggered over
+    one period) and hangs up at its time in :func:`end_times`, then waits for its final assessment."""
+
+    period_s: float
+    final_timeout_s: float = 300.0
+
+
+def end_times(n: int, duration: float) -> list[float]:
+    """Seconds after the start at which each session hangs up: half of them (rounded up) together at
+    ``duration``, the rest staggered evenly over the second half of the run."""
+    together = (n + 1) // 2
+    rest = n - together
+    staggered = [duration * (0.5 + 0.5 * (j + 1) / (rest + 1)) for j in range(rest)]
+    return [*staggered, *[duration] * together]
+
+
+async def _session_loop(
+    http: Any, sid: str, pub: tuple[Any, list[Any]], index: int, n: int, loop: ModelLoop, end_at: float
+) -> dict[str, Any]:
+    """One session's model traffic: checkpoint requests until ``end_at`` (monotonic), then the hang-up
+    (publisher closed + ``POST /end``). Returns the request times by ref and the hang-up wall time."""
+    asked: dict[str, float] = {}
+    next_ask = time.monotonic() + loop.period_s * (index + 1) / (n + 1)
+    while next_ask < end_at:
+        await asyncio.sleep(next_ask - time.monotonic())
+        at = time.time()
+        r = await http.post(f"/v1/sessions/{sid}/checkpoint", headers=api_headers())
+        if r.status_code == 200:
+            asked[r.json()["request_id"]] = at
+        next_ask += loop.period_s
+    await asyncio.sleep(max(0.0, end_at - time.monotonic()))
+    pc, tracks = pub
+    hung_up = time.time()
+    await pc.close()
+    for t in tracks:
+        t.stop()
+    r = await http.post(f"/v1/sessions/{sid}/end", headers=api_headers(), timeout=loop.final_timeout_s)
+    body = r.json() if r.status_code == 200 else {}
+    return {"asked": asked, "hung_up": hung_up, "end_returned": time.time(), "end_state": body.get("state")}
 
 
 async def run_n(
@@ -125,6 +179,8 @@ async def run_n(
     passthrough: bool,
     transcript: str = "captions",
     servers: int = 1,
+    loop: ModelLoop | None = None,
+    server_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     import psutil
 
@@ -132,12 +188,16 @@ async def run_n(
     async with contextlib.AsyncExitStack() as stack:
         procs = [
             await stack.enter_async_context(
-                server_process(bundle, work / f"server{k}", transcript_source=transcript)
+                server_process(
+                    bundle, work / f"server{k}", transcript_source=transcript, **(server_env or {})
+                )
             )
             for k in range(servers)
         ]
-        row = await _measure(procs, n, duration, media, load_before, psutil.Process(), warmup, passthrough)
-    return {"servers": servers, **row}
+        row = await _measure(
+            procs, n, duration, media, load_before, psutil.Process(), warmup, passthrough, loop
+        )
+    return {"servers": servers, **row, "load_avg_after": [round(x, 2) for x in load_avg()]}
 
 
 async def _measure(
@@ -149,6 +209,7 @@ async def _measure(
     me: Any,
     warmup: float,
     passthrough: bool,
+    loop: ModelLoop | None = None,
 ) -> dict[str, Any]:
     """N sessions spread round-robin over ``servers`` (as a sticky load balancer would place them)."""
     import httpx
@@ -168,9 +229,17 @@ async def _measure(
             sessions.append(r.json())
         events: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
         transcripts: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
+        results: list[list[tuple[float, dict[str, Any]]]] = [[] for _ in sessions]
         collectors = [
             asyncio.ensure_future(
-                _collect(servers[k].base, s["session_id"], s["clinician_token"], events[i], transcripts[i])
+                _collect(
+                    servers[k].base,
+                    s["session_id"],
+                    s["clinician_token"],
+                    events[i],
+                    transcripts[i],
+                    results[i],
+                )
             )
             for i, (k, s) in enumerate(zip(placed, sessions, strict=True))
         ]
@@ -190,7 +259,22 @@ async def _measure(
             await _publisher(https[k], s["session_id"], s["publisher_token"], media, passthrough)
             for k, s in zip(placed, sessions, strict=True)
         ]
-        await asyncio.sleep(duration)
+        loops: list[dict[str, Any]] = []
+        if loop is None:
+            await asyncio.sleep(duration)
+        else:
+            started = time.monotonic()
+            loops = await asyncio.gather(
+                *(
+                    _session_loop(https[k], s["session_id"], pub, i, n, loop, started + end)
+                    for i, (k, s, pub, end) in enumerate(
+                        zip(placed, sessions, pubs, end_times(n, duration), strict=True)
+                    )
+                )
+            )
+            deadline = time.monotonic() + 30.0  # the final's event follows the /end response closely
+            while time.monotonic() < deadline and not all(_final_at(r) for r in results):
+                await asyncio.sleep(0.2)
         wall = time.monotonic() - t0
         samples = [srv.sample() for srv in servers]
         cpu1, rss_end = sum(c for c, _ in samples), sum(r for _, r in samples)
@@ -206,7 +290,8 @@ async def _measure(
     lags: list[float] = []
     server_lags: list[float] = []
     first_indicator: list[float] = []
-    for (_, tracks), evs in zip(pubs, events, strict=True):
+    hang_ups = [lp["hung_up"] for lp in loops] if loops else [float("inf")] * len(pubs)
+    for (_, tracks), evs, hung_up in zip(pubs, events, hang_ups, strict=True):
         firsts = [t.first_at for t in tracks if t.first_at is not None]
         if not firsts:
             continue
@@ -214,7 +299,7 @@ async def _measure(
         if evs:
             first_indicator.append(evs[0][0] - first)
         for received, e in evs:
-            if received - first < warmup:
+            if received - first < warmup or received > hung_up:
                 continue  # start-up (peer connection, first HuBERT window, face model) reported separately
             lags.append(received - (first + float(e["media_time_s"])))
             if e.get("lag_s") is not None:
@@ -246,15 +331,51 @@ async def _measure(
         "load_avg_before": [round(x, 2) for x in load_before],
         "real_time": bool(p95 is not None and p95 < 2.0 and dropped_audio == 0 and len(lags) >= n),
     }
+    if loop is not None:
+        row.update(_model_figures(loops, results, loop))
+        row["real_time"] = row["real_time"] and row["finals_missing"] == 0
     print(json.dumps(row), flush=True)
     return row
+
+
+def _final_at(results: list[tuple[float, dict[str, Any]]]) -> float | None:
+    return next((t for t, e in results if e["type"] == "assessment.result"), None)
+
+
+def _model_figures(
+    loops: list[dict[str, Any]], results: list[list[tuple[float, dict[str, Any]]]], loop: ModelLoop
+) -> dict[str, Any]:
+    """Hang-up → final assessment (the ``assessment.result`` event) and checkpoint request → result."""
+    finals: list[float] = []
+    checkpoints: list[float] = []
+    asked = 0
+    for lp, res in zip(loops, results, strict=True):
+        final = _final_at(res)
+        if final is not None:
+            finals.append(final - lp["hung_up"])
+        asked += len(lp["asked"])
+        for t, e in res:
+            if e["type"] == "checkpoint.result" and e.get("ref") in lp["asked"]:
+                checkpoints.append(t - lp["asked"][e["ref"]])
+    return {
+        "checkpoint_period_s": loop.period_s,
+        "checkpoints_asked": asked,
+        "checkpoints_answered": len(checkpoints),
+        "checkpoint_latency_p50_s": _r(percentile(checkpoints, 50)),
+        "checkpoint_latency_p95_s": _r(percentile(checkpoints, 95)),
+        "finals": len(finals),
+        "finals_missing": len(loops) - len(finals),
+        "final_latency_p50_s": _r(percentile(finals, 50)),
+        "final_latency_p95_s": _r(percentile(finals, 95)),
+        "final_latency_max_s": _r(max(finals, default=None)),
+    }
 
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+def plot(results: dict[str, list[dict[str, Any]]], path: Path, title: str = "indicators only") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,7 +389,7 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
     ax.axhline(2.0, color="red", lw=0.8, label="real-time limit (p95 < 2 s)")
     ax.set_xlabel("concurrent sessions N")
     ax.set_ylabel("lag media → indicator (s)")
-    ax.set_title("Live sessions on this machine (shared CPU; see load in JSON)")
+    ax.set_title(f"Live sessions, {title}\n(shared 2-core CPU; load averages in the JSON)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -290,6 +411,8 @@ async def main_async(args: argparse.Namespace) -> None:
     media = recording(args.duration + 10.0, container=container)
     results: dict[str, list[dict[str, Any]]] = {}
     best: dict[str, int] = {}
+    loop = ModelLoop(args.checkpoint_period) if args.model_in_loop else None
+    server_env = dict(kv.split("=", 1) for kv in args.server_env)
     for kind in kinds:
         bundle = build_bundle(kind)
         rows: list[dict[str, Any]] = []
@@ -308,17 +431,25 @@ async def main_async(args: argparse.Namespace) -> None:
                     passthrough,
                     args.transcript,
                     args.servers,
+                    loop,
+                    server_env,
                 )
             )
             if not rows[-1]["real_time"] and args.stop_early:
                 break
-        results[kind] = rows
+        results[kind] = [{**r, "run": args.tag} for r in rows]
         best[kind] = max((r["n"] for r in rows if r["real_time"]), default=0)
         print(f"bundle {kind}: largest real-time N = {best[kind]}", flush=True)
-    name = "live_sessions"  # one current file; earlier runs live in git history
-    png = RESULTS / f"{name}_lag.png"
+    # one current file per mode (and --name); earlier runs live in git history
+    name = args.name or ("live_model" if loop else "live_sessions")
+    runs = [{"tag": args.tag, "date_utc": _utc_now(), "command": _command(), "load_avg_end": _load()}]
+    if args.merge and (RESULTS / f"{name}.json").exists():
+        results, runs = merge(json.loads((RESULTS / f"{name}.json").read_text()), results, runs)
+        best = {k: max((r["n"] for r in rows if r["real_time"]), default=0) for k, rows in results.items()}
+    png = RESULTS / ("live_model_lag.png" if loop else f"{name}_lag.png")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(results, png)
+    if loop is None:
+        plot(results, png)
     path = write_result(
         name,
         {
@@ -333,14 +464,66 @@ async def main_async(args: argparse.Namespace) -> None:
             "publisher": args.publisher,
             "transcript": args.transcript,
             "servers": args.servers,
+            "server_env": server_env,
+            "model_in_loop": None
+            if loop is None
+            else {
+                "checkpoint_period_s": loop.period_s,
+                "hang_ups": "half of the sessions (rounded up) at --duration together, the rest staggered "
+                "over its second half; each hang-up = publisher closed + POST /end",
+            },
             "media": "synthetic 640x480 15 fps interview, VP8+Opus 48 kHz over loopback aiortc "
             + ("(webm packets forwarded)" if args.publisher == "passthrough" else "(mp4 re-encoded)"),
             "largest_real_time_n": best,
+            "runs": runs,
             "rows": results,
             "plot": str(png.relative_to(RESULTS.parent.parent)),
         },
     )
+    if loop is not None:
+        plot_model_loop(png)
     print("wrote", path, "and", png)
+
+
+def plot_model_loop(png: Path) -> None:
+    """Lag vs N of every ``live_model*.json`` (one per place the server ran the model) in one plot."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(RESULTS.glob("live_model*.json")):
+        doc = json.loads(path.read_text())
+        where = doc.get("server_env", {}).get("assess_worker", "thread")
+        period = doc["model_in_loop"]["checkpoint_period_s"]
+        for kind, rows in doc["rows"].items():
+            results[f"{kind}, model in {where}"] = rows
+    plot(results, png, f"checkpoint every {period:g} s + finals")
+
+
+def merge(
+    old: dict[str, Any], new: dict[str, list[dict[str, Any]]], runs: list[dict[str, Any]]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """``--merge``: the file's rows of other bundles and other N kept, this run's rows replace the same
+    (bundle, N); the runs listed in order (each row names its ``run`` tag)."""
+    rows = {k: list(v) for k, v in old["rows"].items()}
+    for kind, fresh in new.items():
+        ns = {r["n"] for r in fresh}
+        rows[kind] = sorted([r for r in rows.get(kind, []) if r["n"] not in ns] + fresh, key=lambda r: r["n"])
+    earlier = old.get("runs") or [{k: old.get(k) for k in ("tag", "date_utc", "command", "load_avg_end")}]
+    return rows, [*earlier, *runs]
+
+
+def _utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _command() -> str:
+    import sys
+
+    return " ".join([".venv/bin/python", "bench/live_sessions.py", *sys.argv[1:]])
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in load_avg()]
 
 
 def main() -> None:
@@ -376,6 +559,27 @@ def main() -> None:
         "spread over them round-robin, as the load balancer's sticky routing would; figures are summed",
     )
     p.add_argument("--duration", type=float, default=20.0, help="seconds of publishing per N")
+    p.add_argument(
+        "--model-in-loop",
+        action="store_true",
+        help="every session asks for a checkpoint every --checkpoint-period s and ends with a final "
+        "assessment (half the sessions hang up together at --duration, the rest staggered before); "
+        "reports hang-up → final and checkpoint latencies; writes live_model.json",
+    )
+    p.add_argument("--checkpoint-period", type=float, default=120.0, help="seconds between checkpoints")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a server setting for every server process, e.g. assess_worker=thread (repeatable)",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the results file's rows of other bundles / N (this run's replace the same bundle and N)",
+    )
+    p.add_argument("--name", default="", help="results file name (default live_sessions[_model])")
     p.add_argument(
         "--warmup", type=float, default=8.0, help="seconds after the first frame not in the lag figures"
     )

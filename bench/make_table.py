@@ -96,6 +96,39 @@ def live_sessions(doc: Doc) -> list[Row]:
     return rows
 
 
+def live_model(doc: Doc) -> list[Row]:
+    """``--model-in-loop`` runs: largest real-time N with checkpoints + finals, and hang-up → final there.
+    One file per place the server runs the model (``assess_worker``: server threads or worker process)."""
+    rows = []
+    where = {"thread": "server threads"}.get(doc.get("server_env", {}).get("assess_worker"), "worker process")
+    period = doc["model_in_loop"]["checkpoint_period_s"]
+    runs = doc.get("runs", [])
+    source = {
+        **doc,
+        "date_utc": " / ".join(r["date_utc"] for r in runs) or doc["date_utc"],
+        "command": " ; ".join(r["command"] for r in runs) or doc["command"],
+    }
+    for kind, best in doc["largest_real_time_n"].items():
+        figure = f"{kind}, checkpoint every {period:g} s + finals: largest real-time N = **{best}**"
+        at = [r for r in doc["rows"][kind] if r["n"] == best]
+        if at:
+            r = at[0]
+            final = f"p50 **{_num(r['final_latency_p50_s'])} s** / p95 **{_num(r['final_latency_p95_s'])} s**"
+            figure += (
+                f" (lag p95 {_num(r['lag_p95_s'])} s; hang-up → final {final}; "
+                f"checkpoint p95 {_num(r['checkpoint_latency_p95_s'])} s)"
+            )
+        over = sorted(r["n"] for r in doc["rows"][kind] if r["n"] > best and not r["real_time"])
+        if over:
+            r = next(r for r in doc["rows"][kind] if r["n"] == over[0])
+            lag = "–" if r["lag_p95_s"] is None else f"{_num(r['lag_p95_s'])} s"
+            figure += f"; N = {over[0]}: p95 {lag}, {r['dropped_audio']:g} audio frames dropped"
+        need = 8 if kind == "demo" else 4
+        label = f"live_model ({kind}, model in {where})"
+        rows.append(Row(label, figure, f"≥ {need}", best >= need, source))
+    return rows
+
+
 def hangup_latency(doc: Doc) -> list[Row]:
     s, o = doc["streaming"], doc["offline"]
     figure = (
@@ -331,6 +364,8 @@ def stt_agreement(doc: Doc) -> list[Row]:
 
 BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "live_sessions": live_sessions,
+    "live_model": live_model,
+    "live_model_thread": live_model,
     "hangup_latency": hangup_latency,
     "long_session": long_session,
     "replay": replay,

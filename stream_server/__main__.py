@@ -83,8 +83,11 @@ async def _announce(server: uvicorn.Server, settings: Settings) -> None:
     print(f"Patient page:        {s['patient_url']}")
     print(f"Clinician panel:     {s['panel_url']}")
     print("Open the patient page in one tab (allow camera+mic) and the panel in another.")
-    print(f"New session: curl -s -X POST -H 'Authorization: Bearer {settings.api_key}' "
-          f"http://{settings.host}:{settings.port}/v1/sessions\n", flush=True)
+    print(
+        f"New session: curl -s -X POST -H 'Authorization: Bearer {settings.api_key}' "
+        f"http://{settings.host}:{settings.port}/v1/sessions\n",
+        flush=True,
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -92,17 +95,25 @@ async def serve(settings: Settings) -> None:
 
     from stream_server.app import create_app
     from stream_server.engine import CoreEngine
+    from stream_server.model_worker import ModelWorker
 
     bundle = resolve_bundle(settings)
     import torch
 
     torch.set_num_threads(settings.torch_threads)
+    backend = settings.vllm()  # MLLMDR_LLM_BACKEND=vllm: remote vLLM (docs/deploy.md); None: embedded
+    worker = None
+    if backend is None and settings.assess_worker == "process":
+        worker = ModelWorker(
+            bundle, torch_threads=settings.assess_worker_threads, nice=settings.assess_worker_nice
+        )
     engine = await asyncio.to_thread(
         CoreEngine,
         bundle,
         transcript_source=settings.transcript_source,
         whisper_model=settings.whisper_model,
-        backend=settings.vllm(),  # MLLMDR_LLM_BACKEND=vllm: remote vLLM (docs/deploy.md); None: embedded
+        backend=backend,
+        model_worker=worker,
     )
     log.info("loaded bundle %s from %s", engine.info.bundle_id, bundle)
     app = create_app(settings, engine)
@@ -120,7 +131,7 @@ async def serve(settings: Settings) -> None:
         await server.serve()
     finally:
         announce.cancel()
-        engine.close()  # the speech-to-text process
+        engine.close()  # the speech-to-text and model worker processes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.snapshot import SessionSnapshot
 from mllmdr_core.speech_track import SpeakerTranscriber, SpeechTrack
 from stream_server.asr import DEFAULT_MAX_BACKLOG_S, AsrProcess, BackgroundTranscriber, ProcessTranscriber
+from stream_server.model_worker import ModelWorker
 
 TRANSCRIPT_SOURCES = ("auto", "captions", "pocketsphinx", "whisper")
 
@@ -121,6 +122,7 @@ class CoreEngine:
         backend: Any = None,
         asr_threads: int = 1,
         asr_max_backlog_s: float = DEFAULT_MAX_BACKLOG_S,
+        model_worker: ModelWorker | None = None,
     ) -> None:
         """``backend``: an ``LLMBackend``, or ``VLLMSettings`` (a vLLM client built for the bundle);
         default the embedded transformers one.
@@ -131,7 +133,12 @@ class CoreEngine:
 
         Speech-to-text runs off the media path, in ``asr_threads`` recogniser processes shared by all
         sessions (:mod:`stream_server.asr`); a session keeps at most ``asr_max_backlog_s`` seconds of
-        speech waiting for it."""
+        speech waiting for it.
+
+        ``model_worker``: assessments run in that process (:mod:`stream_server.model_worker`, the embedded
+        backend for this bundle) instead of this process's threads; closed with the engine."""
+        if model_worker is not None and backend is not None:
+            raise ConfigError("the model worker process runs the embedded backend only; not with a backend")
         if transcript_source not in TRANSCRIPT_SOURCES:
             raise ConfigError(
                 f"unknown transcript source {transcript_source!r}; "
@@ -172,8 +179,13 @@ class CoreEngine:
         self._asr_max_backlog_s = asr_max_backlog_s
         self._asr_executor: ThreadPoolExecutor | None = None
         self._asr_process: AsrProcess | None = None
+        self._model_worker = model_worker
+        if model_worker is not None:
+            model_worker.warm()  # loads the bundle there while this process warms the rest
         self._transcriber()  # starts the speech-to-text process now, so the first segment does not wait
         self._warm_face_tracker()
+        if model_worker is not None:  # ready = the worker has loaded the bundle (its load not beside ingest)
+            model_worker.pid()
 
     @property
     def transcript_source(self) -> str:
@@ -209,6 +221,8 @@ class CoreEngine:
             self._asr_executor.shutdown(wait=False, cancel_futures=True)
         if self._asr_process is not None:
             self._asr_process.close()
+        if self._model_worker is not None:
+            self._model_worker.close()
 
     def new_state(self, session_id: str) -> AnalysisState:
         transcriber = self._transcriber(session_id)
@@ -260,7 +274,10 @@ class CoreEngine:
     def assess(
         self, snapshot: SessionSnapshot, *, session_id: str, kind: Literal["checkpoint", "final"]
     ) -> Assessment:
-        """The core's one assessment call, one at a time (the model is shared by all sessions)."""
+        """The core's one assessment call, one at a time (the model is shared by all sessions); in the
+        model worker process when the engine has one (its death: ``ModelWorkerError``, retried)."""
         with self._assess_lock:
+            if self._model_worker is not None:
+                return self._model_worker.assess(snapshot, session_id=session_id, kind=kind)
             result: Assessment = self._assessor.assess(snapshot, session_id=session_id, kind=kind)
         return result

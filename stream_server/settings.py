@@ -86,6 +86,13 @@ class Settings(BaseModel):
     # torch intra-op threads: sessions already run in parallel analysis threads; more oversubscribes.
     # Process-wide, so the CLI entry (stream_server.__main__) sets it; embedders of create_app set theirs.
     torch_threads: int = Field(default=1, ge=1)
+    # checkpoints/finals with the embedded model: "thread" = in this process's threads; "process" = one
+    # model worker process per server process (stream_server/model_worker.py: off the GIL and the ingest
+    # threads, at lower CPU priority). "thread" stays the default: with the demo and HuBERT-base bench
+    # bundles the worker did not lower the ingest lag (docs/benchmarks.md). vLLM always assesses in threads.
+    assess_worker: Literal["process", "thread"] = "thread"
+    assess_worker_threads: int = Field(default=1, ge=1)  # torch threads of the model worker
+    assess_worker_nice: int = Field(default=5, ge=0, le=19)  # its CPU priority below the ingest's
     record_audio: bool = False  # keep the received audio as WAV under <var_dir>/recordings/
     ice_host_addresses: list[str] | None = None  # e.g. ["127.0.0.1"] on loopback-only hosts
     # STUN/TURN for the server's peer connections and its clients (MLLMDR_ICE_SERVERS, JSON list)
