@@ -677,6 +677,7 @@ def train_and_score_dev(cfg: RunConfig, progress: bool) -> dict[str, Any]:
     from mllmdr_core.assess import Assessor
     from mllmdr_core.bundle import load_bundle
     from training.eval import evaluate
+
     torch.set_num_threads(max(1, cfg.threads))
     t0 = time.monotonic()
     corpus = load_corpus(cfg)
@@ -714,10 +715,7 @@ def train_and_score_dev(cfg: RunConfig, progress: bool) -> dict[str, Any]:
     }
 
 
-
-def _train_with_selection(
-    cfg: RunConfig, timer: StepTimer, progress: bool
-) -> tuple[Path, dict[str, Any]]:
+def _train_with_selection(cfg: RunConfig, timer: StepTimer, progress: bool) -> tuple[Path, dict[str, Any]]:
     """Stage 1 + stage 2 once per value of ``cfg.select.indicators_in_prompt`` (side by side), each
     scored on dev (``training/select.py``); the chosen variant's bundle, curves and summary become the
     run's. The test split is not read."""
