@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +185,20 @@ async def run_server(settings: Settings, engine: Engine) -> AsyncIterator[Runnin
 @pytest.fixture
 async def server(tmp_path: Path, engine: Engine) -> AsyncIterator[RunningServer]:
     async with run_server(make_settings(tmp_path), engine) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def auto_engine(tiny_bundle: Path) -> Iterator[CoreEngine]:
+    """An engine whose transcript comes from speech-to-text when no captions arrive (two-party tests)."""
+    engine = CoreEngine(tiny_bundle, transcript_source="auto")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+async def asr_server(tmp_path: Path, auto_engine: CoreEngine) -> AsyncIterator[RunningServer]:
+    async with run_server(make_settings(tmp_path), auto_engine) as srv:
         yield srv
 
 

@@ -7,16 +7,14 @@ answers, and says what capture processing each track went through (``audio_proce
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from client_sdk.synth import SCRIPT, TwoPartyRecording, make_two_party
-from stream_server.engine import CoreEngine
 
-from .conftest import RunningServer, make_settings, run_server
+from .conftest import RunningServer
 from .test_browser import CHROMIUM, chromium_args, pytestmark  # noqa: F401  (marks)
 
 LEAD_IN_S = 1.5  # silence before the first question and between turns: covers the connection set-up
@@ -58,19 +56,6 @@ SETTINGS = """async () => {
 @pytest.fixture(scope="module")
 def call(tmp_path_factory: pytest.TempPathFactory) -> TwoPartyRecording:
     return make_two_party(tmp_path_factory.mktemp("call"), SCRIPT[:2], gap_s=LEAD_IN_S)
-
-
-@pytest.fixture(scope="module")
-def auto_engine(tiny_bundle: Path) -> Iterator[CoreEngine]:
-    engine = CoreEngine(tiny_bundle, transcript_source="auto")
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
-async def asr_server(tmp_path: Path, auto_engine: CoreEngine) -> AsyncIterator[RunningServer]:
-    async with run_server(make_settings(tmp_path), auto_engine) as srv:
-        yield srv
 
 
 @pytest.fixture

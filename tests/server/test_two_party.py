@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +14,14 @@ from client_sdk.replay import Replayer, ReplayOptions
 from client_sdk.synth import SCRIPT, TwoPartyRecording, make_two_party
 from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.transcripts import dump_json
-from stream_server.engine import CoreEngine
 
-from .conftest import RunningServer, make_settings, run_server
+from .conftest import RunningServer
 from .peers import publish, publish_two_party
 
 
 @pytest.fixture(scope="module")
 def call(tmp_path_factory: pytest.TempPathFactory) -> TwoPartyRecording:
     return make_two_party(tmp_path_factory.mktemp("call"), SCRIPT[:2])
-
-
-@pytest.fixture(scope="module")
-def auto_engine(tiny_bundle: Path) -> Iterator[CoreEngine]:
-    engine = CoreEngine(tiny_bundle, transcript_source="auto")
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
-async def asr_server(tmp_path: Path, auto_engine: CoreEngine) -> AsyncIterator[RunningServer]:
-    async with run_server(make_settings(tmp_path), auto_engine) as srv:
-        yield srv
 
 
 def within(line: dict[str, Any], turns: list[TranscriptLine], slack_s: float = 0.6) -> bool:
