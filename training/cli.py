@@ -8,6 +8,7 @@ Subcommands (each takes ``--config NAME_OR_PATH`` and ``--set key.sub=value`` ov
     stage2       LoRA + MAA with a·LM + (1−a)·MSE (runs stage 1 first when it is not finished)
     export       write the model bundle
     eval         evaluate the bundle on the held-out split: report.md/json + confusion.png
+    cv           leave-one-subject-out cross-validation over train + dev (--folds K): <workdir>/cv/
     demo-bundle  the whole chain from scratch with training/configs/demo.yaml → bundles/demo/
     paper        the paper setup (paper.yaml) on a real dataset: --dataset KIND --data PATH --llm PATH_OR_ID
 
@@ -93,6 +94,21 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
     return {"report": str(out / "report.md"), "targets": report["targets"]}
 
 
+def cmd_cv(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from training.crossval import run_cv
+
+    report = run_cv(cfg, folds=args.folds, progress=not args.quiet, reuse_lm=args.reuse_lm)
+    m = report["metrics"]
+    return {
+        "report": str(cfg.work / "cv" / "report.md"),
+        "folds": report["meta"]["k"],
+        "subjects": report["meta"]["n_subjects"],
+        **{k: m[k] for k in ("f1", "mae", "rmse", "ccc")},
+        "intervals": {k: m["intervals"][k] for k in ("f1", "mae", "rmse", "ccc") if k in m["intervals"]},
+        "seconds": report["meta"]["seconds"],
+    }
+
+
 def cmd_demo_bundle(cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
     """synth → features → LM → stage 1 → stage 2 → export → eval, then copy into the repo."""
     from training.pipeline import run_all
@@ -125,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mllmdr-train", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     defaults = {"demo-bundle": "demo", "paper": "paper"}
-    for name in ("synth", "features", "stage1", "stage2", "export", "eval", "demo-bundle", "paper"):
+    for name in ("synth", "features", "stage1", "stage2", "export", "eval", "cv", "demo-bundle", "paper"):
         p = sub.add_parser(name)
         p.add_argument("--config", default=defaults.get(name, "demo"), help="config name or YAML path")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
@@ -143,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="score a test split that was scored before (the report records it; figures are no "
                 "longer held-out)",
+            )
+        if name == "cv":
+            p.add_argument(
+                "--folds", type=int, help="folds the subjects are dealt into (default: min(5, subjects); "
+                "the number of subjects: leave-one-subject-out)"
+            )
+            p.add_argument(
+                "--reuse-lm", action="store_true",
+                help="every fold uses the run's demo LM (cheaper; it saw the held-out train labels)",
             )
         if name == "demo-bundle":
             p.add_argument("--no-install", action="store_true", help="do not copy into bundles/demo")
@@ -187,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             "stage2": lambda c, a: cmd_train(c, a, stage=2),
             "export": cmd_export,
             "eval": cmd_eval,
+            "cv": cmd_cv,
             "demo-bundle": cmd_demo_bundle,
             "paper": cmd_paper,
         }

@@ -167,16 +167,21 @@ def _resampled_metrics(true_items: np.ndarray, pred_items: np.ndarray) -> dict[s
 
 
 def metric_intervals(
-    true_items: Sequence[dict[str, int]], pred_items: Sequence[dict[str, float]], seed: int = 0
+    true_items: Sequence[dict[str, int]],
+    pred_items: Sequence[dict[str, float]],
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Session-level bootstrap intervals (``N_RESAMPLES``, ``CONFIDENCE`` percentile) of P, R, F1, MAE,
-    RMSE and CCC of the totals, and of each item's MAE."""
+    RMSE and CCC of the totals, and of each item's MAE (``groups``: one subject per session, whole
+    subjects resampled)."""
     t = np.array([[float(s[k]) for k in ITEM_KEYS] for s in true_items]).reshape(-1, len(ITEM_KEYS))
     p = np.array([[float(s[k]) for k in ITEM_KEYS] for s in pred_items]).reshape(-1, len(ITEM_KEYS))
-    ci = bootstrap_intervals(_resampled_metrics, t, p, seed=seed)
+    ci = bootstrap_intervals(_resampled_metrics, t, p, seed=seed, groups=groups)
     out: dict[str, Any] = {k: list(ci[k]) for k in INTERVAL_METRICS if k in ci}
     out["item_mae"] = {k: list(ci[f"item_mae.{k}"]) for k in ITEM_KEYS if f"item_mae.{k}" in ci}
-    out.update(resamples=N_RESAMPLES, confidence=CONFIDENCE, seed=seed, unit="session")
+    unit = "session" if groups is None else "subject"
+    out.update(resamples=N_RESAMPLES, confidence=CONFIDENCE, seed=seed, unit=unit)
     return out
 
 
