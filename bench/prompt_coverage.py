@@ -21,8 +21,9 @@ token budget (``Assessor.fits``, audio and video slots present, as in a live cal
 Per mode: ``transcript_coverage`` (the core's measure: share of the patient's words that reached at
 least one item prompt), pairs per item (mean over items of the pairs shown), the share of pairs with a
 question (of ``interview.pair_transcript``'s pairs) and the word error rate against the planted
-transcript (the parties the mode hears, time order). Targets: coverage ≥ 0.95 with captions or
-two-track, ≥ 0.90 patient-only; a question on ≥ 90 % of pairs in two-track mode.
+transcript (the parties the mode hears, time order); ``lost``: each patient line that reached no
+prompt with its reason (:func:`lost_lines`), summed per reason as ``lost_words``. Targets: coverage
+≥ 0.95 with captions or two-track, ≥ 0.90 patient-only; a question on ≥ 90 % of pairs in two-track mode.
 """
 
 from __future__ import annotations
