@@ -21,8 +21,9 @@ token budget (``Assessor.fits``, audio and video slots present, as in a live cal
 Per mode: ``transcript_coverage`` (the core's measure: share of the patient's words that reached at
 least one item prompt), pairs per item (mean over items of the pairs shown), the share of pairs with a
 question (of ``interview.pair_transcript``'s pairs) and the word error rate against the planted
-transcript (the parties the mode hears, time order). Targets: coverage ≥ 0.95 with captions or
-two-track, ≥ 0.90 patient-only; a question on ≥ 90 % of pairs in two-track mode.
+transcript (the parties the mode hears, time order); ``lost``: each patient line that reached no
+prompt with its reason (:func:`lost_lines`), summed per reason as ``lost_words``. Targets: coverage
+≥ 0.95 with captions or two-track, ≥ 0.90 patient-only; a question on ≥ 90 % of pairs in two-track mode.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,11 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import DEMO_BUNDLE, load_avg, write_result
 from mllmdr_core.config import MllmdrConfig
-from mllmdr_core.features.interview import pair_transcript
+from mllmdr_core.features.interview import item_scores, pair_transcript, pairs_for_item
 from mllmdr_core.features.transcribe import make_transcriber, word_errors
 from mllmdr_core.frames import FloatArray, Speaker, TranscriptLine
 from mllmdr_core.phq8 import ITEM_KEYS
-from mllmdr_core.prompt import item_prompts, transcript_coverage
+from mllmdr_core.prompt import ItemPrompt, item_prompts, transcript_coverage
 from mllmdr_core.speech_track import SpeechTrack
 
 MODES = ("captions", "two_track", "patient_only")
@@ -158,6 +159,36 @@ def _text(lines: Sequence[TranscriptLine]) -> str:
     return " ".join(ln.text for ln in sorted(lines, key=lambda ln: ln.start_s))
 
 
+def lost_lines(
+    lines: Sequence[TranscriptLine], prompts: Mapping[str, ItemPrompt], max_pairs: int
+) -> list[dict[str, Any]]:
+    """The patient lines that reached no item prompt (not even a piece) and why: ``pairing`` (in no
+    pair), ``relevance`` (its pair is about no item and got no free place: ``pairs_for_item``),
+    ``slots`` (its pair is about some item but ``max_pairs`` more relevant pairs were ranked before it),
+    ``budget`` (its pair was ranked for an item whose prompt was full)."""
+    reached = {
+        (ln.start_s, ln.end_s) for p in prompts.values() for pair in p.pairs for ln in pair.answers
+    }
+    pairs = pair_transcript(list(lines))
+    ranked = {key: {id(p) for p in pairs_for_item(pairs, key, max_pairs)} for key in ITEM_KEYS}
+    out: list[dict[str, Any]] = []
+    for line in sorted(lines, key=lambda ln: ln.start_s):
+        if line.speaker == "clinician" or not line.final or (line.start_s, line.end_s) in reached:
+            continue
+        owner = next((p for p in pairs if any(a is line for a in p.answers)), None)
+        items = [k for k in ITEM_KEYS if owner is not None and id(owner) in ranked[k]]
+        if owner is None:
+            reason = "pairing"
+        elif items:
+            reason = "budget"
+        else:
+            q = owner.question.text if owner.question else ""
+            reason = "slots" if owner.items or item_scores(q, owner.answer_text) else "relevance"
+        out.append({"start_s": round(line.start_s, 1), "words": len(line.text.split()), "reason": reason,
+                    "ranked_for": items, "text": line.text[:80]})
+    return out
+
+
 def measure(
     session: Session,
     lines: Sequence[TranscriptLine],
@@ -181,6 +212,7 @@ def measure(
         "wer": errors / words if words else None,
         "patient_words": patient_words,
         "prompt_chars_max": max(len(p.text) for p in prompts.values()),
+        "lost": lost_lines(lines, prompts, max_pairs),
     }
 
 
@@ -234,6 +266,10 @@ def _summary(rows: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]
             "pairs_per_item": round(float(np.mean([p["pairs_per_item"] for p in per])), 2),
             "question_share": round(float(np.mean(qs)), 4) if qs else None,
             "wer": round(errors / words, 4) if words else None,
+            "lost_words": {
+                reason: sum(x["words"] for p in per for x in p["lost"] if x["reason"] == reason)
+                for reason in ("pairing", "relevance", "slots", "budget")
+            },
         }
     return out
 
@@ -286,7 +322,8 @@ def main() -> None:
     }
     for mode, s in summary.items():
         print(f"{mode:13s} coverage {s['transcript_coverage']} (min {s['transcript_coverage_min']}), "
-              f"pairs/item {s['pairs_per_item']}, question share {s['question_share']}, WER {s['wer']}")
+              f"pairs/item {s['pairs_per_item']}, question share {s['question_share']}, WER {s['wer']}, "
+              f"words in no prompt {s['lost_words']}")
     print("met:", met, f"wall {time.perf_counter() - started:.0f} s, load {load_avg()}")
     if not args.no_write:
         path = write_result("prompt_coverage", {

@@ -30,8 +30,9 @@ tokens included) and a prefix-caching server (vLLM) prefills that part once::
 No silent loss (:func:`item_prompts`): questions and answers are never clipped (whitespace is collapsed,
 so every ``Q:``/``A:`` is one line). Per item the pairs are ranked (``interview.pairs_for_item``: the
 item's most relevant first, at most ``max_pairs``) and kept greedily while the prompt fits the budget
-(``fits``); a pair that does not fit whole is split into its sentences (same question), which are kept
-the same way, the item's most relevant sentences first. Kept pairs are shown in time order.
+(``fits``); a pair that does not fit whole is split into its sentences (same question; an answer line
+with no sentence end, as speech-to-text writes, into runs of ``PIECE_WORDS`` words: :func:`pieces`),
+which are kept the same way, the item's most relevant sentences first. Kept pairs are shown in time order.
 :func:`transcript_coverage` says which share of the patient's words reached at least one prompt.
 
 Parser rules (:func:`parse_output`), applied after normalising markdown (``**``, ``__``, backticks),
@@ -135,11 +136,24 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END_RE.split(_one_line(text)) if s]
 
 
+PIECE_WORDS = 20  # an answer line with no sentence end (speech-to-text) is split into runs of this many words
+
+
+def pieces(text: str) -> list[str]:
+    """The parts a too-long answer line is split into: its :func:`sentences`; a line with no ``.``,
+    ``!``, ``?`` or ``…`` at all (a recogniser writes none) is cut into runs of ``PIECE_WORDS`` words
+    instead, so a long recognised answer is not all-or-nothing under the budget."""
+    if any(c in text for c in ".!?…"):
+        return sentences(text)
+    words = text.split()
+    return [" ".join(words[k : k + PIECE_WORDS]) for k in range(0, len(words), PIECE_WORDS)]
+
+
 def _sentence_pairs(pair: QAPair) -> list[QAPair]:
-    """``pair`` as one pair per answer sentence (same question, the answer line's times)."""
+    """``pair`` as one pair per answer piece (:func:`pieces`; same question, the answer line's times)."""
     out = []
     for line in pair.answers:
-        for sentence in sentences(line.text):
+        for sentence in pieces(line.text):
             piece = replace(line, text=sentence)
             out.append(QAPair(pair.question, (piece,), pair.items))
     return out
@@ -280,7 +294,7 @@ def transcript_coverage(
     transcript: Sequence[TranscriptLine], prompts: Mapping[str, ItemPrompt]
 ) -> float | None:
     """Share (0–1) of the patient's words in ``transcript`` (final lines of every speaker but
-    ``clinician``) that reached at least one item prompt, whole line or sentence (:func:`sentences`);
+    ``clinician``) that reached at least one item prompt, whole line or piece (:func:`pieces`);
     ``None`` when the transcript holds no patient words."""
     reached: dict[tuple[float, float, str], set[str]] = {}
     for prompt in prompts.values():
@@ -297,7 +311,7 @@ def transcript_coverage(
         if line.text in texts:
             hit += words
         else:
-            hit += sum(len(s.split()) for s in sentences(line.text) if s in texts)
+            hit += sum(len(s.split()) for s in pieces(line.text) if s in texts)
     return hit / total if total else None
 
 

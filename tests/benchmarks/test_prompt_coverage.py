@@ -30,11 +30,16 @@ def test_short_session_in_the_three_modes() -> None:
     assert captions["transcript_coverage"] == 1.0
     assert captions["wer"] == 0.0 and captions["pairs"] == 4 and captions["question_share"] == 1.0
     assert 1.0 <= captions["pairs_per_item"] <= assessor.max_pairs
+    assert captions["lost"] == []  # no patient line left out of every prompt
     # speech-to-text: real recognition errors, real pairs
     for mode in (two_track, patient_only):
         assert 0.0 <= mode["transcript_coverage"] <= 1.0
         assert 0.0 < mode["wer"] < 0.9
         assert mode["patient_words"] > 10 and mode["pairs"] >= 2
+        # the lines in no prompt, each with its reason, account for at most the uncovered words
+        assert {x["reason"] for x in mode["lost"]} <= {"pairing", "relevance", "slots", "budget"}
+        lost = sum(x["words"] for x in mode["lost"])
+        assert lost <= round((1 - mode["transcript_coverage"]) * mode["patient_words"])
     assert two_track["question_share"] > 0.5  # the interviewer's track gives the questions
     assert patient_only["question_share"] == 0.0  # turns without questions
     assert patient_only["pairs"] <= 6  # one pair per turn, never one per word

@@ -6,12 +6,14 @@ from mllmdr_core.frames import QAPair, TranscriptLine
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
 from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.prompt import (
+    PIECE_WORDS,
     ParsedOutput,
     build_item_prompt,
     format_target,
     indicator_line,
     item_prompts,
     parse_output,
+    pieces,
     transcript_coverage,
     with_indicator_line,
 )
@@ -163,6 +165,28 @@ def test_a_pair_too_long_for_the_budget_is_split_into_sentences() -> None:
     assert len(sleep.text) <= budget
     # 39 of the 40 twelve-word sentences of 484 patient words reached this item's prompt
     assert transcript_coverage(transcript, {"sleep": sleep}) == pytest.approx(39 * 12 / 484)
+
+
+def test_a_recognised_answer_with_no_sentence_end_is_split_into_word_runs() -> None:
+    # speech-to-text writes no punctuation: the long answer is one "sentence"; before the fix it
+    # reached no prompt at all under a budget it did not fit whole (all-or-nothing)
+    recognised = " ".join(f"i lie awake for hours on night {i} and cannot fall asleep" for i in range(10))
+    transcript = [
+        _line(0, "clinician", "how have you been sleeping"), _line(3, "patient", "badly"),
+        _line(10, "clinician", "do you wake up at night"), _line(13, "patient", recognised),
+    ]
+    free = item_prompts(transcript, has_audio=False, has_video=False)["sleep"]
+    budget = len(free.text) - 100
+    fitted = item_prompts(transcript, has_audio=False, has_video=False, fits=lambda t: len(t) <= budget)
+    sleep = fitted["sleep"]
+    words = recognised.split()
+    assert PIECE_WORDS == 20 and len(words) == 120
+    kept = " ".join(words[:100])  # 5 of the 6 runs of 20 words fit; the less relevant pair then does not
+    assert [p.answer_text for p in sleep.pairs] == [kept]
+    assert sleep.text.splitlines()[2:4] == ["Q: do you wake up at night", f"A: {kept}"]
+    assert len(sleep.text) <= budget
+    assert transcript_coverage(transcript, {"sleep": sleep}) == pytest.approx(100 / 121)
+    assert pieces("a b. c d") == ["a b.", "c d"]  # punctuated text: sentences, whatever their length
 
 
 def test_budget_drops_a_pair_that_does_not_fit_and_keeps_a_smaller_one() -> None:
