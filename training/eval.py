@@ -24,7 +24,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,6 +320,16 @@ def _row(name: str, m: dict[str, Any]) -> str:
     )
 
 
+def item_mae_table(metrics: Mapping[str, Any]) -> list[str]:
+    """``| item | MAE |`` rows of ``metrics["item_mae"]``, each with its bootstrap interval (empty
+    without item labels)."""
+    items, ci = metrics.get("item_mae") or {}, (metrics.get("intervals") or {}).get("item_mae", {})
+    if not items:
+        return []
+    rows = [f"| {k} | {with_interval(v, ci.get(k))} |" for k, v in items.items()]
+    return ["| item | MAE |", "|---|---|", *rows, ""]
+
+
 def selection_markdown(selection: dict[str, Any] | None) -> list[str]:
     """The dev-split comparison that chose a bundle option (``training/select.py``), as a section."""
     if not selection:
@@ -379,16 +389,7 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
                 "",
             ]
     if "all" in results["ablations"] and results["ablations"]["all"]["all"]["item_mae"]:
-        overall = results["ablations"]["all"]["all"]
-        im, im_ci = overall["item_mae"], overall.get("intervals", {}).get("item_mae", {})
-        lines += [
-            "## Per-item MAE (all modalities)",
-            "",
-            "| item | MAE |",
-            "|---|---|",
-            *(f"| {k} | {with_interval(v, im_ci.get(k))} |" for k, v in im.items()),
-            "",
-        ]
+        lines += ["## Per-item MAE (all modalities)", "", *item_mae_table(results["ablations"]["all"]["all"])]
     if any("intervals" in e.get("all", {}) for e in results["ablations"].values()):
         lines += [
             f"Intervals: {int(CONFIDENCE * 100)} % percentile bootstrap over sessions ({N_RESAMPLES} "

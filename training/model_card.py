@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from training.eval import INTERVAL_METRICS, selection_markdown, with_interval
+from training.eval import INTERVAL_METRICS, item_mae_table, selection_markdown, with_interval
 
 REPORT = "report.json"
 CARD = "README.md"
@@ -93,18 +93,8 @@ def _table(report: Mapping[str, Any]) -> list[str]:
 
 def _item_table(report: Mapping[str, Any]) -> list[str]:
     """Per-item MAE of the all-inputs row with its bootstrap interval (empty without item labels)."""
-    m = report.get("metrics", {})
-    items, ci = m.get("item_mae") or {}, (m.get("intervals") or {}).get("item_mae", {})
-    if not items:
-        return []
-    return [
-        "Per-item MAE (all inputs, 0–3 scale):",
-        "",
-        "| item | MAE |",
-        "|---|---|",
-        *(f"| {k} | {with_interval(v, ci.get(k))} |" for k, v in items.items()),
-        "",
-    ]
+    rows = item_mae_table(report.get("metrics", {}))
+    return ["Per-item MAE (all inputs, 0–3 scale):", "", *rows] if rows else []
 
 
 def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training: Mapping[str, Any]) -> str:
