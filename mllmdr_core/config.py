@@ -127,6 +127,11 @@ class AssessConfig:
     # last (prompt module docstring), so a prefix-caching vLLM prefills them once per assessment;
     # False = the paper's order. Train and serve with the same value (both read it from the bundle).
     shared_prefix_prompts: bool = False
+    # grounded decoding (issue 18): while the rationale is generated, a quote may only continue verbatim
+    # from the item prompt's transcript and a number only as one its data lines hold (grounding module
+    # rules), so the model cannot write an ungrounded quote or number; False = free greedy decoding.
+    # Decode-time only: no retraining, chosen on the dev split.
+    grounded_decoding: bool = False
 
 
 @dataclass
