@@ -1,4 +1,5 @@
-"""``python -m training.synth --out DIR --n N --seed S --fps F``: write a synthetic corpus."""
+"""``python -m training.synth --out DIR --n N --seed S --fps F``: write a synthetic corpus (the sessions
+``DIR`` lacks)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--media-neutral-share", type=float, default=0.1)
     ap.add_argument("--test-sessions", type=int, default=0, help="extra test-only sessions after the n")
     ap.add_argument("--test-words-neutral-share", type=float, help="masked share of the test split")
+    ap.add_argument("--test-round", type=int, default=1, help="fresh test split k (retires rounds < k)")
+    ap.add_argument(
+        "--earlier-test-sessions", type=int, nargs="*", default=[], help="test-only sessions of rounds < k"
+    )
     ap.add_argument(
         "--no-held-out", action="store_true", help="test split from the training banks (not content-held-out)"
     )
@@ -43,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         held_out_test=not a.no_held_out,
         test_sessions=a.test_sessions,
         test_words_neutral_share=a.test_words_neutral_share,
+        test_round=a.test_round,
+        earlier_test_sessions=tuple(a.earlier_test_sessions),
     )
     summary = generate_corpus(cfg, a.out, workers=a.workers, progress=not a.quiet)
     print(json.dumps(summary, indent=1))

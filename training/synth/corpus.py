@@ -4,6 +4,14 @@ Per session ``{id}_P/``: ``{id}_TRANSCRIPT.csv`` (tab-separated, Ellie/Participa
 (16 kHz mono; patient only by default, or both speakers), ``{id}_VIDEO.mp4`` (H.264, ``fps``,
 ``width``×``height``) and ``synth_meta.json`` (planted items, mode, media parameters, per-item
 evidence). At the root: the three DAIC-WOZ split CSVs with item columns and ``corpus.json``.
+
+Test rounds: a test split is scored once (``training.ledger``). ``test_round`` k > 1 makes a fresh one:
+round k's test-only sessions come after those of the earlier rounds (``earlier_test_sessions``, their own
+id range) and draw from their own seed stream (other content, voices and faces, still from the held-out
+banks); every session an earlier round tested (the first ``n`` sessions whose drawn split is test and
+the earlier rounds' test-only ones) is *retired*: in no split, listed in ``corpus.json``. The train and
+dev sessions do not change. Generation is incremental: a session whose folder holds a complete
+``synth_meta.json`` matching its plan is kept, not rendered again.
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -32,6 +41,8 @@ from training.synth.plan import SessionPlan, plan_session
 from training.synth.speech import RATE, TimedTurn, render_speech, speech_envelope
 
 SPEAKER_NAMES = {"clinician": "Ellie", "patient": "Participant"}
+ROUND_STREAM = 18  # seed-sequence entry of a later test round's sessions: [seed, index, ROUND_STREAM, k]
+META = "synth_meta.json"
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,13 @@ class SynthConfig:
     test_words_neutral_share: float | None = (
         None  # masked share of the test split (None: words_neutral_share)
     )
+    # a fresh test split (module docstring): round k > 1 retires every session earlier rounds tested
+    test_round: int = 1
+    earlier_test_sessions: tuple[int, ...] = ()  # test-only sessions of rounds 1 … test_round-1
+
+    def __post_init__(self) -> None:  # YAML gives lists
+        object.__setattr__(self, "earlier_test_sessions", tuple(int(k) for k in self.earlier_test_sessions))
+        object.__setattr__(self, "split_shares", tuple(self.split_shares))
 
     def validate(self) -> None:
         if self.n < 1:
@@ -78,23 +96,83 @@ class SynthConfig:
             or min(self.split_shares) < 0
         ):
             raise ConfigError("masked shares must sum to ≤ 1 and split shares be ≥ 0")
-        if self.test_sessions < 0:
+        if self.test_sessions < 0 or min(self.earlier_test_sessions, default=0) < 0:
             raise ConfigError(f"test_sessions must be ≥ 0, got {self.test_sessions}")
+        if self.test_round < 1 or len(self.earlier_test_sessions) != self.test_round - 1:
+            raise ConfigError(
+                f"test_round {self.test_round} needs the test-only session count of each earlier round "
+                f"(earlier_test_sessions, {max(self.test_round - 1, 0)} values), got "
+                f"{list(self.earlier_test_sessions)}"
+            )
+        if self.test_round > 1 and self.test_sessions < 1:
+            raise ConfigError(f"test round {self.test_round} retires the earlier test splits: test_sessions ≥ 1")
+
+    @property
+    def round_start(self) -> int:
+        """Index of this round's first test-only session (after the earlier rounds' ones)."""
+        return self.n + sum(self.earlier_test_sessions)
+
+    def indices(self) -> list[int]:
+        """The sessions of this corpus, in generation order: the first ``n`` minus the retired ones,
+        then this round's test-only sessions."""
+        kept = [i for i in range(self.n) if split_of(self, i) != "retired"]
+        return kept + list(range(self.round_start, self.round_start + self.test_sessions))
 
     @property
     def total(self) -> int:
-        """Sessions generated: the ``n`` split ones and the extra test ones."""
-        return self.n + self.test_sessions
+        """Sessions generated: the ``n`` split ones (less the retired) and this round's test-only ones."""
+        return len(self.indices())
+
+
+def _drawn_split(cfg: SynthConfig, index: int) -> str:
+    u = np.random.default_rng([cfg.seed, index, 99]).random() * sum(cfg.split_shares)
+    train, dev, _ = cfg.split_shares
+    return "train" if u < train else ("dev" if u < train + dev else "test")
+
+
+def round_of(cfg: SynthConfig, index: int) -> int | None:
+    """The test round whose test-only session ``index`` is (``None`` for the first ``n`` sessions)."""
+    if index < cfg.n:
+        return None
+    start = cfg.n
+    for k, count in enumerate(cfg.earlier_test_sessions, start=1):
+        if index < start + count:
+            return k
+        start += count
+    return cfg.test_round
 
 
 def split_of(cfg: SynthConfig, index: int) -> str:
     """Deterministic split of session ``index`` (independent of the corpus size; the extra sessions
-    after the first ``n`` are test)."""
+    after the first ``n`` are test): "train", "dev", "test", or "retired" for a session an earlier
+    test round scored (round k > 1: the first ``n`` sessions drawn as test, earlier test-only ones)."""
     if index >= cfg.n:
-        return "test"
-    u = np.random.default_rng([cfg.seed, index, 99]).random() * sum(cfg.split_shares)
-    train, dev, _ = cfg.split_shares
-    return "train" if u < train else ("dev" if u < train + dev else "test")
+        return "test" if round_of(cfg, index) == cfg.test_round else "retired"
+    split = _drawn_split(cfg, index)
+    return "retired" if split == "test" and cfg.test_round > 1 else split
+
+
+def retired_sessions(cfg: SynthConfig) -> list[dict[str, Any]]:
+    """Every session of an earlier test round: in no split of this corpus (their scores were read)."""
+    out = []
+    for index in range(cfg.round_start):
+        if split_of(cfg, index) == "retired":
+            k = round_of(cfg, index) or 1
+            out.append({"session_id": str(cfg.first_id + index), "test_round": k})
+    return out
+
+
+def retired_reason(cfg: SynthConfig) -> str:
+    rounds = "round 1" if cfg.test_round == 2 else f"rounds 1–{cfg.test_round - 1}"
+    return (
+        f"in the test split of {rounds}, already scored: never used again (not train, not dev); "
+        f"round {cfg.test_round} tests fresh sessions"
+    )
+
+
+def _stream(cfg: SynthConfig, index: int) -> tuple[int, ...]:
+    k = round_of(cfg, index)
+    return (ROUND_STREAM, k) if k is not None and k > 1 else ()
 
 
 @lru_cache(maxsize=4)
@@ -120,9 +198,10 @@ def _evidence(plan: SessionPlan, turns: list[TimedTurn], speech: dict[str, float
     return out
 
 
-def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, Any]:
-    """Render one session into ``out_dir/{id}_P`` and return its metadata."""
+def _plan(cfg: SynthConfig, index: int) -> tuple[SessionPlan, str]:
     split = split_of(cfg, index)
+    if split == "retired":
+        raise ConfigError(f"session {cfg.first_id + index} is retired (an earlier test round scored it)")
     masked_share = cfg.words_neutral_share
     if split == "test" and cfg.test_words_neutral_share is not None:
         masked_share = cfg.test_words_neutral_share
@@ -135,8 +214,41 @@ def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, A
         closing_question=cfg.closing_question,
         first_id=cfg.first_id,
         held_out=cfg.held_out_test and split == "test",
+        stream=_stream(cfg, index),
     )
-    rng = np.random.default_rng([cfg.seed, index, 1])
+    return plan, split
+
+
+def existing_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, Any] | None:
+    """The metadata of session ``index`` when ``out_dir`` already holds it complete (``None``: render
+    it); ``ConfigError`` when the folder holds another session than ``cfg`` plans."""
+    plan, split = _plan(cfg, index)
+    folder = out_dir / f"{plan.session_id}_P"
+    path = folder / META
+    if not path.exists():
+        return None
+    meta: dict[str, Any] = json.loads(path.read_text())
+    expected = json.loads(json.dumps(plan.to_json()))
+    expected.update(
+        split=split,
+        audio_speakers=cfg.audio_speakers,
+        video={"fps": cfg.fps, "width": cfg.width, "height": cfg.height} if cfg.video else None,
+    )
+    differs = sorted(k for k, v in expected.items() if meta.get(k) != v)
+    if differs:
+        raise ConfigError(
+            f"{folder} holds another session than this corpus config plans ({', '.join(differs)} differ): "
+            "generate into a fresh directory"
+        )
+    media = [f"{plan.session_id}_AUDIO.wav", f"{plan.session_id}_TRANSCRIPT.csv"]
+    media += [f"{plan.session_id}_VIDEO.mp4"] if cfg.video else []
+    return meta if all((folder / name).exists() for name in media) else None
+
+
+def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, Any]:
+    """Render one session into ``out_dir/{id}_P`` and return its metadata."""
+    plan, split = _plan(cfg, index)
+    rng = np.random.default_rng([cfg.seed, index, 1, *_stream(cfg, index)])
     sid = plan.session_id
     folder = out_dir / f"{sid}_P"
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,7 +288,11 @@ def generate_session(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, A
         evidence=_evidence(plan, turns, speech),
         label="synthetic (non-clinical)",
     )
-    (folder / "synth_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    if _stream(cfg, index):
+        meta["test_round"] = round_of(cfg, index)
+    tmp = folder / (META + ".part")  # written last and whole: its presence marks a complete session
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    os.replace(tmp, folder / META)
     return meta
 
 
@@ -184,9 +300,12 @@ def _work(args: tuple[SynthConfig, int, Path]) -> dict[str, Any]:
     return generate_session(*args)
 
 
-def iter_generate(cfg: SynthConfig, out_dir: Path, workers: int = 1) -> Iterator[dict[str, Any]]:
-    """Generate sessions 0 … total-1 in order (``workers`` processes) yielding each one's metadata."""
-    jobs = [(cfg, i, out_dir) for i in range(cfg.total)]
+def iter_generate(
+    cfg: SynthConfig, out_dir: Path, workers: int = 1, indices: Sequence[int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Generate sessions ``indices`` (default: ``cfg.indices()``) in order (``workers`` processes),
+    yielding each one's metadata."""
+    jobs = [(cfg, i, out_dir) for i in (cfg.indices() if indices is None else indices)]
     if workers <= 1:
         yield from map(_work, jobs)
         return
@@ -228,19 +347,33 @@ def content_held_out(cfg: SynthConfig, metas: list[dict[str, Any]]) -> dict[str,
 def generate_corpus(
     cfg: SynthConfig, out_dir: Path | str, *, workers: int = 1, progress: bool = True
 ) -> dict[str, Any]:
-    """Generate the whole corpus; returns (and writes as ``corpus.json``) a summary."""
+    """Generate the sessions ``out_dir`` lacks (those it holds complete are kept: see
+    :func:`existing_session`); returns (and writes as ``corpus.json``) a summary of the whole corpus."""
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    metas = list(
-        tqdm(iter_generate(cfg, out, workers), total=cfg.total, desc="synth sessions", disable=not progress)
-    )
+    indices = cfg.indices()
+    found = {i: existing_session(cfg, i, out) for i in indices}
+    have = {i: m for i, m in found.items() if m is not None}
+    todo = [i for i in indices if i not in have]
+    bar = tqdm(iter_generate(cfg, out, workers, todo), total=len(indices), initial=len(have),
+               desc="synth sessions", disable=not progress)  # fmt: skip
+    have.update(zip(todo, bar, strict=True))
+    metas = [have[i] for i in indices]
     write_splits(out, metas)
     elapsed = time.perf_counter() - t0
+    retired = retired_sessions(cfg)
     summary = {
         "config": asdict(cfg),
         "sessions": len(metas),
+        "generated": len(todo),  # rendered by this call; the others were already complete in out_dir
+        "test_round": cfg.test_round,
+        "retired": {
+            "n": len(retired),
+            "reason": retired_reason(cfg) if retired else "",
+            "sessions": retired,
+        },
         "splits": {s: sum(m["split"] == s for m in metas) for s in SPLIT_FILES},
         "positive": sum(m["binary"] for m in metas),
         "modes": {k: sum(m["mode"] == k for m in metas) for k in ("full", "words_neutral", "media_neutral")},

@@ -174,10 +174,12 @@ def plan_session(
     items: dict[str, int] | None = None,
     mode: Mode | None = None,
     held_out: bool = False,
+    stream: tuple[int, ...] = (),
 ) -> SessionPlan:
     """Draw session ``index`` of the corpus with ``seed`` (``items`` / ``mode`` force those draws);
-    ``held_out``: from the test banks (answers, questions, voices; the corpus mirrors the face)."""
-    rng = np.random.default_rng([seed, index])
+    ``held_out``: from the test banks (answers, questions, voices; the corpus mirrors the face);
+    ``stream``: more seed-sequence entries (a later test round's sessions draw from their own stream)."""
+    rng = np.random.default_rng([seed, index, *stream])
     drawn = draw_items(rng)
     items = dict(drawn if items is None else items)
     u = rng.random()
