@@ -331,24 +331,33 @@ def item_mae_table(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def selection_markdown(selection: dict[str, Any] | None) -> list[str]:
-    """The dev-split comparison that chose a bundle option (``training/select.py``), as a section."""
+    """The dev-split comparison that chose the bundle options (``training/select.py``), as a section:
+    one row per combination (a trained value × the decode-time values)."""
     if not selection:
         return []
+    keys = list(selection.get("options", ["indicators_in_prompt"]))
+    chosen = selection.get("chosen_values", {keys[0]: selection["chosen_value"]})
+    decode = len(keys) > 1
     lines = [
-        f"## Option chosen on the dev split: `{selection['option']}` = {selection['chosen_value']}",
+        "## Options chosen on the dev split: " + ", ".join(f"`assess.{k}` = {chosen[k]}" for k in keys),
         "",
-        "One model trained per value, each scored on the dev split with all inputs; rule: "
-        f"{selection['rule']}. The test split was not read for this choice.",
+        "One model trained per `indicators_in_prompt` value"
+        + (", its bundle scored once per decode-time value (no retraining)" if decode else "")
+        + f", each scored on the dev split with all inputs; rule: {selection['rule']}. "
+        "The test split was not read for this choice.",
         "",
-        "| value | dev n | F1 | MAE | RMSE | CCC | grounded | masked F1 | train + dev s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| {' | '.join(keys)} | dev n | F1 | MAE | RMSE | CCC | grounded | masked F1 | train s | dev s |",
+        "|---" * (len(keys) + 9) + "|",
     ]
     for v in selection["variants"]:
         d = v["dev"]
         masked = f"{d['masked_f1']:.2f}" if "masked_f1" in d else "–"
+        values = " | ".join(str(v[k]) for k in keys)
+        train_s, dev_s = v.get("train_s", v.get("seconds", 0.0)), v.get("dev_s")
         lines.append(
-            f"| {v['indicators_in_prompt']} | {d['n_sessions']} | {d['f1']:.2f} | {d['mae']:.2f} | "
-            f"{d['rmse']:.2f} | {d['ccc']:.2f} | {d['grounding']:.2f} | {masked} | {v['seconds']:.0f} |"
+            f"| {values} | {d['n_sessions']} | {d['f1']:.2f} | {d['mae']:.2f} | {d['rmse']:.2f} | "
+            f"{d['ccc']:.2f} | {d['grounding']:.2f} | {masked} | {train_s:.0f} | "
+            f"{'–' if dev_s is None else f'{dev_s:.0f}'} |"
         )
     return [*lines, ""]
 
@@ -364,6 +373,13 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
         lines += [
             f"This test split (fingerprint `{ledger['fingerprint']}`) has now been scored "
             f"{ledger['evaluations']} time(s){forced}; model choices read the dev split only.",
+            "",
+        ]
+    rnd = results.get("test_round")
+    if rnd and rnd["retired"]["n"]:
+        lines += [
+            f"Test round {rnd['round']}: {rnd['retired']['n']} sessions retired "
+            f"({rnd['retired']['reason']}): {', '.join(rnd['retired']['session_ids'])}.",
             "",
         ]
     held = results.get("content_held_out")

@@ -45,7 +45,8 @@ def split_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "rescored": bool(ledger.get("forced", False)),
         "fingerprint": ledger.get("fingerprint"),
         "content_held_out": results.get("content_held_out"),
-        "indicators_in_prompt": meta.get("indicators_in_prompt"),  # the bundle option scored here
+        "indicators_in_prompt": meta.get("indicators_in_prompt"),  # the bundle options scored here
+        "grounded_decoding": meta.get("grounded_decoding"),
         "metrics": _compact(main["all"]),
         "masked": {"n": masked_n, **({k: _compact(e["masked"]) for k, e in abl.items() if "masked" in e})},
         "ablations": {
@@ -58,6 +59,10 @@ def split_report(results: Mapping[str, Any]) -> dict[str, Any]:
         },
         "targets": results.get("targets", {}),
     }
+    rnd = results.get("test_round")
+    if rnd:  # which fresh test split; the sessions of earlier rounds, scored before, are in no split
+        out["round"] = rnd["round"]
+        out["retired"] = dict(rnd["retired"])
     if results.get("selection"):
         out["selection"] = results["selection"]  # the dev comparison that chose the bundle's options
     return out
@@ -173,6 +178,17 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
             lines.append(
                 f"The {split} split has been scored {times} time(s){note}; model choices read dev only."
             )
+        if rep.get("round") is not None:
+            retired = rep.get("retired") or {}
+            lines.append(
+                f"Test round {rep['round']}"
+                + (
+                    f": the {retired['n']} sessions of the earlier rounds' test splits were retired after "
+                    f"being scored (in no split since: {retired.get('reason', '')})."
+                    if retired.get("n")
+                    else ": the first test split of this corpus."
+                )
+            )
         if held:
             lines.append(
                 f"Content held out: {held.get('held_out')}; shared word 5-grams with training answers "
@@ -180,7 +196,8 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
                 f"verbatim answers {held.get('verbatim_answers', 0)}."
             )
         lines += [
-            f"Indicators in the prompt: {'on' if rep.get('indicators_in_prompt') else 'off'}. "
+            f"Indicators in the prompt: {'on' if rep.get('indicators_in_prompt') else 'off'}; grounded "
+            f"decoding: {'on' if rep.get('grounded_decoding') else 'off'}. "
             f"Grounding share (all inputs): {rep['grounding']:.2f}. Totals are PHQ-8 sums; "
             "P/R/F1 of total ≥ 10. Intervals: 95 % session-level percentile bootstrap (1000 resamples).",
             "",

@@ -53,17 +53,20 @@ def corpus_dir(cfg: RunConfig) -> Path:
     return Path(cfg.corpus.path) if cfg.corpus.path else cfg.work / "corpus"
 
 
+def synth_config(cfg: RunConfig) -> Any:
+    """The run's ``training.synth.SynthConfig``."""
+    from training.synth import SynthConfig
+
+    return SynthConfig(n=cfg.corpus.n, seed=cfg.corpus.seed, fps=cfg.corpus.fps, **cfg.corpus.synth)
+
+
 def step_synth(cfg: RunConfig, progress: bool = True) -> Path:
-    """Generate the synthetic corpus (skipped when its train split file exists)."""
-    from training.data.daic import SPLIT_FILES
+    """Generate the sessions the synthetic corpus lacks (all on the first run; those of a new test round
+    on a copy of an earlier corpus: ``training.synth.corpus``)."""
+    from training.synth import generate_corpus
 
     out = corpus_dir(cfg)
-    if (out / SPLIT_FILES["train"]).exists():
-        return out
-    from training.synth import SynthConfig, generate_corpus
-
-    synth = SynthConfig(n=cfg.corpus.n, seed=cfg.corpus.seed, fps=cfg.corpus.fps, **cfg.corpus.synth)
-    generate_corpus(synth, out, workers=cfg.corpus.workers, progress=progress)
+    generate_corpus(synth_config(cfg), out, workers=cfg.corpus.workers, progress=progress)
     return out
 
 
@@ -102,18 +105,23 @@ def make_teacher(cfg: RunConfig) -> Any:
 
 
 def load_rationales(cfg: RunConfig, records: Sequence[Any]) -> dict[tuple[str, str], str]:
-    """Teacher rationales per (session, item), written once to ``<workdir>/rationales.jsonl``."""
+    """Teacher rationales per (session, item), kept in ``<workdir>/rationales.jsonl``: written once per
+    session (sessions added to the corpus later get theirs appended)."""
     from training.teacher import write_rationales
 
     path = cfg.work / "rationales.jsonl"
-    if not path.exists():
+    text = path.read_text() if path.exists() else ""
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    done = {str(r["session_id"]) for r in rows}
+    todo = [r for r in records if r.session_id not in done and r.labels.items]
+    if todo or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".jsonl.tmp")
-        write_rationales(
-            records, make_teacher(cfg), tmp, max_pairs=cfg.model_config().assess.max_qa_pairs_per_item
-        )
+        max_pairs = cfg.model_config().assess.max_qa_pairs_per_item
+        write_rationales(todo, make_teacher(cfg), tmp, max_pairs=max_pairs)
+        tmp.write_text(text + tmp.read_text())
         tmp.replace(path)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(str(r["session_id"]), str(r["item_key"])): str(r["reason"]) for r in rows}
 
 
@@ -529,6 +537,7 @@ def evaluate_bundle(
         forced = cfg.eval.rescore_test
         n = ledger.record(fingerprint, split="test", bundle_id=loaded.bundle_id, forced=forced)
         results["test_ledger"] = {"fingerprint": fingerprint, "evaluations": n, "forced": forced}
+        results["test_round"] = test_split_round(cfg)
     results["content_held_out"] = eval_content_overlap(cfg, corpus, sessions)
     if selection is not None:
         results["selection"] = selection
@@ -539,6 +548,7 @@ def evaluate_bundle(
         "n_sessions": len(sessions),
         "masked_sessions": sum("masked" in s.tags for s in sessions),
         "indicators_in_prompt": loaded.config.assess.indicators_in_prompt,
+        "grounded_decoding": loaded.config.assess.grounded_decoding,
         "eval_seconds": round(time.monotonic() - t0, 1),
         "config": cfg.name,
     }
@@ -550,6 +560,21 @@ def evaluate_bundle(
 def _corpus_summary(cfg: RunConfig) -> dict[str, Any]:
     path = corpus_dir(cfg) / "corpus.json"
     return dict(json.loads(path.read_text())) if cfg.corpus.kind == "synth" and path.exists() else {}
+
+
+def test_split_round(cfg: RunConfig) -> dict[str, Any]:
+    """Which fresh test split this is (``training.synth.corpus`` test rounds) and the sessions earlier
+    rounds scored, retired from every split (a dataset corpus: round 1, none retired)."""
+    summary = _corpus_summary(cfg)
+    retired = summary.get("retired") or {"n": 0, "reason": "", "sessions": []}
+    return {
+        "round": int(summary.get("test_round", 1)),
+        "retired": {
+            "n": int(retired["n"]),
+            "reason": str(retired["reason"]),
+            "session_ids": [str(r["session_id"]) for r in retired["sessions"]],
+        },
+    }
 
 
 def eval_content_overlap(cfg: RunConfig, corpus: Corpus, sessions: Sequence[SessionLabels]) -> dict[str, Any]:
@@ -620,9 +645,11 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
     """synth (if synthetic) → features (beside the demo LM pre-training) → stage 1 → stage 2 → export →
     eval, timing every step; the timing table goes to ``timings.json``, the eval report and stderr."""
     timer = timer or StepTimer()
-    with timer.step("synth", "skipped: corpus exists" if (corpus_dir(cfg) / "corpus.json").exists() else ""):
+    with timer.step("synth") as rec:
         if cfg.corpus.kind == "synth":
             step_synth(cfg, progress)
+            made = _corpus_summary(cfg)
+            rec.note = f"{made['generated']} of {made['sessions']} sessions generated (the others existed)"
     with timer.step("corpus + rationales"):
         corpus = load_corpus(cfg)
     beside = cfg.features.beside_lm and cfg.lm_pretrain.enabled
@@ -645,7 +672,7 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
             with timer.step("LM pre-training"):
                 step_lm(cfg, corpus, progress)
     selection: dict[str, Any] | None = None
-    if cfg.select.indicators_in_prompt:
+    if cfg.select.indicators_in_prompt or cfg.select.grounded_decoding:
         bundle, selection = _train_with_selection(cfg, timer, progress)
     else:
         with timer.step("stage 1 + stage 2") as rec:
@@ -662,7 +689,9 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
     add_timing_to_report(cfg.work / "eval", timing, table)
     print(f"\nmllmdr-train {cfg.name}: wall time per step\n{table}\n", file=sys.stderr)
     size = sum(p.stat().st_size for p in Path(bundle).rglob("*") if p.is_file())
+    test_split = report.get("test_round")
     return {
+        **({"test_round": test_split} if test_split else {}),
         "bundle": str(bundle),
         "bundle_bytes": size,
         "timings_s": {s["name"]: s["wall_s"] for s in timing["steps"]} | {"total": timing["total_s"]},
@@ -671,18 +700,43 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
     }
 
 
-def train_and_score_dev(cfg: RunConfig, progress: bool) -> dict[str, Any]:
-    """One variant: train, export to its workdir, score the dev split (all inputs). Runs in a worker
-    process or in the caller."""
-    from mllmdr_core.assess import Assessor
-    from mllmdr_core.bundle import load_bundle
-    from training.eval import evaluate
+def train_and_score_dev(cfg: RunConfig, progress: bool) -> list[dict[str, Any]]:
+    """One trained variant: train, then per combination of the decode-time options
+    (``training.select.decode_combinations``, none: one) export a bundle whose config carries it and
+    score it on the dev split (all inputs); one entry per combination. Runs in a worker process or in
+    the caller."""
+    import dataclasses
+
+    from training.select import decode_combinations, decode_name
 
     torch.set_num_threads(max(1, cfg.threads))
     t0 = time.monotonic()
     corpus = load_corpus(cfg)
     model, summary = run_training(cfg, corpus, progress)
-    bundle = export_bundle(cfg, model, corpus, metrics={"training": summary})
+    train_s = round(time.monotonic() - t0, 1)
+    trained = model.config
+    out: list[dict[str, Any]] = []
+    for combo in decode_combinations(cfg):
+        t1 = time.monotonic()
+        model.config = dataclasses.replace(trained, assess=dataclasses.replace(trained.assess, **combo))
+        where = cfg.work / (f"bundle-{decode_name(combo)}" if combo else "bundle")
+        export_cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, out=str(where)))
+        bundle = export_bundle(export_cfg, model, corpus, metrics={"training": summary})
+        out.append({
+            "indicators_in_prompt": trained.assess.indicators_in_prompt, **combo, "bundle": str(bundle),
+            "summary": summary, "dev": score_dev(cfg, corpus, bundle, progress),
+            "train_s": train_s, "dev_s": round(time.monotonic() - t1, 1),
+        })  # fmt: skip
+    model.config = trained
+    return out
+
+
+def score_dev(cfg: RunConfig, corpus: Corpus, bundle: Path, progress: bool) -> dict[str, Any]:
+    """The dev figures the selection rule reads: an exported bundle on the dev split, all inputs."""
+    from mllmdr_core.assess import Assessor
+    from mllmdr_core.bundle import load_bundle
+    from training.eval import evaluate
+
     dev = corpus.split("dev")
     results = evaluate(
         Assessor(load_bundle(bundle)),
@@ -693,45 +747,47 @@ def train_and_score_dev(cfg: RunConfig, progress: bool) -> dict[str, Any]:
         progress=progress,
     )
     metrics = results["ablations"]["all"]["all"]
+    masked = results["ablations"]["all"].get("masked")
     return {
-        "indicators_in_prompt": cfg.model_config().assess.indicators_in_prompt,
-        "bundle": str(bundle),
-        "summary": summary,
-        "dev": {
-            "n_sessions": len(dev),
-            "f1": metrics["f1"],
-            "mae": metrics["mae"],
-            "rmse": metrics["rmse"],
-            "ccc": metrics["ccc"],
-            "grounding": metrics["grounded_share"],
-            "fallback_share": metrics["fallback_share"],
-            **(
-                {"masked_f1": results["ablations"]["all"]["masked"]["f1"]}
-                if "masked" in results["ablations"]["all"]
-                else {}
-            ),
-        },
-        "seconds": round(time.monotonic() - t0, 1),
+        "n_sessions": len(dev),
+        "f1": metrics["f1"],
+        "mae": metrics["mae"],
+        "rmse": metrics["rmse"],
+        "ccc": metrics["ccc"],
+        "grounding": metrics["grounded_share"],
+        "fallback_share": metrics["fallback_share"],
+        **({"masked_f1": masked["f1"]} if masked else {}),
     }
 
 
 def _train_with_selection(cfg: RunConfig, timer: StepTimer, progress: bool) -> tuple[Path, dict[str, Any]]:
-    """Stage 1 + stage 2 once per value of ``cfg.select.indicators_in_prompt`` (side by side), each
-    scored on dev (``training/select.py``); the chosen variant's bundle, curves and summary become the
-    run's. The test split is not read."""
+    """Stage 1 + stage 2 once per value of ``cfg.select.indicators_in_prompt`` (side by side; none
+    listed: the model section's value), each trained variant's bundle scored on dev once per combination
+    of the decode-time options (no retraining: ``training/select.py``); the chosen combination's bundle,
+    curves and summary become the run's. The test split is not read."""
     import shutil
 
-    from training.select import installed_bundle, run_variants, selection_record, variant_config, variant_name
+    from training.select import (
+        combination_name,
+        installed_bundle,
+        run_variants,
+        selection_record,
+        variant_config,
+        variant_name,
+    )
 
-    values = cfg.select.indicators_in_prompt
+    values = cfg.select.indicators_in_prompt or (cfg.model_config().assess.indicators_in_prompt,)
     if not load_corpus(cfg).split("dev"):
         raise ConfigError("select: the corpus has no dev split to choose on (the test split is never used)")
     note = f"{len(values)} variants ({', '.join(map(variant_name, values))}), scored on dev"
+    if cfg.select.grounded_decoding:
+        note += f" × grounded_decoding {list(cfg.select.grounded_decoding)}"
     with timer.step("stage 1 + stage 2 + dev selection", note):
         configs = [variant_config(cfg, v, corpus_dir(cfg)) for v in values]
-        selection = selection_record(run_variants(configs, train_and_score_dev, cfg.select.workers, progress))
+        scored = run_variants(configs, train_and_score_dev, cfg.select.workers, progress)
+        selection = selection_record([entry for variant in scored for entry in variant], cfg.select)
     chosen = selection.pop("chosen")
-    with timer.step("export", f"chosen on dev: {variant_name(chosen['indicators_in_prompt'])}"):
+    with timer.step("export", f"chosen on dev: {combination_name(chosen, cfg.select)}"):
         bundle = installed_bundle(chosen, Path(cfg.export.out) if cfg.export.out else cfg.work / "bundle")
         src = Path(chosen["bundle"]).parent
         for name in ("curves.png", "train_summary.json"):

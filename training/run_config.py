@@ -97,6 +97,8 @@ class SelectConfig:
     """Options chosen on the DEV split by training one model per value (``training/select.py``)."""
 
     indicators_in_prompt: tuple[bool, ...] = ()  # e.g. (false, true); empty: the model section decides
+    # decode-time (no retraining): every trained variant's bundle is scored on dev once per value
+    grounded_decoding: tuple[bool, ...] = ()
     workers: int = 2  # processes training the variants side by side (each with ``threads`` torch threads)
 
 

@@ -1,4 +1,4 @@
-"""Choose a bundle option on the DEV split: train one model per value, score each on dev, keep one.
+"""Choose bundle options on the DEV split: train one model per value, score each on dev, keep one.
 
 Used for ``assess.indicators_in_prompt`` (issue 18: "choose the demo's default by the dev-split result,
 accuracy and grounding"). Every variant shares the corpus, the features, the audio encoder, the
@@ -7,14 +7,20 @@ trains stage 1 + stage 2 in its own process (one torch thread each: the two vari
 side by side on a 2-core machine). Each variant's exported bundle is scored on the dev split with all
 inputs; the test split is never read here.
 
+Decode-time options (:data:`DECODE_OPTIONS`, ``assess.grounded_decoding``) need no retraining: each
+trained variant exports one bundle per combination of their values (set in the bundle's config) and
+scores each on dev, so the rule below compares every (trained value × decode values) combination.
+
 Rule (:func:`choose`): a variant whose dev grounding reaches :data:`GROUNDING_TARGET` beats one that
 does not; then the higher dev F1, then the lower dev MAE; a tie keeps the first value listed (the
-paper's prompt, ``False``, comes first in the demo config).
+paper's prompt, ``False``, comes first in the demo config; the decode values vary fastest, so the
+first combination is the paper's prompt with the first decode values).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import multiprocessing as mp
 import os
 import sys
@@ -23,14 +29,37 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from training.run_config import RunConfig
+from training.run_config import RunConfig, SelectConfig
 
 GROUNDING_TARGET = 0.95
 SHARED = ("features", "audio_encoder", "lm", "rationales.jsonl")  # what the variants reuse
+DECODE_OPTIONS = ("grounded_decoding",)  # assess options read only at decode time: chosen without retraining
 
 
 def variant_name(value: bool) -> str:
     return f"indicators_{'on' if value else 'off'}"
+
+
+def selected_decode(select: SelectConfig) -> dict[str, tuple[bool, ...]]:
+    """The decode-time options the run chooses, with their values in config order."""
+    return {k: tuple(getattr(select, k)) for k in DECODE_OPTIONS if getattr(select, k)}
+
+
+def decode_combinations(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Every combination of the selected decode-time values, first values first (``[{}]``: none)."""
+    options = selected_decode(cfg.select)
+    return [dict(zip(options, combo, strict=True)) for combo in itertools.product(*options.values())]
+
+
+def decode_name(combo: dict[str, Any]) -> str:
+    """e.g. ``grounded_on`` (a bundle directory name inside the variant's workdir)."""
+    return "-".join(f"{k.removesuffix('_decoding')}_{'on' if v else 'off'}" for k, v in combo.items())
+
+
+def combination_name(entry: dict[str, Any], select: SelectConfig) -> str:
+    """e.g. ``indicators_off, grounded_decoding on``."""
+    decode = [f"{k} {'on' if entry[k] else 'off'}" for k in selected_decode(select)]
+    return ", ".join([variant_name(entry["indicators_in_prompt"]), *decode])
 
 
 def variant_config(cfg: RunConfig, value: bool, corpus_root: Path) -> RunConfig:
@@ -50,7 +79,7 @@ def variant_config(cfg: RunConfig, value: bool, corpus_root: Path) -> RunConfig:
         corpus=dataclasses.replace(cfg.corpus, path=str(corpus_root.resolve())),
         model=model,
         export=dataclasses.replace(cfg.export, out=None),
-        select=dataclasses.replace(cfg.select, indicators_in_prompt=()),
+        select=dataclasses.replace(cfg.select, indicators_in_prompt=()),  # keeps the decode values
     )
 
 
@@ -70,15 +99,15 @@ def choose(variants: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def run_variants(
     configs: Sequence[RunConfig],
-    train: Callable[[RunConfig, bool], dict[str, Any]],
+    train: Callable[[RunConfig, bool], list[dict[str, Any]]],
     workers: int,
     progress: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[list[dict[str, Any]]]:
     """``train(config, progress)`` for every config, in order: the last ones in the caller, the others
     in ``workers - 1`` spawned worker processes (``train`` must be a module-level function)."""
     workers = min(max(1, workers), len(configs))
     side, mine = list(configs[: workers - 1]), list(configs[workers - 1 :])
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, list[dict[str, Any]]] = {}
     if not side:
         return [train(c, progress) for c in mine]
     if progress:
@@ -93,17 +122,21 @@ def run_variants(
     return [results[i] for i in range(len(configs))]
 
 
-def selection_record(variants: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What the reports record: every variant's dev figures, the rule and the choice (``chosen``: the
-    variant itself, with its bundle path and training summary)."""
+def selection_record(variants: Sequence[dict[str, Any]], select: SelectConfig) -> dict[str, Any]:
+    """What the reports record: every combination's dev figures, the rule and the choice (``chosen``:
+    the combination itself, with its bundle path and training summary). ``options``: the bundle options
+    chosen (``assess.`` keys), ``chosen_values`` theirs, ``chosen_value`` that of indicators_in_prompt."""
     chosen = choose(variants)
+    keys = ["indicators_in_prompt", *selected_decode(select)]
     return {
-        "option": "assess.indicators_in_prompt",
+        "option": ", ".join(f"assess.{k}" for k in keys),
+        "options": keys,
         "split": "dev",
         "rule": "dev grounding ≥ 0.95 first, then higher dev F1, then lower dev MAE; a tie keeps the first",
         "variants": [{k: v for k, v in var.items() if k != "summary"} for var in variants],
         "chosen": chosen,
         "chosen_value": chosen["indicators_in_prompt"],
+        "chosen_values": {k: chosen[k] for k in keys},
     }
 
 

@@ -105,7 +105,7 @@ class SynthConfig:
                 f"{list(self.earlier_test_sessions)}"
             )
         if self.test_round > 1 and self.test_sessions < 1:
-            raise ConfigError(f"test round {self.test_round} retires the earlier test splits: test_sessions ≥ 1")
+            raise ConfigError(f"test round {self.test_round} retires earlier test splits: test_sessions ≥ 1")
 
     @property
     def round_start(self) -> int:
