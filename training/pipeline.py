@@ -648,8 +648,8 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
     with timer.step("synth") as rec:
         if cfg.corpus.kind == "synth":
             step_synth(cfg, progress)
-            made = _corpus_summary(cfg)
-            rec.note = f"{made['generated']} of {made['sessions']} sessions generated (the others existed)"
+            made, total = _corpus_summary(cfg)["generated"], _corpus_summary(cfg)["sessions"]
+            rec.note = f"{made} of {total} sessions generated (the others existed)" if made < total else ""
     with timer.step("corpus + rationales"):
         corpus = load_corpus(cfg)
     beside = cfg.features.beside_lm and cfg.lm_pretrain.enabled

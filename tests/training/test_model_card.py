@@ -59,3 +59,20 @@ def test_report_merges_splits_of_one_bundle_and_the_card_shows_them(tmp_path: Pa
     clinical = model_card({}, {**manifest, "non_clinical": False}, {**training, "corpus_kind": "daic-woz"})
     assert "## Non-clinical" not in clinical and "## Evaluation" not in clinical
     assert "non_clinical: false" in clinical and "synthetic-data" not in clinical
+
+
+def test_report_and_card_name_the_test_round_and_the_retired_sessions(tmp_path: Path) -> None:
+    reason = "in the test split of round 1, already scored: never used again (not train, not dev)"
+    rnd = {"round": 2, "retired": {"n": 3, "reason": reason, "session_ids": ["1002", "1006", "1007"]}}
+    write_bundle_report(tmp_path, "abc", {**_results("test"), "test_round": rnd})
+    test = json.loads((tmp_path / "report.json").read_text())["test"]
+    assert test["round"] == 2 and test["retired"] == rnd["retired"]
+    card = write_model_card(tmp_path, {"bundle_id": "abc"}, {"corpus_kind": "synth"}).read_text()
+    assert (
+        "Test round 2: the 3 sessions of the earlier rounds' test splits were retired after being scored "
+        f"(in no split since: {reason})." in card
+    )
+    first = {"round": 1, "retired": {"n": 0, "reason": "", "session_ids": []}}
+    write_bundle_report(tmp_path, "abc", {**_results("test"), "test_round": first})
+    card = write_model_card(tmp_path, {"bundle_id": "abc"}, {"corpus_kind": "synth"}).read_text()
+    assert "Test round 1: the first test split of this corpus." in card

@@ -4,6 +4,7 @@ bundle → the server's Assessor. Real components throughout (espeak-ng, mediapi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,24 +127,41 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     _, again = run_training(cfg, corpus, progress=False)
     assert again["stage1"]["resumed"] and again["stage2"]["resumed"]
 
-    # an option chosen on dev: one model per value (side by side, sharing corpus, features and LM),
-    # each scored on dev, the chosen one installed and its comparison in the reports
+    # options chosen on dev: one model per indicators_in_prompt value (side by side, sharing corpus,
+    # features and LM), each one's bundle scored on dev once per grounded_decoding value (decode-time: no
+    # retraining), the chosen combination installed and the comparison in the reports
     chosen_dir = tmp_path / "chosen"
     sel_cfg = load_run_config("micro", [
         f"workdir={cfg.work}", "select.indicators_in_prompt=[false, true]", "eval.split=dev",
-        "eval.ablations=[all, text]", f"export.out={chosen_dir}",
+        "select.grounded_decoding=[false, true]", "eval.ablations=[all, text]", f"export.out={chosen_dir}",
     ])  # fmt: skip
     run_all(sel_cfg, progress=False)
     names = [s["name"] for s in json.loads((cfg.work / "timings.json").read_text())["steps"]]
     assert "stage 1 + stage 2 + dev selection" in names and "LM pre-training" in names
     selection = json.loads((cfg.work / "eval" / "report.json").read_text())["selection"]
     variants = selection["variants"]
-    assert [v["indicators_in_prompt"] for v in variants] == [False, True] and selection["split"] == "dev"
+    combos = [(v["indicators_in_prompt"], v["grounded_decoding"]) for v in variants]
+    assert combos == [(False, False), (False, True), (True, False), (True, True)]
+    assert selection["split"] == "dev"
     assert all(v["dev"]["n_sessions"] == len(corpus.split("dev")) for v in variants)
+    for v in variants:  # each combination was scored from a bundle whose config carries it
+        assess = load_bundle(v["bundle"]).config.assess
+        assert (assess.indicators_in_prompt, assess.grounded_decoding) == (
+            v["indicators_in_prompt"], v["grounded_decoding"]
+        )  # fmt: skip
+    assert variants[0]["train_s"] == variants[1]["train_s"]  # one training, two decode values
     assert selection["chosen_value"] == choose(variants)["indicators_in_prompt"]
+    assert selection["options"] == ["indicators_in_prompt", "grounded_decoding"]
+    best = choose(variants)
+    assert selection["chosen_values"] == {k: best[k] for k in selection["options"]}
     shipped = load_bundle(chosen_dir)
     assert shipped.config.assess.indicators_in_prompt is selection["chosen_value"]
-    on = load_bundle(cfg.work / "select" / "indicators_on" / "bundle")
+    assert shipped.config.assess.grounded_decoding is selection["chosen_values"]["grounded_decoding"]
+    assert shipped.bundle_id == load_bundle(best["bundle"]).bundle_id  # the scored bundle ships
+    report_md = (cfg.work / "eval" / "report.md").read_text()
+    table = report_md.split("## Options chosen on the dev split")[1].split("\n\n")[2].splitlines()
+    assert table[0].startswith("| indicators_in_prompt | grounded_decoding | dev n |") and len(table) == 2 + 4
+    on = load_bundle(cfg.work / "select" / "indicators_on" / "bundle-grounded_off")
     prompts = Assessor(on).prompts(
         SessionSnapshot.of(
             transcript=list(session.transcript), indicators=sess_feats.indicators, audio=sess_feats.audio
@@ -152,4 +170,44 @@ def test_micro_pipeline_trains_and_exports_a_bundle_the_assessor_runs(tmp_path: 
     assert all("\nIndicators: speech_ratio " in p.text for p in prompts.values())
     doc = json.loads((chosen_dir / "report.json").read_text())
     assert doc["dev"]["selection"]["chosen_value"] == selection["chosen_value"]
-    assert "Option chosen on the dev split" in (chosen_dir / "README.md").read_text()
+    card = (chosen_dir / "README.md").read_text()
+    assert "Options chosen on the dev split" in card and card.count("\n| True | True | ") == 1
+
+    # a fresh test split (round 2) on a copy of the corpus: only the new test sessions are generated,
+    # get rationales and features; round 1's test session is retired; the ledger counts the new split once
+    r2_corpus = tmp_path / "corpus_round2"
+    shutil.copytree(cfg.work / "corpus", r2_corpus)
+    r2 = load_run_config("micro", [
+        f"workdir={cfg.work}", f"corpus.path={r2_corpus}", "corpus.synth.test_round=2",
+        "corpus.synth.earlier_test_sessions=[0]", "corpus.synth.test_sessions=2",
+    ])  # fmt: skip
+    feats_before = {p.name: p.stat().st_mtime_ns for p in (cfg.work / "features").glob("*.npz")}
+    round1_test = [s.session_id for s in corpus.split("test")]
+    result2 = run_all(r2, progress=False)
+    corpus2 = load_corpus(r2)
+    for split in ("train", "dev"):
+        assert corpus2.split(split) == corpus.split(split)  # same ids, labels, transcripts, rationales
+    new_ids = [s.session_id for s in corpus2.split("test")]
+    assert new_ids == ["1005", "1006"] and not set(new_ids) & set(round1_test)
+    assert all(s.rationales for s in corpus2.sessions)  # appended for the new sessions
+    feats_after = {p.name: p.stat().st_mtime_ns for p in (cfg.work / "features").glob("*.npz")}
+    assert {k: v for k, v in feats_after.items() if k in feats_before} == feats_before
+    assert sorted(set(feats_after) - set(feats_before)) == ["1005.npz", "1006.npz"]
+    steps2 = {s["name"]: s for s in json.loads((cfg.work / "timings.json").read_text())["steps"]}
+    assert steps2["synth"]["note"] == "2 of 6 sessions generated (the others existed)"
+    report2 = json.loads((cfg.work / "eval" / "report.json").read_text())
+    assert report2["test_ledger"]["evaluations"] == 1 and report2["meta"]["n_sessions"] == 2
+    retired = {"n": 1, "reason": report2["test_round"]["retired"]["reason"], "session_ids": round1_test}
+    assert report2["test_round"] == {"round": 2, "retired": retired} == result2["test_round"]
+    assert "already scored" in retired["reason"]
+    ledger = json.loads((r2_corpus / "eval_ledger.json").read_text())
+    assert ledger[report["test_ledger"]["fingerprint"]] == json.loads(
+        (cfg.work / "corpus" / "eval_ledger.json").read_text()
+    )[report["test_ledger"]["fingerprint"]]  # round 1's count kept (1)
+    assert len(ledger) == 2 and len(ledger[report2["test_ledger"]["fingerprint"]]) == 1
+    test2 = json.loads((cfg.work / "bundle" / "report.json").read_text())["test"]
+    assert test2["round"] == 2 and test2["retired"] == retired and test2["evaluations"] == 1
+    card2 = (cfg.work / "bundle" / "README.md").read_text()
+    assert "Test round 2: the 1 sessions of the earlier rounds' test splits were retired after" in card2
+    report2_md = (cfg.work / "eval" / "report.md").read_text()
+    assert f"1 sessions retired ({retired['reason']}): {round1_test[0]}." in report2_md
