@@ -648,7 +648,7 @@ def run_all(cfg: RunConfig, progress: bool = True, timer: StepTimer | None = Non
     with timer.step("synth") as rec:
         if cfg.corpus.kind == "synth":
             step_synth(cfg, progress)
-            made, total = _corpus_summary(cfg)["generated"], _corpus_summary(cfg)["sessions"]
+            made, total = (_corpus_summary(cfg)[k] for k in ("generated", "sessions"))
             rec.note = f"{made} of {total} sessions generated (the others existed)" if made < total else ""
     with timer.step("corpus + rationales"):
         corpus = load_corpus(cfg)
