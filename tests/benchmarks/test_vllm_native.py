@@ -24,6 +24,9 @@ def test_the_gpu_path_on_a_cpu_with_the_tiny_shape(tmp_path: Path) -> None:
             # random weights: the answers may end early, but every item generates something
             assert len(ITEM_KEYS) * int(n) <= fig["generated_tokens"] <= len(ITEM_KEYS) * int(n) * 16
             assert fig["gen_tokens_per_s"] > 0 and fig["assessments_per_s"] > 0
+            # the backend call is part of each assessment: its percentiles cannot exceed the latency's
+            assert 0 < fig["llm_stage_p50_s"] <= fig["p50_s"] + 1e-3
+            assert fig["llm_stage_p95_s"] <= fig["p95_s"] + 1e-3 and fig["stream_side_ms_p50"] > 0
     # the same fields as --tiny, from the plugin: text and MAA as the embedded backend's
     assert result["text_equal"] is True and result["text_equal_shared_prefix"] is True
     assert result["maa_from_server"] is True and result["maa_max_abs_diff"] < 1e-4
