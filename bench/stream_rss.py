@@ -82,8 +82,9 @@ def llm_params(shape: str) -> int:
 
 
 def build_bundle(shape: str, *, llm_weights: bool) -> Path:
-    """The cached bundle: ``llm_weights`` random bf16 LLM weights in it (``shape`` "1b" only here), else
-    the LLM is a reference to a config-only dir (loadable only with ``llm_weights=False``)."""
+    """The cached bundle: ``llm_weights`` random bf16 LLM weights in it ("1b" here; "8b", ~16 GB, for
+    ``bench/vllm_native.py`` on a GPU machine), else the LLM is a reference to a config-only dir
+    (loadable only with ``llm_weights=False``)."""
     import torch
 
     from mllmdr_core.bundle import is_bundle, save_bundle
