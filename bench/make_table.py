@@ -246,6 +246,36 @@ def vllm_native_tiny(doc: Doc) -> list[Row]:
     return [Row("vllm_native (tiny)", figure, "≤ 1 MiB, 0 LLM params", met)]
 
 
+def vllm_native_gpu(doc: Doc) -> list[Row]:
+    """``bench/vllm_native.py`` without ``--tiny`` (``vllm_native_gpu.json``): not registered in
+    BENCHMARKS until a GPU run's file is committed (tests/benchmarks/test_vllm_native.py renders one)."""
+
+    def side(v: Doc) -> str:
+        return f"p50 {v['p50_s']} / p95 {v['p95_s']} s, {v['gen_tokens_per_s']} tok/s"
+
+    plugin = doc.get("plugin", {})
+    levels = "; ".join(
+        f"{n} sessions: embedded {side(e)}"
+        + (
+            f", plugin {side(plugin[n])} (LLM stage p95 {plugin[n]['llm_stage_p95_s']} s)"
+            if n in plugin
+            else ""
+        )
+        for n, e in doc["embedded"].items()
+    )
+    targets = doc["targets"]
+    verdicts = [t["met"] for t in targets.values()]
+    met = False if False in verdicts else (True if all(v is True for v in verdicts) else None)
+    figure = (
+        f"{doc['model']} on {doc['device']}, {doc['items']} items × ~{doc['prompt_tokens_per_item']:.0f} "
+        f"prompt tokens, ≤ {doc['new_tokens']} new: {levels}"
+        + ("" if plugin else " (plugin not run: --embedded-only)")
+        + "; targets: "
+        + ", ".join(f"{k} {t['value']} → {'–' if t['met'] is None else t['met']}" for k, t in targets.items())
+    )
+    return [Row(f"vllm_native ({doc['mode']})", figure, "p95 ≤ 1.5 s at 8 sessions, ≥ 5× tok/s", met)]
+
+
 def visual_validation(doc: Doc) -> list[Row]:
     pose, r, b = doc["pose"], doc["correlations"], doc["blinks"]
     errs = " / ".join(f"{pose[a]['max_abs_error_deg']:g}°" for a in ("pitch", "yaw", "roll"))

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 from common import CACHE, server_process, write_result
 
 # LlamaConfig kwargs: LLaMA-3-8B and LLaMA-3.2-1B shapes (vocab 128,256 as the Llama-3 tokenizer's).
@@ -83,8 +82,9 @@ def llm_params(shape: str) -> int:
 
 
 def build_bundle(shape: str, *, llm_weights: bool) -> Path:
-    """The cached bundle: ``llm_weights`` random bf16 LLM weights in it (``shape`` "1b" only here), else
-    the LLM is a reference to a config-only dir (loadable only with ``llm_weights=False``)."""
+    """The cached bundle: ``llm_weights`` random bf16 LLM weights in it ("1b" here; "8b", ~16 GB, for
+    ``bench/vllm_native.py`` on a GPU machine), else the LLM is a reference to a config-only dir
+    (loadable only with ``llm_weights=False``)."""
     import torch
 
     from mllmdr_core.bundle import is_bundle, save_bundle
@@ -132,6 +132,7 @@ def _hwm_mb(pid: int) -> float:
 
 async def measure(bundle: Path, backend: str, work: Path, settle_s: float = 5.0) -> dict[str, Any]:
     """Start the real stream server on ``bundle``, wait for /readyz and ``settle_s``; its memory."""
+    import psutil  # local: build_bundle (bench/vllm_native.py) runs where psutil may be missing
     env = {"llm_backend": backend}
     if backend == "vllm-native":
         env |= {"vllm_url": NO_VLLM, "vllm_model": "mllmdr", "vllm_maa_url": NO_VLLM, "vllm_maa_model": "m"}

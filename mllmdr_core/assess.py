@@ -182,7 +182,8 @@ class Assessor:
             return None
         if array.ndim != 2 or array.shape[1] != dim:
             raise FeatureSpecError(f"{name} features must be (T, {dim}) for this bundle, got {array.shape}")
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
+        features = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0)  # (1, T, D)
+        return features.to(next(self.model.audio_lqformer.parameters()).device)  # the model's (e.g. a GPU)
 
     def _bundle_columns(self, visual: FloatArray | None) -> FloatArray | None:
         """"visual-v2" frames with the values the bundle never saw in training masked (its recorded

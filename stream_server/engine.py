@@ -216,7 +216,9 @@ class CoreEngine:
         return ProcessTranscriber(asr, model, self._asr_process, stream)
 
     def close(self) -> None:
-        """Idempotent: stop the speech-to-text threads and process."""
+        """Idempotent: stop the speech-to-text threads and process, the model worker, and close the LLM
+        backend (a vLLM backend's HTTP clients)."""
+        self._assessor.backend.close()
         if self._asr_executor is not None:
             self._asr_executor.shutdown(wait=False, cancel_futures=True)
         if self._asr_process is not None:

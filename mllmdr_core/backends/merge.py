@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -44,6 +44,9 @@ from mllmdr_core.backends.vllm_plugin import (
     VIDEO_TOKEN_KEY,
 )
 from mllmdr_core.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from mllmdr_core.bundle import LoadedBundle
 
 SERVING_FORMAT = "mllmdr-vllm-serving-v1"
 MANIFEST_NAME = "mllmdr_serving.json"
@@ -228,17 +231,30 @@ def export_bundle(
     (``plugin``: for the project's vLLM plugin, soft tokens sent as multimodal embeddings)."""
     from mllmdr_core.bundle import load_bundle  # local: keeps this module importable on its own
 
-    loaded = load_bundle(bundle_path)
+    return export_loaded(load_bundle(bundle_path), out_dir, dtype=dtype, plugin=plugin, in_place=True)
+
+
+def export_loaded(
+    loaded: LoadedBundle,
+    out_dir: str | Path,
+    *,
+    dtype: str | None = None,
+    plugin: bool = False,
+    in_place: bool = False,
+) -> Path:
+    """:func:`export_bundle` for a bundle already loaded (with its LLM weights). ``in_place``: merge the
+    LoRA into ``loaded``'s own LLM (no copy; ``loaded`` is spent); else a copy is exported and ``loaded``
+    stays usable (e.g. as the embedded reference in ``bench/vllm_native.py``)."""
     llm = getattr(loaded.model, "llm", None)
     if llm is None:
-        raise BundleError(f"bundle {bundle_path} has no LLM to export")
+        raise BundleError(f"bundle {loaded.path} has no LLM to export")
     return export_merged_llm(
         llm,
         loaded.tokenizer,
         out_dir,
         dtype=dtype,
         bundle_id=loaded.bundle_id,
-        in_place=True,
+        in_place=in_place,
         plugin_soft_tokens=loaded.config.lqformer.num_queries if plugin else None,
         maa_head=loaded.model.maa if plugin else None,
         soft_token_projections=(

@@ -339,6 +339,7 @@ class MLlmDR(nn.Module):
     ) -> list[torch.Tensor]:
         """Spliced embeddings per prompt, unpadded: list of (L_i, d_llm). Features (1 or B, T, D)."""
         enc = self.tokenizer(list(prompts), padding=True, return_tensors="pt")
+        enc = enc.to(input_embedding(self.llm).weight.device)  # the LLM's device (e.g. a GPU)
         audio_tokens, visual_tokens = self.encode_modalities(audio, audio_mask, visual, visual_mask)
         embeds, mask, _ = self.splice(enc["input_ids"], enc["attention_mask"], audio_tokens, visual_tokens)
         return [embeds[b, mask[b].bool()] for b in range(embeds.shape[0])]

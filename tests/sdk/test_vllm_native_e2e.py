@@ -126,8 +126,7 @@ async def test_sdk_publish_final_assessment_from_vllm(
         wall = time.perf_counter() - t0
         print(f"\n[vllm-e2e] publish → final in {wall:.1f} s (vLLM servers started before)")
     finally:
-        engine.close()
-        engine._assessor.backend.close()  # CoreEngine.close leaves the backend's HTTP clients open
+        engine.close()  # with the backend's HTTP clients to both servers
     assert isinstance(final, Assessment) and final.kind == "final"
     assert final.model.backend == "vllm-native" and [it.key for it in final.items] == list(ITEM_KEYS)
     # the answers and the MAA scores came from the two vLLM servers

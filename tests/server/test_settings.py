@@ -138,8 +138,14 @@ def test_vllm_native_env_builds_the_plugin_client_without_llm_weights(
             "audio": model.audio_lqformer.d_model,
             "video": model.visual_lqformer.d_model,
         }
+        clients = [backend._client, backend.maa._client]  # the HTTP clients to both vLLM servers
+        assert all(c is not None and not c.is_closed for c in clients)
     finally:
         engine.close()
+    assert all(c is not None and c.is_closed for c in clients)  # closed with the engine
+    assert backend._client is None and backend.maa._client is None
+    engine.close()  # a second close is a no-op
+    assert backend._client is None and all(c is not None and c.is_closed for c in clients)
     monkeypatch.setenv("MLLMDR_VLLM_WIRE_DTYPE", "bfloat16")
     engine = CoreEngine(tiny_bundle, backend=Settings.from_env().vllm())
     try:

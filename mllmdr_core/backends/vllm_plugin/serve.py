@@ -125,7 +125,9 @@ def free_port() -> int:
 
 class LocalServer:
     """A vLLM server subprocess from a source tree (tests, benches, local checks): :func:`server_command`
-    with ``quick_start``, the plugin's entry point written under ``work`` (:func:`server_env`).
+    (``quick_start`` by default: small CPUs; a GPU bench passes ``quick_start=False``, ``dtype``,
+    ``max_model_len`` and ``extra`` such as ``--gpu-memory-utilization``), the plugin's entry point written
+    under ``work`` (:func:`server_env`).
 
     Runs in its own process group on ``port`` (default: a free loopback port), waits for ``/health``
     (``RuntimeError`` with the log's tail if it exits or is not ready in ``ready_s``); :meth:`stop` is
@@ -143,6 +145,10 @@ class LocalServer:
         mode: ServeMode = "plugin",
         port: int | None = None,
         ready_s: float = 420.0,
+        quick_start: bool = True,
+        dtype: str = "float32",
+        max_model_len: int = 1024,
+        extra: Sequence[str] = (),
     ) -> None:
         if not Path(python).exists():
             raise RuntimeError(f"{python} missing: run scripts/setup_vllm.sh (make test does)")
@@ -157,15 +163,15 @@ class LocalServer:
             cache_dir=work / "cache",
         )
         cmd = server_command(
-            python, model_dir, port=self.port, served_model_name=served_model_name,
-            mode=mode, quick_start=True,
+            python, model_dir, port=self.port, served_model_name=served_model_name, mode=mode,
+            quick_start=quick_start, dtype=dtype, max_model_len=max_model_len, extra=extra,
         )  # fmt: skip
         self.log = work / "server.log"
         self._log_f = self.log.open("wb")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            cmd, env={**env, **QUICK_START_ENV}, stdout=self._log_f, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            cmd, env={**env, **(QUICK_START_ENV if quick_start else {})}, stdout=self._log_f,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.start_s = 0.0
         self._wait(t0, ready_s)
