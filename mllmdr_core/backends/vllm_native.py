@@ -44,7 +44,12 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from mllmdr_core.backends.base import ItemOutput, SoftPromptRequest, SoftTokens
-from mllmdr_core.backends.vllm_backend import VLLMBackend, VLLMSettings, encode_prompt_embeds
+from mllmdr_core.backends.vllm_backend import (
+    VLLMBackend,
+    VLLMSettings,
+    encode_prompt_embeds,
+    require_free_decoding,
+)
 from mllmdr_core.bundle import LoadedBundle
 from mllmdr_core.errors import BackendError
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
@@ -86,7 +91,9 @@ class VLLMNativeBackend(VLLMBackend):
     ) -> VLLMNativeBackend:
         """For ``bundle`` (loaded with or without LLM weights): its hidden size, tokenizer, placeholder
         suppression, ``max_new_tokens`` and its LQ-formers' widths (``server_projection=True``, the
-        default: the export holds the projections; ``False`` sends (Q, d_llm) soft tokens)."""
+        default: the export holds the projections; ``False`` sends (Q, d_llm) soft tokens). Raises
+        :class:`~mllmdr_core.errors.UnsupportedDecodingError` for a bundle with grounded decoding."""
+        require_free_decoding(bundle)
         model = bundle.model
         kwargs.setdefault("max_tokens", bundle.config.llm.max_new_tokens)
         kwargs.setdefault("suppress_token_ids", (model.audio_token_id, model.video_token_id))
