@@ -58,9 +58,10 @@ _QUOTE_CHARS = frozenset('"“”\'')
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 _WORD_CHAR = re.compile(r"[^\W_]")
 _LETTER_RUN = re.compile(r"[^\W\d_]+")
-# inside a quote: no run of 3+ non-word characters or of 2 equal ones (so a quote cannot stall on
-# punctuation, which normalises away, and holds no "..." ellipsis)
-_STALL_RE = re.compile(r"[\W_]{3}|([\W_])\1")
+# inside a quote: start on a letter/digit; no two punctuation marks in a row, no space before one, no
+# double space, no other whitespace, no "_" (so a quote cannot stall on characters that normalise
+# away, holds no "..." ellipsis, and reads as the words it matches)
+_STALL_RE = re.compile(r"^[\W_]|[^\w\s]{2}|\s[^\w\s]|\s{2}|[^\S ]|_")
 
 
 def _number_text(value: float) -> str:
@@ -117,9 +118,9 @@ class GroundedDecoder:
         m = _REASON_RE.search(clean)
         if m is None:
             return None, None
-        # parse_output's reason (whitespace collapsed) with a trailing space kept: it tells whether
-        # an open quote's last word is complete
-        return re.sub(r"\s+", " ", clean[m.end() :]).lstrip(), parse_output(clean[: m.start()]).score
+        # parse_output's reason before it collapses whitespace (the quote rules see every whitespace
+        # token, and the trailing space tells whether an open quote's last word is complete)
+        return clean[m.end() :].lstrip(), parse_output(clean[: m.start()]).score
 
     def _quote_prefix_ok(self, content: str) -> bool:
         if "…" in content or _STALL_RE.search(content):
