@@ -2,9 +2,9 @@
 
 Run: ``.venv/bin/python bench/grounded_decoding.py [--bundle bundles/demo] [--repeats 3]``.
 Prints ONE JSON line: per mode (``off``: free greedy decoding, ``on``: ``assess.grounded_decoding``)
-the median wall and CPU seconds (process time, all threads) of one 8-item ``Assessor.assess`` (the timed part: the backend's
-``generate_ms``, and the whole call), tokens of the 8 replies (re-tokenised), the items' mean grounding and how many items
-differ from free decoding; the load average before and after. Not in the benchmark table.
+the median wall and CPU seconds (process time, all threads) of one 8-item ``Assessor.assess`` and of
+its ``generate_ms``, the tokens of the 8 replies (re-tokenised), the items' mean and lowest grounding;
+how many items differ from free decoding; the load average before and after. Not in the bench table.
 """
 
 from __future__ import annotations

@@ -239,6 +239,12 @@ class GroundedDecoder:
         found = self.choose(ids, ranked, text)
         return vocab.eos_id if found is None else found
 
+    def pick(self, ids: list[int], ranked: Sequence[int], scan: int = 64) -> int:
+        """:meth:`choose` over the first ``scan`` of ``ranked`` (all candidates, best first), else
+        :meth:`fallback`: the token grounded greedy decoding emits after ``ids``."""
+        choice = self.choose(ids, ranked[:scan])
+        return self.fallback(ids, ranked) if choice is None else choice
+
     def _continuations(self, content: str) -> list[int]:
         """Single-character tokens that continue the open quote along the transcript."""
         n = normalise(content)

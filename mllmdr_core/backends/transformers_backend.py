@@ -59,10 +59,7 @@ class GroundedLogitsProcessor(LogitsProcessor):
                 continue
             finite = int(torch.isfinite(row).sum())
             ranked = row.argsort(descending=True)[:finite].tolist()  # suppressed tokens left out
-            choice = dec.choose(ids, ranked[:_SCAN])
-            if choice is None:
-                choice = dec.fallback(ids, ranked)
-            out[i, choice] = 0.0
+            out[i, dec.pick(ids, ranked, _SCAN)] = 0.0
         return out  # type: ignore[return-value]
 
 

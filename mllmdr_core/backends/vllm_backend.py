@@ -295,13 +295,14 @@ def _error_message(resp: httpx.Response) -> str:
 
 
 def require_free_decoding(bundle: LoadedBundle) -> None:
-    """Raise :class:`UnsupportedDecodingError` for a bundle with ``assess.grounded_decoding``: the vLLM
-    backends do not constrain decoding yet (issue 18), and free decoding in its place would show a
-    clinician the ungrounded quotes and numbers the option exists to prevent."""
+    """Raise :class:`UnsupportedDecodingError` for a bundle with ``assess.grounded_decoding``: this
+    backend (whole prompt embeddings, no prompt token ids on the server) does not constrain decoding
+    (issue 18), and free decoding in its place would show a clinician the ungrounded quotes and numbers
+    the option exists to prevent."""
     if bundle.config.assess.grounded_decoding:
         raise UnsupportedDecodingError(
-            "this bundle sets assess.grounded_decoding, which only the embedded transformers backend "
-            "implements; serve it with the embedded backend or set grounded_decoding: false"
+            "this bundle sets assess.grounded_decoding, which the vLLM embeds backend does not implement; "
+            "serve it with the embedded backend or the vLLM plugin (serve.py --grounded-decoding)"
         )
 
 
