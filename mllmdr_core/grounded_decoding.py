@@ -3,15 +3,16 @@
 The :mod:`mllmdr_core.grounding` check, turned into a decode-time constraint. Text before the reply's
 reason marker (``Evaluation Reason:``, found as :func:`mllmdr_core.prompt.parse_output` finds it) is
 never constrained. After it, the rationale ``R`` (the text :func:`parse_output` will return as the
-reason: NFKC, markdown stripped, whitespace collapsed) must stay *completable to a grounded one*:
+reason: NFKC, markdown stripped; the quote rules see its raw whitespace) must stay *completable to
+a grounded one*:
 
 * **Quotes** (``"…"``, ``“…”``, ``'…'`` opened after a non-letter, as the check's quote pattern): the
   quoted text so far, normalised, must be a word-start prefix of the normalised prompt transcript
   (``" " + normalise(q)`` in ``" " + transcript``; the last word may be partial, a quote that ends in a
-  space or punctuation must end on a word boundary). No ellipsis, no run of 3+ non-word characters or
-of two equal ones (so a quote cannot stall on punctuation that normalises away), no other quote
-character inside
-  (apostrophes in ``"``/``“`` quotes are fine). The closing quote only once the quote holds 3+
+  space or punctuation must end on a word boundary). A quote starts on a letter or digit and holds
+  no two punctuation marks in a row, no space before one and only single spaces (so no ellipsis, and
+  it cannot stall on characters that normalise away), no other quote character (apostrophes in
+  ``"``/``“`` quotes are fine). The closing quote only once the quote holds 3+
   characters and is found as whole words; after a closing ``'`` no letter or digit may follow (else
   the check would not read it as a closing quote). The end of text (EOS) is refused inside a quote.
 * **Numbers** (digits and number words, inside quotes too): every complete number must be allowed =
@@ -24,8 +25,8 @@ character inside
 Choice (:meth:`GroundedDecoder.choose`): candidates in descending logit order; the first that keeps
 the rules wins; after the marker, tokens that write nothing (special tokens) are skipped. Tokens
 that cannot affect a rule (no digit, quote character or letter run that occurs in a number word,
-after NFKC) are accepted unchecked while the text is outside a quote and not inside
-a digit run. When none of the scanned candidates fits, :meth:`GroundedDecoder.fallback` decides:
+after NFKC; a precomputed mask) are accepted unchecked while the text is outside a quote and not
+inside a digit run. When none of the scanned candidates fits, :meth:`GroundedDecoder.fallback` decides:
 inside a quote, the closing quote if the quote is closable, else the single-character token that
 continues the quote along the transcript; then any token of the vocabulary in the caller's order that
 fits; if none, EOS. Limits: text cut by ``max_new_tokens`` may end inside a digit run that is only a
