@@ -158,7 +158,9 @@ class Assessor:
         self.bundle = bundle
         self.model = bundle.model.eval()
         self.backend: LLMBackend | SoftTokenBackend = backend or TransformersBackend(
-            bundle.model, bundle.config.llm.max_new_tokens
+            bundle.model,
+            bundle.config.llm.max_new_tokens,
+            grounded_decoding=bundle.config.assess.grounded_decoding,
         )
         self.interview_script = interview_script
         self.max_pairs = bundle.config.assess.max_qa_pairs_per_item
@@ -249,7 +251,7 @@ class Assessor:
         else:
             assert isinstance(self.backend, LLMBackend)
             outputs = self.backend.generate(
-                [ItemRequest(k, e) for k, e in zip(ITEM_KEYS, embeds, strict=True)]
+                [ItemRequest(k, e, t) for k, e, t in zip(ITEM_KEYS, embeds, texts, strict=True)]
             )
         timings["generate_ms"] = _ms(t0)
         t0 = time.perf_counter()

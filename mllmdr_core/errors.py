@@ -11,6 +11,7 @@ it into an ``error`` event with that code, never a dead session::
     ├── AuthError               "auth_failed"          missing, forged, expired or out-of-scope token
     ├── ProtocolError           "protocol_error"       malformed wire message or SDP
     ├── BackendError            "backend_unavailable"  LLM backend down, timed out or misconfigured
+    │   └── UnsupportedDecodingError                        the backend cannot decode as the bundle asks
     ├── OutputParseError        "output_unparsed"      model text held no score (callers fall back)
     ├── StorageError            "storage_error"        database unwritable (disk full, read-only)
     └── DatasetError            "dataset_invalid"      dataset file missing or malformed (names file:line)
@@ -51,6 +52,10 @@ class ProtocolError(MllmdrError):
 
 class BackendError(MllmdrError):
     code = "backend_unavailable"
+
+
+class UnsupportedDecodingError(BackendError):
+    """The bundle asks for a decoding the backend does not implement (e.g. grounded decoding on vLLM)."""
 
 
 class OutputParseError(MllmdrError):

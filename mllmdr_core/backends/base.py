@@ -14,6 +14,7 @@ class ItemRequest:
 
     item_key: str
     embeds: torch.Tensor  # (L, d_llm)
+    prompt: str | None = None  # the prompt text; grounded decoding (issue 18) needs it
 
 
 @dataclass

@@ -29,7 +29,7 @@ import httpx
 import torch
 
 from mllmdr_core.backends.base import ItemOutput, ItemRequest
-from mllmdr_core.errors import BackendError, ConfigError
+from mllmdr_core.errors import BackendError, ConfigError, UnsupportedDecodingError
 
 if TYPE_CHECKING:
     from mllmdr_core.bundle import LoadedBundle
@@ -294,6 +294,18 @@ def _error_message(resp: httpx.Response) -> str:
     return resp.text[:300]
 
 
+def require_free_decoding(bundle: LoadedBundle) -> None:
+    """Raise :class:`UnsupportedDecodingError` for a bundle with ``assess.grounded_decoding``: this
+    backend (whole prompt embeddings, no prompt token ids on the server) does not constrain decoding
+    (issue 18), and free decoding in its place would show a clinician the ungrounded quotes and numbers
+    the option exists to prevent."""
+    if bundle.config.assess.grounded_decoding:
+        raise UnsupportedDecodingError(
+            "this bundle sets assess.grounded_decoding, which the vLLM embeds backend does not implement; "
+            "serve it with the embedded backend or the vLLM plugin (serve.py --grounded-decoding)"
+        )
+
+
 @dataclass(frozen=True)
 class VLLMSettings:
     """Every option of a :class:`VLLMBackend` a deployment sets (the server fills it from its settings).
@@ -346,6 +358,7 @@ class VLLMSettings:
     def for_bundle(self, bundle: LoadedBundle) -> VLLMBackend:
         """The backend for a loaded bundle (its ``llm.max_new_tokens`` and placeholder token ids); with
         ``native`` use :func:`mllmdr_core.backends.vllm_native.native_backend` instead."""
+        require_free_decoding(bundle)
         model = bundle.model
         return self.build(
             max_new_tokens=int(bundle.config.llm.max_new_tokens),

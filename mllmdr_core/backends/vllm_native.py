@@ -44,9 +44,14 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from mllmdr_core.backends.base import ItemOutput, SoftPromptRequest, SoftTokens
-from mllmdr_core.backends.vllm_backend import VLLMBackend, VLLMSettings, encode_prompt_embeds
+from mllmdr_core.backends.vllm_backend import (
+    VLLMBackend,
+    VLLMSettings,
+    encode_prompt_embeds,
+)
+from mllmdr_core.backends.vllm_plugin.serve import GROUNDED_ARG, PROBE_ARG
 from mllmdr_core.bundle import LoadedBundle
-from mllmdr_core.errors import BackendError
+from mllmdr_core.errors import BackendError, UnsupportedDecodingError
 from mllmdr_core.model.tokenizer import AUDIO_TOKEN, VIDEO_TOKEN
 
 
@@ -63,10 +68,15 @@ class VLLMNativeBackend(VLLMBackend):
         maa_model_name: str | None = None,
         share_soft_tokens: bool = True,
         input_dims: dict[str, int] | None = None,
+        grounded: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.share_soft_tokens = share_soft_tokens
+        # grounded decoding (issue 18): every request asks the server's logits processor for it; the
+        # first assessment probes that the server has it (UnsupportedDecodingError if not)
+        self.grounded = grounded
+        self._grounded_checked = False
         # {"audio": d_lq, "video": d_lq}: the server projects (the export holds the LQ-formers' projections)
         # and ``SoftTokens`` carry the LQ-formers' outputs before them; None: (Q, d_llm) soft tokens
         self.input_dims = input_dims
@@ -85,9 +95,11 @@ class VLLMNativeBackend(VLLMBackend):
         cls, base_url: str, bundle: LoadedBundle, model_name: str, **kwargs: Any
     ) -> VLLMNativeBackend:
         """For ``bundle`` (loaded with or without LLM weights): its hidden size, tokenizer, placeholder
-        suppression, ``max_new_tokens`` and its LQ-formers' widths (``server_projection=True``, the
-        default: the export holds the projections; ``False`` sends (Q, d_llm) soft tokens)."""
+        suppression, ``max_new_tokens``, ``assess.grounded_decoding`` and its LQ-formers' widths
+        (``server_projection=True``, the default: the export holds the projections; ``False`` sends
+        (Q, d_llm) soft tokens)."""
         model = bundle.model
+        kwargs.setdefault("grounded", bundle.config.assess.grounded_decoding)
         kwargs.setdefault("max_tokens", bundle.config.llm.max_new_tokens)
         kwargs.setdefault("suppress_token_ids", (model.audio_token_id, model.video_token_id))
         if kwargs.pop("server_projection", True):
@@ -146,7 +158,34 @@ class VLLMNativeBackend(VLLMBackend):
         }
         if self.suppress_token_ids:
             body["logit_bias"] = {str(t): -100.0 for t in self.suppress_token_ids}
+        if self.grounded:
+            body["vllm_xargs"] = {GROUNDED_ARG: 1}
         return body
+
+    def check_grounded(self) -> None:
+        """Probe once that the server runs the grounded-decoding processor: it must force the probe's
+        tokens. A server without it would ignore the request's argument and decode freely, so this
+        raises :class:`UnsupportedDecodingError` (launch it with ``serve.py --grounded-decoding``)."""
+        if self._grounded_checked:
+            return
+        if self.tokenizer is None:
+            raise UnsupportedDecodingError("grounded decoding on vLLM needs the bundle's tokenizer")
+        forced = [int(t) for t in self.tokenizer("grounded probe", add_special_tokens=False)["input_ids"]]
+        body = {
+            "model": self.model_name,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "probe"}]}],
+            "max_tokens": len(forced),
+            "temperature": 0.0,
+            "return_token_ids": True,
+            "vllm_xargs": {PROBE_ARG: forced},
+        }
+        (choice,) = self._choices(self._request("POST", "/v1/chat/completions", body), 1)
+        if choice.get("token_ids") != forced:
+            raise UnsupportedDecodingError(
+                "the vLLM server does not run the grounded-decoding logits processor this bundle's "
+                "assess.grounded_decoding needs: launch it with serve.py --grounded-decoding"
+            )
+        self._grounded_checked = True
 
     def generate_soft(self, requests: list[SoftPromptRequest], soft: SoftTokens) -> list[ItemOutput]:
         """All items concurrently, greedy; outputs in request order."""
@@ -159,6 +198,8 @@ class VLLMNativeBackend(VLLMBackend):
                         f"item {r.item_key}: the prompt has {r.prompt.count(slot)} {slot} slot(s) for "
                         f"{'one' if tokens is not None else 'no'} set of soft tokens"
                     )
+        if self.grounded:
+            self.check_grounded()
         conversations = self.conversations(requests, soft)
         if self.share_soft_tokens:  # one batched request
             batch = self.payload(requests[0], [])

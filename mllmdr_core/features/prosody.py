@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-import parselmouth
 
 from mllmdr_core.frames import FloatArray
 
@@ -36,6 +35,8 @@ def pitch_track(
     """Praat AC pitch: (times (P,) s from the first sample, F0 (P,) Hz, 0 where unvoiced)."""
     if len(samples) < int(3.0 / PITCH_FLOOR_HZ * sample_rate) + 1:
         return np.zeros(0), np.zeros(0)
+    import parselmouth  # here, not at import: the vLLM plugin's env reads the prompt rules without it
+
     snd = parselmouth.Sound(samples.astype(np.float64), sampling_frequency=float(sample_rate))
     pitch = snd.to_pitch_ac(time_step=0.01, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ)
     return np.asarray(pitch.xs()), np.asarray(pitch.selected_array["frequency"], dtype=np.float64)

@@ -28,6 +28,10 @@ import httpx
 
 from mllmdr_core.backends.vllm_plugin import MAA_ARCHITECTURE
 
+# vllm_plugin.grounded.PROCESSOR (that module imports vLLM, this one must not)
+GROUNDED_PROCESSOR = "mllmdr_core.backends.vllm_plugin.grounded:GroundedLogitsProcessor"
+GROUNDED_ARG = "mllmdr_grounded"  # vllm_xargs key: ground this request (any true value)
+PROBE_ARG = "mllmdr_grounded_probe"  # vllm_xargs key: force these token ids (the client's check)
 ENTRY_POINT_GROUP = "vllm.general_plugins"
 ENTRY_POINT = "mllmdr = mllmdr_core.backends.vllm_plugin:register"
 _DIST_INFO = "mllmdr_vllm_plugin-0.1.0.dist-info"
@@ -80,6 +84,7 @@ def server_command(
     quick_start: bool = False,
     extra: Sequence[str] = (),
     prefix_block_size: int | None = 32,
+    grounded: bool = False,
 ) -> list[str]:
     """vLLM's OpenAI-compatible server for an export of :func:`~mllmdr_core.backends.merge.export_merged_llm`.
 
@@ -93,6 +98,9 @@ def server_command(
     vLLM's default, 128 on CPU; only full blocks are shared): with shared-prefix prompts
     (``assess.shared_prefix_prompts``) the 8 items of an assessment prefill the common part (soft tokens,
     scale, reply format) once. The pooling server cannot: its head pools every position.
+
+    ``grounded`` (``"plugin"`` only): register the grounded-decoding logits processor
+    (:mod:`~mllmdr_core.backends.vllm_plugin.grounded`) for bundles with ``assess.grounded_decoding``.
     """
     if mode == "plugin":
         flags = ["--enable-mm-embeds", "--limit-mm-per-prompt", '{"audio": 1, "video": 1}']
@@ -109,6 +117,10 @@ def server_command(
         flags = ["--enable-prompt-embeds", "--no-enable-prefix-caching"]
     else:
         raise ValueError(f"mode must be one of {SERVE_MODES}, got {mode!r}")
+    if grounded:
+        if mode != "plugin":
+            raise ValueError("grounded decoding is served in the plugin mode only")
+        flags += ["--logits-processors", GROUNDED_PROCESSOR]
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
         "--served-model-name", served_model_name, "--dtype", dtype, "--max-model-len", str(max_model_len),
@@ -149,6 +161,7 @@ class LocalServer:
         dtype: str = "float32",
         max_model_len: int = 1024,
         extra: Sequence[str] = (),
+        grounded: bool = False,
     ) -> None:
         if not Path(python).exists():
             raise RuntimeError(f"{python} missing: run scripts/setup_vllm.sh (make test does)")
@@ -164,7 +177,7 @@ class LocalServer:
         )
         cmd = server_command(
             python, model_dir, port=self.port, served_model_name=served_model_name, mode=mode,
-            quick_start=quick_start, dtype=dtype, max_model_len=max_model_len, extra=extra,
+            quick_start=quick_start, dtype=dtype, max_model_len=max_model_len, extra=extra, grounded=grounded,
         )  # fmt: skip
         self.log = work / "server.log"
         self._log_f = self.log.open("wb")
@@ -226,6 +239,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--quick-start", action="store_true", help="small-CPU start-up flags (no compile)")
+    parser.add_argument(
+        "--grounded-decoding", action="store_true", help="for bundles with assess.grounded_decoding (plugin)"
+    )
     parser.add_argument("--source-root", help="run the plugin from this source tree (not installed)")
     parser.add_argument("--work", default="var/vllm", help="entry point + cache dir for --source-root")
     args = parser.parse_args(argv[:cut])
@@ -238,7 +254,7 @@ def launch_command(args: argparse.Namespace, python: str | Path) -> list[str]:
     return server_command(
         python, args.model_dir, port=args.port, served_model_name=args.served_model_name, mode=args.mode,
         dtype=args.dtype, max_model_len=args.max_model_len, host=args.host, quick_start=args.quick_start,
-        extra=args.extra,
+        extra=args.extra, grounded=args.grounded_decoding,
     )  # fmt: skip
 
 

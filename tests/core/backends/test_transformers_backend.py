@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import copy
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 
+from mllmdr_core.assess import Assessor
+from mllmdr_core.assessment import Assessment
 from mllmdr_core.backends.base import ItemRequest, LLMBackend
 from mllmdr_core.backends.transformers_backend import TransformersBackend, left_pad
+from mllmdr_core.bundle import LoadedBundle, load_bundle
 from mllmdr_core.errors import BackendError
+from mllmdr_core.grounded_decoding import GroundedDecoder
 from mllmdr_core.model.mllm import MLlmDR, MultimodalExample, collate
 from mllmdr_core.model.tokenizer import train_tokenizer
+from mllmdr_core.snapshot import SessionSnapshot
 from mllmdr_core.testing import tiny_config
 
 PROMPTS = [
@@ -98,3 +107,72 @@ def test_left_pad_and_close(model: MLlmDR) -> None:
     backend.close()
     with pytest.raises(BackendError, match="closed"):
         backend.generate([ItemRequest("x", torch.zeros(3, model.d_llm))])
+
+
+# -- grounded decoding (issue 18) on the trained demo bundle ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo() -> tuple[LoadedBundle, SessionSnapshot]:
+    from bench.grounded_decoding import snapshot
+
+    bundle = load_bundle(Path(__file__).resolve().parents[3] / "bundles" / "demo")
+    return bundle, snapshot(bundle)
+
+
+def _assess(bundle: LoadedBundle, snap: SessionSnapshot, grounded: bool | None) -> Assessment:
+    if grounded is not None:
+        config = copy.deepcopy(bundle.config)
+        config.assess.grounded_decoding = grounded
+        bundle = dataclasses.replace(bundle, config=config)
+    return Assessor(bundle).assess(snap, session_id="g", kind="checkpoint")
+
+
+def test_grounded_decoding_grounds_every_item_and_off_is_unchanged(
+    demo: tuple[LoadedBundle, SessionSnapshot],
+) -> None:
+    bundle, snap = demo
+    assert not bundle.config.assess.grounded_decoding  # default: free greedy decoding
+    today = _assess(bundle, snap, None)
+    off = _assess(bundle, snap, False)
+    on = _assess(bundle, snap, True)
+    assert [it.raw_text for it in off.items] == [it.raw_text for it in today.items]
+    assert min(it.grounding.score for it in off.items if it.grounding) < 1.0  # the demo misquotes
+    assert [it.grounding.score for it in on.items if it.grounding] == [1.0] * 8
+    assert all(it.generated_score is not None for it in on.items)  # the reply format is kept
+    changed = [a.raw_text != b.raw_text for a, b in zip(off.items, on.items, strict=True)]
+    assert sum(changed) >= 4
+    for a, b in zip(off.items, on.items, strict=True):  # nothing before the reason marker changes
+        assert a.raw_text.split("Evaluation Reason:")[0] == b.raw_text.split("Evaluation Reason:")[0]
+
+
+def test_grounded_generate_matches_a_manual_grounded_loop(demo: tuple[LoadedBundle, SessionSnapshot]) -> None:
+    bundle, snap = demo
+    model = bundle.model
+    prompts = Assessor(bundle).prompts(snap)
+    key = "sleep"
+    backend = TransformersBackend(model, max_new_tokens=40, grounded_decoding=True)
+    assert backend.grounding_vocab is not None
+    audio = torch.from_numpy(snap.audio).unsqueeze(0)
+    visual = torch.from_numpy(snap.visual).unsqueeze(0)
+    with torch.no_grad():
+        (embeds,) = model.prompt_embeds([prompts[key].text], audio, None, visual, None)
+    (out,) = backend.generate([ItemRequest(key, embeds, prompts[key].text)])
+    decoder = GroundedDecoder(backend.grounding_vocab, prompts[key].text)
+    embed = model.llm.get_input_embeddings()
+    seq = embeds.unsqueeze(0)  # (1, L, d)
+    ids: list[int] = []
+    with torch.no_grad():
+        for _ in range(40):
+            logits = model.llm(inputs_embeds=seq).logits[0, -1]
+            logits[[model.audio_token_id, model.video_token_id]] = float("-inf")
+            ranked = logits.argsort(descending=True)[:-2].tolist()
+            nxt = decoder.choose(ids, ranked[:64])
+            nxt = decoder.fallback(ids, ranked) if nxt is None else nxt
+            if nxt == model.tokenizer.eos_token_id:
+                break
+            ids.append(nxt)
+            seq = torch.cat([seq, embed(torch.tensor([[nxt]]))], dim=1)
+    assert out.text == model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    with pytest.raises(BackendError, match="prompt text"):
+        backend.generate([ItemRequest(key, embeds)])

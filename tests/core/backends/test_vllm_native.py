@@ -8,6 +8,8 @@ loads the bundle WITHOUT LLM weights and sends prompt texts + 32 + 32 soft token
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import signal
@@ -34,7 +36,7 @@ from mllmdr_core.backends.vllm_plugin import (
 )
 from mllmdr_core.backends.vllm_plugin.serve import LocalServer
 from mllmdr_core.bundle import LoadedBundle, llm_params_loaded, load_bundle
-from mllmdr_core.errors import BackendError
+from mllmdr_core.errors import BackendError, UnsupportedDecodingError
 from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.phq8 import ITEM_KEYS
 from mllmdr_core.snapshot import SessionSnapshot
@@ -243,6 +245,15 @@ def test_plugin_assessment_equals_embedded(
         full_soft = SoftTokens.of(*light.model.encode_modalities(feats[0], None, feats[1], None))
     with pytest.raises(BackendError, match=r"\(32, 36\), got \(32, 64\)"):
         unprojected.generate_soft([SoftPromptRequest(k, prompts[k].text) for k in ITEM_KEYS], full_soft)
+
+    # a bundle with grounded decoding: this server runs without the processor, so the client's probe
+    # refuses to decode freely in its place (typed error)
+    grounded_light = dataclasses.replace(light, config=copy.deepcopy(light.config))
+    grounded_light.config.assess.grounded_decoding = True
+    grounded = VLLMNativeBackend.from_bundle(server.url, grounded_light, MODEL_NAME, max_tokens=4)
+    request.addfinalizer(grounded.close)
+    with pytest.raises(UnsupportedDecodingError, match="--grounded-decoding"):
+        grounded.generate_soft([SoftPromptRequest(k, prompts[k].text) for k in ITEM_KEYS], soft)
 
     # server gone → BackendError after the retries, not a hang (the last test using this server)
     server.stop()

@@ -37,6 +37,11 @@ def test_flags_differ_only_by_mode_and_quick_start() -> None:
     assert quick == [*embeds, *serve.QUICK_START_ARGS, "--seed", "3"]
     with pytest.raises(ValueError, match="mode must be one of"):
         _cmd(mode="lora")
+    # grounded decoding (issue 18): the plugin server registers the logits processor, nothing else changes
+    grounded = _cmd(mode="plugin", grounded=True)
+    assert grounded == [*plugin, "--logits-processors", serve.GROUNDED_PROCESSOR]
+    with pytest.raises(ValueError, match="plugin mode only"):
+        _cmd(mode="embeds", grounded=True)
 
 
 def test_cli_arguments_split_at_double_dash() -> None:
@@ -49,6 +54,8 @@ def test_cli_arguments_split_at_double_dash() -> None:
     cmd = serve.launch_command(args, "python3")
     assert cmd[-1] == "--gpu-memory-utilization=0.3" and cmd[cmd.index("--dtype") + 1] == "bfloat16"
     assert serve.parse_args(["/m"]).extra == [] and serve.parse_args(["/m"]).host == "0.0.0.0"
+    grounded = serve.launch_command(serve.parse_args(["/m", "--grounded-decoding"]), "python3")
+    assert grounded[-2:] == ["--logits-processors", serve.GROUNDED_PROCESSOR]
     with pytest.raises(SystemExit):
         serve.parse_args(["/m", "--mode", "lora"])
 
