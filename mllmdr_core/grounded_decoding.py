@@ -7,14 +7,18 @@ reason: NFKC, markdown stripped; the quote rules see its raw whitespace) must st
 a grounded one*:
 
 * **Quotes** (``"…"``, ``“…”``, ``'…'`` opened after a non-letter, as the check's quote pattern): the
-  quoted text so far, normalised, must be a word-start prefix of the normalised prompt transcript
-  (``" " + normalise(q)`` in ``" " + transcript``; the last word may be partial, a quote that ends in a
-  space or punctuation must end on a word boundary). A quote starts on a letter or digit and holds
-  no two punctuation marks in a row, no space before one and only single spaces (so no ellipsis, and
-  it cannot stall on characters that normalise away), no other quote character (apostrophes in
-  ``"``/``“`` quotes are fine). The closing quote only once the quote holds 3+
-  characters and is found as whole words; after a closing ``'`` no letter or digit may follow (else
-  the check would not read it as a closing quote). The end of text (EOS) is refused inside a quote.
+  quoted text so far must be the start of one of the prompt's ``Q:``/``A:`` lines *verbatim* — case
+  folded, NFKC, ``’`` as ``'``, whitespace runs as one space, but with the line's own punctuation and
+  apostrophes — and the quote closes only at the end of that line or of one of its sentences (the
+  template teacher quotes whole questions and answers, so the model is trained on whole-line quotes).
+  This is stricter than the check (which matches normalised words), so a quote cannot invent an
+  apostrophe or drop a comma the participant's words had. A quote starts on a letter or digit and holds
+  no two punctuation marks in a row, no space before one and only single spaces (so no ellipsis, and it
+  cannot stall on characters that normalise away), no other quote character (apostrophes in ``"``/``“``
+  quotes are fine). The closing quote only once the quote holds 3+ characters, does not end in a space
+  and ends its line or a sentence of it; after a closing ``'`` no letter or digit may follow
+  (else the check would not read it as a closing quote). The end of text (EOS) is refused inside a
+  quote.
 * **Numbers** (digits and number words, inside quotes too): every complete number must be allowed =
   the numbers of the prompt's data lines ∪ {the item score already generated}; a digit run still at
   the end of the text (``1``, ``0.``) only as a prefix of an allowed number's text. Number words are
@@ -62,7 +66,13 @@ _LETTER_RUN = re.compile(r"[^\W\d_]+")
 # inside a quote: start on a letter/digit; no two punctuation marks in a row, no space before one, no
 # double space, no other whitespace, no "_" (so a quote cannot stall on characters that normalise
 # away, holds no "..." ellipsis, and reads as the words it matches)
+FALLBACK_SCAN = 2048  # candidates the fallback tries (a 128k vocabulary would cost seconds per step)
 _STALL_RE = re.compile(r"^[\W_]|[^\w\s]{2}|\s[^\w\s]|\s{2}|[^\S ]|_")
+
+
+def verbatim(text: str) -> str:
+    """The quote rule's form of a text: NFKC, case folded, ``’`` as ``'``, whitespace runs one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().replace("’", "'").split())
 
 
 def _number_text(value: float) -> str:
@@ -86,6 +96,11 @@ class GroundingVocab:
         self.eos_id = eos_id
         self.strings = [decode([i]) for i in range(vocab_size)]
         self.risky = [_risky(s) for s in self.strings]
+        # tokens the reply's markdown stripping erases (only ` * _ # and spaces): after the reason
+        # marker they would stall the rationale, so they are skipped there
+        self.inert = [bool(s.strip()) and not s.strip(" `*_#") for s in self.strings]
+        # the quote pre-filter's form of each token: NFKC, case folded, ’ as '
+        self.folded = [unicodedata.normalize("NFKC", s).casefold().replace("’", "'") for s in self.strings]
         self.char_ids: dict[str, int] = {}
         for i, s in enumerate(self.strings):
             if len(s) == 1 and i != eos_id:
@@ -99,6 +114,7 @@ class _State:
     quote: str | None = None  # the open quote's opener
     content: str = ""  # the open quote's text so far
     started: bool = True  # the reason marker has appeared
+    used: frozenset[int] = frozenset()  # transcript lines quoted already (each at most once)
 
 
 _BAD = _State(ok=False, clean=False)
@@ -111,6 +127,12 @@ class GroundedDecoder:
         self.vocab = vocab
         self.prompt = prompt
         self.transcript = f" {normalise(prompt_transcript(prompt))} "
+        # the Q:/A: lines' texts, verbatim form: a quote is one of them, or its first sentences
+        raw = [" ".join(unicodedata.normalize("NFKC", ln).replace("’", "'").split()) for ln in
+               prompt_transcript(prompt).splitlines() if ln.strip()]  # fmt: skip
+        self.lines = [verbatim(line) for line in raw]
+        # continuations are written in the line's own case where folding kept its length
+        self._cased = [r if len(r) == len(f) else f for r, f in zip(raw, self.lines, strict=True)]
         self.prompt_numbers = numbers(prompt_data(prompt))
 
     # -- the rules on a text ---------------------------------------------------------------------
@@ -123,21 +145,40 @@ class GroundedDecoder:
         # token, and the trailing space tells whether an open quote's last word is complete)
         return clean[m.end() :].lstrip(), parse_output(clean[: m.start()]).score
 
-    def _quote_prefix_ok(self, content: str) -> bool:
+    def _line_starts(self, content: str, used: frozenset[int] = frozenset()) -> list[int]:
+        """Indices of the transcript lines not in ``used`` that ``content`` (an open quote's text)
+        begins, verbatim: the line's own case except for the first letter."""
+        form, cased_form = _quote_form(content), _cased_form(content)
+        return [
+            k
+            for k, (folded, cased) in enumerate(zip(self.lines, self._cased, strict=True))
+            if k not in used and folded.startswith(form) and cased[1:].startswith(cased_form[1:])
+        ]
+
+    def _quote_prefix_ok(self, content: str, used: frozenset[int] = frozenset()) -> bool:
         if "…" in content or _STALL_RE.search(content):
             return False
-        n = normalise(content)
-        if not n:
-            return True
-        last = content[-1]
-        partial = last in "'’" or _WORD_CHAR.match(last) is not None
-        return (f" {n}" if partial else f" {n} ") in self.transcript
+        return not content or bool(self._line_starts(content, used))
 
-    def _closable(self, content: str) -> bool:
-        if len(content) < 3 or "…" in content or _STALL_RE.search(content):
+    def _closable(self, content: str, used: frozenset[int] = frozenset()) -> bool:
+        """Whether the open quote may close here: a whole line (or its first sentences) not quoted
+        before in this rationale (``used``), passing the check's own rule."""
+        if len(content) < 3 or content[-1].isspace() or "…" in content or _STALL_RE.search(content):
             return False
-        n = normalise(content)
-        return not n or f" {n} " in self.transcript
+        if f" {normalise(content)} " not in self.transcript:
+            return False  # the check's own rule (whole normalised words)
+        form = _quote_form(content)
+        return any(
+            self.lines[k] == form or (self.lines[k].startswith(form + " ") and form[-1] in ".?!")
+            for k in self._line_starts(content, used)
+        )
+
+    def _line_of(self, content: str, used: frozenset[int]) -> int:
+        """The line a closed quote came from (the first not quoted before that it closes on)."""
+        form = _quote_form(content)
+        starts = self._line_starts(content, used)
+        whole = [k for k in starts if self.lines[k] == form]
+        return (whole or starts or [-1])[0]
 
     def _numbers_ok(self, rationale: str, allowed: set[float]) -> tuple[bool, bool]:
         """(completable, pending digit run at the end) for the number rule."""
@@ -171,6 +212,7 @@ class GroundedDecoder:
             return _BAD
         opener: str | None = None
         start = 0
+        used: set[int] = set()  # lines quoted already: a line is quoted at most once (no quote loops)
         after_single = False
         for i, c in enumerate(rationale):
             if after_single:
@@ -182,17 +224,18 @@ class GroundedDecoder:
                     opener, start = c, i + 1
                 continue
             if c == _CLOSER[opener]:
-                if not self._closable(rationale[start:i]):
+                if not self._closable(rationale[start:i], frozenset(used)):
                     return _BAD
+                used.add(self._line_of(rationale[start:i], frozenset(used)))
                 after_single = opener == "'"
                 opener = None
             elif c in _QUOTE_CHARS and not (c == "'" and opener != "'"):
                 return _BAD
         if opener is not None:
             content = rationale[start:]
-            if not self._quote_prefix_ok(content):
+            if not self._quote_prefix_ok(content, frozenset(used)):
                 return _BAD
-            return _State(ok=True, clean=False, quote=opener, content=content)
+            return _State(ok=True, clean=False, quote=opener, content=content, used=frozenset(used))
         # a closing ' at the very end: the next character must not be a letter or digit
         ends_single = after_single
         return _State(ok=True, clean=not pending and not ends_single)
@@ -210,18 +253,40 @@ class GroundedDecoder:
         vocab = self.vocab
         text = vocab.decode(ids) if text is None else text
         now = self.state(text)
+        rests = self._quote_rests(now) if now.quote is not None else None
+        closer = _CLOSER[now.quote] if now.quote is not None else ""
         for tok in ranked:
             if tok == vocab.eos_id:
                 if now.quote is None and self.final_ok(text):
                     return tok
                 continue
-            if now.started and not vocab.strings[tok]:
-                continue  # a token that writes nothing (special) would stall the rationale
+            if now.started and (not vocab.strings[tok] or vocab.inert[tok]):
+                continue  # a token that writes nothing (special, markdown) would stall the rationale
             if now.clean and not vocab.risky[tok]:
                 return tok
+            if rests is not None:  # inside a quote: a cheap necessary condition first
+                piece = vocab.folded[tok].lstrip(" ") if not now.content else vocab.folded[tok]
+                if not piece or not any(
+                    rest.startswith(piece) or (rest.endswith(closer) and piece.startswith(rest))
+                    for rest in rests
+                ):
+                    continue
             if self.state(vocab.decode([*ids, tok])).ok:
                 return tok
         return None
+
+    def _quote_rests(self, now: _State) -> list[str]:
+        """What may still follow the open quote's text (folded form): the rest of each line it can
+        continue, then the closer and anything after it."""
+        assert now.quote is not None
+        n = len(_quote_form(now.content)) if now.content else 0
+        starts = self._line_starts(now.content, now.used) if now.content else [
+            k for k in range(len(self.lines)) if k not in now.used
+        ]  # fmt: skip
+        closer = _CLOSER[now.quote]
+        rests = [self.lines[k][n:] for k in starts]
+        # a token may also close the quote (and go on): any piece that starts with the closer passes
+        return [*rests, *(r + closer for r in rests), closer] if rests else [closer]
 
     def fallback(self, ids: list[int], ranked: Sequence[int]) -> int:
         """The token when no scanned candidate fits (module docstring)."""
@@ -231,13 +296,13 @@ class GroundedDecoder:
         if now.quote is not None:
             picks: list[int] = []
             closer = vocab.char_ids.get(_CLOSER[now.quote])
-            if closer is not None and self._closable(now.content):
+            if closer is not None and self._closable(now.content, now.used):
                 picks.append(closer)
-            picks += self._continuations(now.content)
+            picks += self._continuations(now.content, now.used)
             for tok in picks:
                 if self.state(vocab.decode([*ids, tok])).ok:
                     return tok
-        found = self.choose(ids, ranked, text)
+        found = self.choose(ids, ranked[:FALLBACK_SCAN], text)
         return vocab.eos_id if found is None else found
 
     def pick(self, ids: list[int], ranked: Sequence[int], scan: int = 64) -> int:
@@ -246,19 +311,32 @@ class GroundedDecoder:
         choice = self.choose(ids, ranked[:scan])
         return self.fallback(ids, ranked) if choice is None else choice
 
-    def _continuations(self, content: str) -> list[int]:
-        """Single-character tokens that continue the open quote along the transcript."""
-        n = normalise(content)
-        partial = bool(content) and (content[-1] in "'’" or _WORD_CHAR.match(content[-1]) is not None)
-        needle = f" {n}" if partial else f" {n} " if n else " "
+    def _continuations(self, content: str, used: frozenset[int]) -> list[int]:
+        """Single-character tokens that continue the open quote along a transcript line not quoted
+        before, verbatim (the line's own case)."""
+        n = len(_quote_form(content)) if content else 0
+        lines = self._line_starts(content, used) if content else [
+            k for k in range(len(self.lines)) if k not in used
+        ]  # fmt: skip
         out: list[int] = []
-        at = self.transcript.find(needle)
-        while at >= 0 and len(out) < 8:
-            nxt = at + len(needle)
-            if nxt < len(self.transcript):
-                c = self.transcript[nxt]
-                tok = self.vocab.char_ids.get(c)
+        for k in lines:
+            line, cased = self.lines[k], self._cased[k]
+            if len(line) > n:
+                tok = self.vocab.char_ids.get(cased[n])
+                if tok is None:
+                    tok = self.vocab.char_ids.get(line[n])
                 if tok is not None and tok not in out:
                     out.append(tok)
-            at = self.transcript.find(needle, at + 1)
         return out
+
+
+def _cased_form(content: str) -> str:
+    """An open quote's text as :func:`_quote_form` but in its own case."""
+    form = " ".join(unicodedata.normalize("NFKC", content).replace("’", "'").split())
+    return f"{form} " if content[-1].isspace() and form else form
+
+
+def _quote_form(content: str) -> str:
+    """An open quote's text in :func:`verbatim` form, keeping one trailing space (a finished word)."""
+    form = verbatim(content)
+    return f"{form} " if content[-1].isspace() and form else form

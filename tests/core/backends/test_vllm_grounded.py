@@ -133,7 +133,7 @@ out = tok(args["head"], add_special_tokens=False)["input_ids"]
 favoured = tok(args["favoured"], add_special_tokens=False)["input_ids"]
 dec = GroundedDecoder(proc._grounding_vocab(), args["prompt"])
 g = torch.Generator().manual_seed(0)
-for _ in range(24):
+for _ in range(48):
     logits = torch.randn(len(tok), generator=g)
     logits[favoured] += 6.0
     want = dec.pick(list(out), logits.argsort(descending=True).tolist())
@@ -163,7 +163,7 @@ def test_processor_in_vllm_decides_as_the_core(tmp_path: Path) -> None:
     args = {
         "tokenizer": str(REPO / "bundles" / "demo" / "tokenizer"),
         "prompt": prompt,
-        "head": 'Evaluation Result: 2. Evaluation Reason: The participant said "I',
+        "head": 'Evaluation Result: 2. Evaluation Reason: The participant said "Not',
         "favoured": " sleep well 8 hours every night\"",
     }
     env = {**os.environ, "PYTHONPATH": str(REPO)}
