@@ -293,12 +293,31 @@ def panel_indicators(doc: Doc) -> list[Row]:
     figure = (
         f"{doc['seconds']:g}-s planted sessions at {doc['analysis_fps']:g} analysed frames/s: "
         + "; ".join(parts)
-        + f"; live = replay; eye pass {cost['eye_pass_ms_per_media_min']} ms + RGB of thinned frames "
-        f"{cost['rgb_of_thinned_frames_ms_per_media_min']} ms per media minute (mesh "
+        + f"; live = replay; eye pass {cost['eye_pass_ms_per_media_min']} ms + luma views of thinned frames "
+        f"{cost['thinned_frames_prep_ms_per_media_min']} ms per media minute (mesh "
         f"{cost['mesh_ms_per_media_min']} ms)"
     )
     met = all(doc["met"].values())
     return [Row("panel_indicators", figure, "directions right, |error| ≤ bounds, live = replay ± tol", met)]
+
+
+def session_cost(doc: Doc) -> list[Row]:
+    names = {"before": "v1, no eye pass", "v2": "v2", "after_rgb": "v2 + eye pass (RGB)",
+             "after_luma": "v2 + eye pass (luma)"}  # fmt: skip
+    parts = []
+    for media, r in doc["media"].items():
+        cells = ", ".join(
+            f"{label} **{r[v]['cpu_s_per_media_min']:g}** ({r[v]['sessions_per_machine']:g})"
+            for v, label in names.items()
+            if v in r
+        )
+        parts.append(f"{media}: {cells}")
+    figure = (
+        f"one session's ingest feature work (demo bundle config, {doc['analysis_fps']:g} analysed frames/s), "
+        f"CPU-s per media minute (sessions per {doc['cores']}-core machine, estimate = {doc['cores']} × 60 / "
+        "CPU-s; no WebRTC decode, event loop or model): " + "; ".join(parts)
+    )
+    return [Row("session_cost", figure)]
 
 
 def browser_audio(doc: Doc) -> list[Row]:
@@ -378,6 +397,7 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "visual_validation": visual_validation,
     "stream_rss": stream_rss,
     "panel_indicators": panel_indicators,
+    "session_cost": session_cost,
     "prompt_coverage": prompt_coverage,
     "stt_agreement": stt_agreement,
 }
