@@ -320,6 +320,22 @@ def session_cost(doc: Doc) -> list[Row]:
     return [Row("session_cost", figure)]
 
 
+def live_eye(doc: Doc) -> list[Row]:
+    """``live_sessions.py --name live_eye_on|off``: the whole server's CPU per session, eye pass on/off."""
+    eye = "off" if doc.get("server_env", {}).get("eye_pass") in ("false", "0") else "on"
+    parts = []
+    for kind, rows in doc["rows"].items():
+        for r in rows:
+            per_min = r["server_cpu_pct"] / 100 * 60 / r["n"]
+            parts.append(
+                f"{kind} N = {r['n']}: server CPU {r['server_cpu_pct']:g} % of one core = **{per_min:.2f}** "
+                f"CPU-s per session per media minute (2 × 60 / that ≈ {120 / per_min:.0f} sessions per "
+                f"2-core machine, estimate), lag p95 {_num(r['lag_p95_s'])} s, "
+                f"{'real time' if r['real_time'] else 'not real time'}"
+            )
+    return [Row(f"live server, eye pass {eye}", "; ".join(parts))]
+
+
 def browser_audio(doc: Doc) -> list[Row]:
     summary = doc["summary"]
 
@@ -398,6 +414,8 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "stream_rss": stream_rss,
     "panel_indicators": panel_indicators,
     "session_cost": session_cost,
+    "live_eye_on": live_eye,
+    "live_eye_off": live_eye,
     "prompt_coverage": prompt_coverage,
     "stt_agreement": stt_agreement,
 }
