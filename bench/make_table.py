@@ -323,12 +323,47 @@ def panel_indicators(doc: Doc) -> list[Row]:
     figure = (
         f"{doc['seconds']:g}-s planted sessions at {doc['analysis_fps']:g} analysed frames/s: "
         + "; ".join(parts)
-        + f"; live = replay; eye pass {cost['eye_pass_ms_per_media_min']} ms + RGB of thinned frames "
-        f"{cost['rgb_of_thinned_frames_ms_per_media_min']} ms per media minute (mesh "
+        + f"; live = replay; eye pass {cost['eye_pass_ms_per_media_min']} ms + luma views of thinned frames "
+        f"{cost['thinned_frames_prep_ms_per_media_min']} ms per media minute (mesh "
         f"{cost['mesh_ms_per_media_min']} ms)"
     )
     met = all(doc["met"].values())
     return [Row("panel_indicators", figure, "directions right, |error| ≤ bounds, live = replay ± tol", met)]
+
+
+def session_cost(doc: Doc) -> list[Row]:
+    names = {"before": "v1, no eye pass", "v2": "v2", "after_rgb": "v2 + eye pass (RGB)",
+             "after_luma": "v2 + eye pass (luma)"}  # fmt: skip
+    parts = []
+    for media, r in doc["media"].items():
+        cells = ", ".join(
+            f"{label} **{r[v]['cpu_s_per_media_min']:g}** ({r[v]['sessions_per_machine']:g})"
+            for v, label in names.items()
+            if v in r
+        )
+        parts.append(f"{media}: {cells}")
+    figure = (
+        f"one session's ingest feature work (demo bundle config, {doc['analysis_fps']:g} analysed frames/s), "
+        f"CPU-s per media minute (sessions per {doc['cores']}-core machine, estimate = {doc['cores']} × 60 / "
+        "CPU-s; no WebRTC decode, event loop or model): " + "; ".join(parts)
+    )
+    return [Row("session_cost", figure)]
+
+
+def live_eye(doc: Doc) -> list[Row]:
+    """``live_sessions.py --name live_eye_on|off``: the whole server's CPU per session, eye pass on/off."""
+    eye = "off" if doc.get("server_env", {}).get("eye_pass") in ("false", "0") else "on"
+    parts = []
+    for kind, rows in doc["rows"].items():
+        for r in rows:
+            per_min = r["server_cpu_pct"] / 100 * 60 / r["n"]
+            parts.append(
+                f"{kind} N = {r['n']}: server CPU {r['server_cpu_pct']:g} % of one core = **{per_min:.2f}** "
+                f"CPU-s per session per media minute (2 × 60 / that ≈ {120 / per_min:.0f} sessions per "
+                f"2-core machine, estimate), lag p95 {_num(r['lag_p95_s'])} s, "
+                f"{'real time' if r['real_time'] else 'not real time'}"
+            )
+    return [Row(f"live server, eye pass {eye}", "; ".join(parts))]
 
 
 def browser_audio(doc: Doc) -> list[Row]:
@@ -408,6 +443,9 @@ BENCHMARKS: dict[str, Callable[[Doc], list[Row]]] = {
     "visual_validation": visual_validation,
     "stream_rss": stream_rss,
     "panel_indicators": panel_indicators,
+    "session_cost": session_cost,
+    "live_eye_on": live_eye,
+    "live_eye_off": live_eye,
     "prompt_coverage": prompt_coverage,
     "stt_agreement": stt_agreement,
 }

@@ -314,10 +314,10 @@ def _push_all(
             state.push_audio(frame.samples.reshape(-1), frame.sample_rate, channels=frame.channels, t_s=t_s)
             media_t = max(media_t, frame.t_s + len(frame.samples) / frame.sample_rate)
         elif not frame.kept:  # thinned out (as the server's ingest): the eye-openness pass only
-            state.push_eye_frame(frame.rgb, frame.t_s)
+            state.push_eye_frame(frame.eye_image, frame.t_s)
             continue
         else:
-            state.push_video(frame.rgb, frame.t_s)
+            state.push_video(frame.rgb, frame.t_s, eye=frame.luma)
             media_t = max(media_t, frame.t_s)
         while k < len(pending) and pending[k].end_s <= media_t:
             state.add_transcript(pending[k])

@@ -165,11 +165,11 @@ def feed(
                     if faces is not None:
                         state.add_eye(frame.t_s, eye)
                     else:
-                        state.push_eye_frame(frame.rgb, frame.t_s)
+                        state.push_eye_frame(frame.eye_image, frame.t_s)
                     continue
                 if faces is not None:
                     faces.expect(obs)
-                state.push_video(frame.rgb, frame.t_s)
+                state.push_video(frame.rgb, frame.t_s, eye=frame.luma)
                 if faces is not None:
                     state.add_eye(frame.t_s, eye)
                 media_t = max(media_t, frame.t_s)

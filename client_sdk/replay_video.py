@@ -176,9 +176,11 @@ class VideoThread:
                     obs = tracker.process(frame.rgb, frame.t_s)
                     self._times.face_s += time.perf_counter() - t
                 t = time.perf_counter()
-                if obs is not None:
-                    eyes.reference(frame.rgb, obs.landmarks if obs.present else None)
-                openness = eyes.measure(frame.rgb) if math.isfinite(frame.t_s) else None
+                openness = None
+                if self._visual.eye_pass:  # on every frame's luma plane, as the server's ingest
+                    if obs is not None:
+                        eyes.reference(frame.eye_image, obs.landmarks if obs.present else None)
+                    openness = eyes.measure(frame.eye_image) if math.isfinite(frame.t_s) else None
                 self._times.eye_s += time.perf_counter() - t
                 if not self._put((VideoFrame(_NO_PIXELS, frame.t_s, frame.kept), obs, openness)):
                     return

@@ -57,6 +57,9 @@ class VisualConfig:
     spec: str = "mediapipe-face-v1"
     analysis_fps: float = 5.0
     min_face_px: int = 48  # faces smaller than this are reported absent
+    # the full-frame-rate eye-openness pass for the blink indicator (features/eye_openness.py); off: no
+    # thinned-out frame is queued or read, and the blink rate falls back to the analysed frames' flag
+    eye_pass: bool = True
 
 
 @dataclass

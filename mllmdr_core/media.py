@@ -32,12 +32,19 @@ import numpy as np
 import numpy.typing as npt
 
 from mllmdr_core.errors import MediaError
+from mllmdr_core.features.eye_image import EyeImage, LumaPlane
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".y4m", ".ogv", ".ts"})
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac"})
 TRANSCRIPT_SUFFIXES = (".transcript.json", ".json", ".vtt", ".srt")
 MAX_ANALYSIS_WIDTH = 640  # as stream_server.ingest: frames wider than this are scaled down
 _DATASET_AUDIO = re.compile(r"^(\d+)_AUDIO\.wav$", re.IGNORECASE)
+# Pixel formats whose first plane is 8-bit luma (what the eye-openness pass reads without an RGB conversion)
+_LUMA_FORMATS = frozenset({
+    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p",
+    "yuv411p", "yuvj411p", "yuv410p", "nv12", "nv21", "gray",
+})
+_NO_RGB = np.zeros((0, 0, 3), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,17 @@ class AudioFrame:
 
 @dataclass(frozen=True)
 class VideoFrame:
-    """One decoded picture as RGB with its presentation time."""
+    """One decoded picture as RGB with its presentation time (and its luma plane for the eye pass)."""
 
-    rgb: npt.NDArray[np.uint8]  # (H, W, 3)
+    rgb: npt.NDArray[np.uint8]  # (H, W, 3); (0, 0, 3) for a thinned-out frame that has ``luma``
     t_s: float
     kept: bool = True  # False: thinned out by the analysis rate, decoded for the eye-openness pass only
+    luma: LumaPlane | None = None  # with ``eye_frames``, when the pixel format has a luma plane
+
+    @property
+    def eye_image(self) -> EyeImage:
+        """What the eye-openness pass reads: the luma plane when there is one, else the RGB."""
+        return self.luma if self.luma is not None else self.rgb
 
 
 @dataclass(frozen=True)
@@ -257,6 +270,23 @@ def to_rgb(frame: av.VideoFrame, max_width: int = MAX_ANALYSIS_WIDTH) -> npt.NDA
     return frame.to_ndarray(format="rgb24").astype(np.uint8, copy=False)
 
 
+def luma_plane(frame: av.VideoFrame) -> LumaPlane | None:
+    """The frame's luma plane as a view (no copy, no conversion), or None for a format without one."""
+    if frame.format.name not in _LUMA_FORMATS:
+        return None
+    plane = frame.planes[0]
+    y = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * plane.height)
+    view = y.reshape(plane.height, plane.line_size)[:, : plane.width]
+    full = frame.format.name.startswith("yuvj") or frame.format.name == "gray" or frame.color_range == 2
+    return LumaPlane(view, full_range=full, owner=frame)
+
+
+def eye_frame(frame: av.VideoFrame, t_s: float, max_width: int = MAX_ANALYSIS_WIDTH) -> VideoFrame:
+    """A thinned-out frame for the eye pass: its luma plane only (RGB only for a format without one)."""
+    luma = luma_plane(frame)
+    return VideoFrame(to_rgb(frame, max_width) if luma is None else _NO_RGB, t_s, kept=False, luma=luma)
+
+
 def iter_video(
     path: Path,
     *,
@@ -270,7 +300,9 @@ def iter_video(
     With ``analysis_fps`` frames are thinned as the server's ingest thins them (keep a frame when at
     least ``0.9 / analysis_fps`` s passed since the last kept one) before the RGB conversion; with
     ``eye_frames`` the thinned-out frames come too, marked ``kept=False`` (the server's ingest hands
-    them to ``SessionState.push_eye_frame``: the eye-openness pass at the full frame rate).
+    them to ``SessionState.push_eye_frame``: the eye-openness pass at the full frame rate) as their luma
+    plane only (:func:`eye_frame`: no RGB conversion), and every frame carries ``luma`` (the eye pass
+    reads the analysed frames' luma too, one grey scale for reference and measurement).
     """
     min_dt = 0.9 / analysis_fps if analysis_fps else 0.0
     last_kept = -1e9
@@ -287,10 +319,10 @@ def iter_video(
                 return
             if t_s - last_kept < min_dt:
                 if eye_frames:
-                    yield VideoFrame(to_rgb(frame, max_width), t_s, kept=False)
+                    yield eye_frame(frame, t_s, max_width)
                 continue
             last_kept = t_s
-            yield VideoFrame(to_rgb(frame, max_width), t_s)
+            yield VideoFrame(to_rgb(frame, max_width), t_s, luma=luma_plane(frame) if eye_frames else None)
 
 
 def iter_frames(

@@ -10,12 +10,15 @@ Contract (implemented by the core features work, issue 3):
   (N, C) / interleaved per ``channels``; converted to 16 kHz mono float → VAD → streaming encoder
   (speech only, per config) → pooled audio frames in the FeatureBuffer; prosody for indicators.
   ``t_s`` is the session-relative time of the first sample (None: continue after the last chunk).
-- ``push_video(rgb, t_s)``: (H, W, 3) uint8 RGB; sampled down to ``visual.analysis_fps``; face tracker
-  → visual vector → pooled visual frames in the FeatureBuffer. Every frame pushed also goes through the
-  eye-openness pass (``features/eye_openness.py``, indicators only: the blink rate).
-- ``push_eye_frame(rgb, t_s)``: a frame the ingest thinned out of the analysis rate: the eye-openness
-  pass only (nothing reaches the model's features); ``add_eye(t_s, openness)``: a value that pass made
-  elsewhere (the offline replay runs it in its video thread).
+- ``push_video(rgb, t_s, eye=None)``: (H, W, 3) uint8 RGB; sampled down to ``visual.analysis_fps``;
+  face tracker → visual vector → pooled visual frames in the FeatureBuffer. Every frame pushed also goes
+  through the eye-openness pass (``features/eye_openness.py``, indicators only: the blink rate), which
+  reads ``eye`` (the same frame's luma plane, ``media.luma_plane``) when given, else the RGB.
+- ``push_eye_frame(image, t_s)``: a frame the ingest thinned out of the analysis rate (its luma plane,
+  no RGB conversion needed, or RGB): the eye-openness pass only (nothing reaches the model's features);
+  ``add_eye(t_s, openness)``: a value that pass made elsewhere (the offline replay runs it in its video
+  thread). With ``visual.eye_pass`` off, neither runs the pass (the blink rate falls back to the
+  analysed frames' blink flag).
 - ``add_transcript(line)``: captions or ASR output.
 - ``indicators(window_s)``: live indicators over the last ``window_s`` seconds.
 - ``features(start_s, end_s)``: (audio (Ta, D_audio), visual (Tv, D_visual)) float32 for a window.
@@ -49,6 +52,7 @@ from mllmdr_core.errors import MediaError, MllmdrError
 from mllmdr_core.features.audio import AudioNormalizer
 from mllmdr_core.features.buffer import FeatureBuffer
 from mllmdr_core.features.encoder import EncodedFrames, StreamingHubertEncoder
+from mllmdr_core.features.eye_image import EyeImage
 from mllmdr_core.features.eye_openness import EyeOpenness
 from mllmdr_core.features.face import SPEC as INDICATOR_VISUAL_SPEC
 from mllmdr_core.features.face import FaceTracker, make_face_tracker, visual_dim
@@ -248,8 +252,9 @@ class SessionState:
         self._flushed = True
 
     # ---- video ---------------------------------------------------------------------------------
-    def push_video(self, rgb: np.ndarray, t_s: float) -> None:
-        """(H, W, 3) uint8 RGB at session time ``t_s``; analysed at ``visual.analysis_fps``."""
+    def push_video(self, rgb: np.ndarray, t_s: float, eye: EyeImage | None = None) -> None:
+        """(H, W, 3) uint8 RGB at session time ``t_s``; analysed at ``visual.analysis_fps``. ``eye``:
+        what the eye pass reads of this frame instead of ``rgb`` (its luma plane)."""
         self._check_open()
         self._stats["video_frames_in"] += 1
         if not math.isfinite(t_s) or (self._last_video_t is not None and t_s < self._last_video_t):
@@ -259,7 +264,7 @@ class SessionState:
         self._video_end_s = max(self._video_end_s, t_s)
         slot = math.floor(t_s * self.config.visual.analysis_fps + 1e-6)
         if self._last_slot is not None and slot <= self._last_slot:
-            self.push_eye_frame(rgb, t_s)
+            self.push_eye_frame(rgb if eye is None else eye, t_s)
             return
         self._last_slot = slot
         if self._face is None:
@@ -274,25 +279,32 @@ class SessionState:
             self._tracker.add_visual(t_s, obs.vector)
         elif obs.indicator_vector is not None:  # other specs may carry that layout beside theirs
             self._tracker.add_visual(t_s, obs.indicator_vector)
-        if rgb.size > 3:  # real pixels (the offline replay hands the state precomputed faces, no pixels)
+        # real pixels (the offline replay hands the state precomputed faces, no pixels)
+        if self.config.visual.eye_pass and (eye is not None or rgb.size > 3):
+            image = rgb if eye is None else eye
             t = time.perf_counter()
-            self._eyes.reference(rgb, obs.landmarks if obs.present else None)
+            self._eyes.reference(image, obs.landmarks if obs.present else None)
             self._stats["eye_s"] += time.perf_counter() - t
-            self.push_eye_frame(rgb, t_s)
+            self.push_eye_frame(image, t_s)
 
-    def push_eye_frame(self, rgb: np.ndarray, t_s: float) -> None:
-        """A frame for the eye-openness pass only (blink rate; the model's features never see it)."""
+    def push_eye_frame(self, image: EyeImage, t_s: float) -> None:
+        """A frame for the eye-openness pass only (blink rate; the model's features never see it):
+        RGB or its luma plane (``media.luma_plane``)."""
         self._check_open()
-        if not math.isfinite(t_s) or rgb.size <= 3:
+        if not self.config.visual.eye_pass or not math.isfinite(t_s):
+            return
+        if isinstance(image, np.ndarray) and image.size <= 3:
             return
         t = time.perf_counter()
-        openness = self._eyes.measure(rgb)
+        openness = self._eyes.measure(image)
         self._stats["eye_s"] += time.perf_counter() - t
         self.add_eye(t_s, openness)
 
     def add_eye(self, t_s: float, openness: float | None) -> None:
         """One eye-openness value (None: no face / no open-eye reference yet) at media time ``t_s``."""
         self._check_open()
+        if not self.config.visual.eye_pass:
+            return
         self._stats["eye_frames"] += 1
         self._tracker.add_eye(t_s, openness)
 

@@ -114,6 +114,7 @@ async def serve(settings: Settings) -> None:
         whisper_model=settings.whisper_model,
         backend=backend,
         model_worker=worker,
+        eye_pass=settings.eye_pass,
     )
     log.info("loaded bundle %s from %s", engine.info.bundle_id, bundle)
     app = create_app(settings, engine)

@@ -17,6 +17,7 @@ import numpy as np
 
 from mllmdr_core.assessment import SYNTHETIC_LABEL, Assessment
 from mllmdr_core.errors import ConfigError
+from mllmdr_core.features.eye_image import EyeImage
 from mllmdr_core.frames import FloatArray, TranscriptLine
 from mllmdr_core.snapshot import SessionSnapshot
 from mllmdr_core.speech_track import SpeakerTranscriber, SpeechTrack
@@ -33,9 +34,9 @@ class AnalysisState(Protocol):
         self, samples: np.ndarray, sample_rate: int, channels: int = 1, t_s: float | None = None
     ) -> None: ...
 
-    def push_video(self, rgb: np.ndarray, t_s: float) -> None: ...
+    def push_video(self, rgb: np.ndarray, t_s: float, eye: EyeImage | None = None) -> None: ...
 
-    def push_eye_frame(self, rgb: np.ndarray, t_s: float) -> None: ...
+    def push_eye_frame(self, image: EyeImage, t_s: float) -> None: ...
 
     def add_transcript(self, line: TranscriptLine) -> None: ...
 
@@ -123,6 +124,7 @@ class CoreEngine:
         asr_threads: int = 1,
         asr_max_backlog_s: float = DEFAULT_MAX_BACKLOG_S,
         model_worker: ModelWorker | None = None,
+        eye_pass: bool = True,
     ) -> None:
         """``backend``: an ``LLMBackend``, or ``VLLMSettings`` (a vLLM client built for the bundle);
         default the embedded transformers one.
@@ -136,7 +138,10 @@ class CoreEngine:
         speech waiting for it.
 
         ``model_worker``: assessments run in that process (:mod:`stream_server.model_worker`, the embedded
-        backend for this bundle) instead of this process's threads; closed with the engine."""
+        backend for this bundle) instead of this process's threads; closed with the engine.
+
+        ``eye_pass`` False turns the bundle's full-frame-rate eye-openness pass off (``visual.eye_pass``:
+        the blink indicator then reads the analysed frames only; the model's features are unchanged)."""
         if model_worker is not None and backend is not None:
             raise ConfigError("the model worker process runs the embedded backend only; not with a backend")
         if transcript_source not in TRANSCRIPT_SOURCES:
@@ -153,6 +158,8 @@ class CoreEngine:
         # with vLLM's plugin (VLLMSettings.native) the LLM runs there: no LLM weights in this process
         llm_weights = not isinstance(backend, VLLMSettings) or backend.llm_weights
         self._bundle: Any = load_bundle(Path(bundle_path), llm_weights=llm_weights)
+        if not eye_pass:  # indicators only: every session state and the ingest read this config
+            self._bundle.config.visual.eye_pass = False
         if isinstance(backend, VLLMSettings):  # built for this bundle: its max_new_tokens, placeholder ids
             if backend.native:
                 from mllmdr_core.backends.vllm_native import native_backend

@@ -132,6 +132,7 @@ class TrackDrain:
         on_frame: Callable[[str], None],
         on_drop: Callable[[str, int], None],
         role: str = "patient",
+        eye_pass: bool = True,
     ) -> None:
         self.track = track
         self.kind = track.kind
@@ -139,6 +140,7 @@ class TrackDrain:
         self._queues = queues
         self._base = time_base_s
         self._min_dt = 0.9 / analysis_fps if analysis_fps > 0 else 0.0
+        self._eye_pass = eye_pass  # False: thinned-out frames are let go (no eye-openness pass)
         self._on_frame = on_frame
         self._on_drop = on_drop
         self._first_time: float | None = None
@@ -170,7 +172,8 @@ class TrackDrain:
                 self._first_time = t
             t_s = self._base + t - self._first_time
             if t_s - self._last_kept < self._min_dt:  # thinned to the analysis rate: not a drop
-                self._queues.put_eye(QueuedVideo(frame, t_s, time.monotonic()))  # the eye pass only
+                if self._eye_pass:
+                    self._queues.put_eye(QueuedVideo(frame, t_s, time.monotonic()))  # the eye pass only
                 continue
             self._last_kept = t_s
             if self._queues.put_video(QueuedVideo(frame, t_s, time.monotonic())):

@@ -94,6 +94,9 @@ class Settings(BaseModel):
     assess_worker_threads: int = Field(default=1, ge=1)  # torch threads of the model worker
     assess_worker_nice: int = Field(default=5, ge=0, le=19)  # its CPU priority below the ingest's
     record_audio: bool = False  # keep the received audio as WAV under <var_dir>/recordings/
+    # the full-frame-rate eye-openness pass of the blink indicator (mllmdr_core/features/eye_openness.py);
+    # off: thinned-out frames are let go, blink rate from the analysed frames only (bench/session_cost.py)
+    eye_pass: bool = True
     ice_host_addresses: list[str] | None = None  # e.g. ["127.0.0.1"] on loopback-only hosts
     # STUN/TURN for the server's peer connections and its clients (MLLMDR_ICE_SERVERS, JSON list)
     ice_servers: list[IceServer] = Field(default_factory=list)

@@ -26,7 +26,7 @@ def test_committed_table_equals_a_fresh_generation() -> None:
     assert doc.count(mt.BEGIN) == 1 and doc.count(mt.END) == 1
     fresh = mt.table()
     assert mt.replace_table(doc, fresh) == doc, "stale: run .venv/bin/python bench/make_table.py --write"
-    assert len(fresh.splitlines()) == 2 + 22  # header + 22 rows: every benchmark's file was read
+    assert len(fresh.splitlines()) == 2 + 25  # header + 25 rows: every benchmark's file was read
     assert "| live_sessions (demo) | demo: largest real-time N = **10** (lag p95 0.456 s)" in fresh
     assert "| hangup_latency | 10-min session: hang-up → final **0.779 s** vs offline 307.81 s" in fresh
 

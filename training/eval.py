@@ -15,7 +15,9 @@ model with inputs removed, not retrained):
 Metrics (totals = item sums): precision/recall/F1 of total ≥ 10, MAE, RMSE, CCC, per-item MAE; the
 "masked" subset (neutral words, signal only in voice and face) separately; the grounding share
 (rationales that cite something and whose quotes occur in the transcript). Writes ``report.json``,
-``report.md`` and ``confusion.png``.
+``report.md`` and ``confusion.png``; both reports carry the run's cross-validation figures
+(``mllmdr-train cv``: ``<workdir>/cv/report.json``, found beside the report's folder or the bundle's)
+beside this split's, or say that there are none (:func:`cv_figures`).
 """
 
 from __future__ import annotations
@@ -362,6 +364,64 @@ def selection_markdown(selection: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+CV_REPORT = Path("cv") / "report.json"  # under the run's workdir (training/crossval.py)
+
+
+def cv_figures(out_dir: Path, results: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's cross-validation figures for the eval report: ``<workdir>/cv/report.json`` looked for
+    beside ``out_dir`` (``<workdir>/eval``, ``eval``'s default) and beside the bundle (``<workdir>/bundle``);
+    ``{"available": False, "looked_in": [...]}`` when there is none."""
+    bundle = results.get("meta", {}).get("bundle")
+    places = [out_dir.parent / CV_REPORT, *([Path(bundle).parent / CV_REPORT] if bundle else [])]
+    looked = list(dict.fromkeys(str(p) for p in places))
+    path = next((Path(p) for p in looked if Path(p).is_file()), None)
+    if path is None:
+        return {"available": False, "looked_in": looked}
+    cv = json.loads(path.read_text())
+    m, meta = cv["metrics"], cv.get("meta", {})
+    keep = {k: m[k] for k in ("n", *INTERVAL_METRICS) if k in m}
+    keep["intervals"] = {k: v for k, v in m.get("intervals", {}).items() if k in INTERVAL_METRICS}
+    written = time.strftime("%Y-%m-%d %H:%M", time.gmtime(path.stat().st_mtime))
+    return {
+        "available": True, "path": str(path), "written_utc": written, "metrics": keep,
+        "interval_unit": m.get("intervals", {}).get("unit"), "config": meta.get("config"),
+        "k": meta.get("k"), "n_subjects": meta.get("n_subjects"), "lm": meta.get("lm"),
+    }  # fmt: skip
+
+
+def cv_markdown(cv: Mapping[str, Any] | None, results: Mapping[str, Any]) -> list[str]:
+    """The cross-validation section of report.md: its pooled out-of-fold row beside this split's."""
+    if not cv:
+        return []
+    lines = ["## Cross-validation (train + dev subjects, out of fold)", ""]
+    if not cv.get("available"):
+        where = ", ".join(f"`{p}`" for p in cv.get("looked_in", []))
+        return [*lines, f"No cross-validation figures: no report at {where} (run `mllmdr-train cv`).", ""]
+    split = str(results.get("meta", {}).get("split", "evaluated"))
+    head = "| estimate | n | " + " | ".join(INTERVAL_METRICS) + " |"
+    rows = [f"| cross-validation, {cv['k']} folds over {cv['n_subjects']} subjects | {_cells(cv['metrics'])}"]
+    mine = results.get("ablations", {}).get("all", {}).get("all")
+    if mine is not None:
+        rows.append(f"| this report: {split} split, all inputs | " + _cells(mine))
+    return [
+        *lines,
+        f"From `{cv['path']}` (written {cv['written_utc']} UTC, config {cv['config']}; LM: {cv['lm']}). "
+        f"Each fold's model was trained without its held-out subjects: the estimate is of the training "
+        f"recipe, not of this bundle. Intervals: {cv['interval_unit']}-level bootstrap (CV), "
+        "session-level (this split).",
+        "",
+        head,
+        "|" + "---|" * (2 + len(INTERVAL_METRICS)),
+        *rows,
+        "",
+    ]
+
+
+def _cells(m: Mapping[str, Any]) -> str:
+    ci = m.get("intervals", {})
+    return f"{m['n']} | " + " | ".join(with_interval(float(m[k]), ci.get(k)) for k in INTERVAL_METRICS) + " |"
+
+
 def render_markdown(results: dict[str, Any], header: str = "") -> str:
     lines = [header or "# Evaluation report", ""]
     split = str(results.get("meta", {}).get("split", "evaluated"))
@@ -413,6 +473,7 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
             "",
         ]
     lines += selection_markdown(results.get("selection"))
+    lines += cv_markdown(results.get("cross_validation"), results)
     lines += ["## Targets", "", "| target | value | required | met |", "|---|---|---|---|"]
     for name, t in results.get("targets", {}).items():
         value = with_interval(t["value"], t.get("interval"))
@@ -422,7 +483,10 @@ def render_markdown(results: dict[str, Any], header: str = "") -> str:
 
 
 def write_report(results: dict[str, Any], out_dir: Path, header: str = "") -> dict[str, Path]:
+    """``report.json``, ``report.md`` (and ``confusion.png``) of ``results`` in ``out_dir``, with the run's
+    cross-validation figures beside them (:func:`cv_figures`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    results = {**results, "cross_validation": cv_figures(out_dir, results)}
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md"}
     paths["json"].write_text(json.dumps(results, indent=2))
     paths["md"].write_text(render_markdown(results, header))

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mllmdr_core.media import luma_plane
 from mllmdr_core.speech_track import SpeechTrack
 from stream_server.ingest import MediaQueues, QueuedAudio, QueuedVideo, TrackDrain, video_frame_to_rgb
 from stream_server.live.events import SessionEvents
@@ -42,9 +43,9 @@ class MediaIngest:
         self._audio_t0: float | None = None  # session time of the next audio sample, once (a resume)
         self.last_lag_s: float | None = None
         self.recorder = AudioRecorder(cfg.var_path / "recordings", session_id) if cfg.record_audio else None
-        self.analysis_fps = float(
-            getattr(getattr(getattr(services.engine, "config", None), "visual", None), "analysis_fps", 5.0)
-        )
+        visual = getattr(getattr(services.engine, "config", None), "visual", None)
+        self.analysis_fps = float(getattr(visual, "analysis_fps", 5.0))
+        self.eye_pass = bool(getattr(visual, "eye_pass", True))
         self.tasks = TaskSet(f"{session_id}:media")
         self._closed = False
 
@@ -66,6 +67,7 @@ class MediaIngest:
             role="interviewer" if interviewer else "patient",
             time_base_s=self.media_time_s,
             analysis_fps=self.analysis_fps,
+            eye_pass=self.eye_pass,
             on_frame=self._on_frame,
             on_drop=self._on_drop,
         )
@@ -111,7 +113,8 @@ class MediaIngest:
         eye: list[QueuedVideo] | None = None,
     ) -> None:
         """Worker thread: frames → SessionState; the interviewer's audio → its speech track; the frames
-        thinned out of the analysis rate (``eye``) → the eye-openness pass, in time order with the rest."""
+        thinned out of the analysis rate (``eye``) → the eye-openness pass, in time order with the rest;
+        that pass reads every frame's luma plane (a thinned-out frame is never converted to RGB)."""
         m = self.svc.metrics
         with self.state.locked() as state:
             if self.interviewer is not None:
@@ -129,15 +132,18 @@ class MediaIngest:
             kept = {id(v) for v in video}
             for item in sorted([*video, *(eye or [])], key=lambda v: v.t_s):
                 t0 = time.perf_counter()
-                rgb = video_frame_to_rgb(item.frame)
-                decode = "video_decode" if id(item) in kept else "eye_decode"  # the eye pass's own cost
-                m.stage_seconds.observe(time.perf_counter() - t0, decode)
-                t1 = time.perf_counter()
+                luma = luma_plane(item.frame) if self.eye_pass else None
                 if id(item) in kept:
-                    state.push_video(rgb, item.t_s)
+                    rgb = video_frame_to_rgb(item.frame)
+                    m.stage_seconds.observe(time.perf_counter() - t0, "video_decode")
+                    t1 = time.perf_counter()
+                    state.push_video(rgb, item.t_s, eye=luma)
                     m.stage_seconds.observe(time.perf_counter() - t1, "video")
-                else:
-                    state.push_eye_frame(rgb, item.t_s)
+                else:  # the eye pass's own cost: its luma view (RGB only for a format without luma)
+                    image = luma if luma is not None else video_frame_to_rgb(item.frame)
+                    m.stage_seconds.observe(time.perf_counter() - t0, "eye_decode")
+                    t1 = time.perf_counter()
+                    state.push_eye_frame(image, item.t_s)
                     m.stage_seconds.observe(time.perf_counter() - t1, "eye")
             self.media_time_s = max(
                 self.media_time_s, float(state.media_time_s), max((v.t_s for v in video), default=0.0)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from aiortc.mediastreams import MediaStreamError
 
+from stream_server.engine import CoreEngine
 from stream_server.ingest import (
     MediaQueues,
     QueuedAudio,
@@ -17,6 +20,7 @@ from stream_server.ingest import (
     audio_frame_to_array,
     video_frame_to_rgb,
 )
+from stream_server.settings import Settings
 
 
 def _audio_frame(fmt: str, layout: str, samples: np.ndarray, rate: int = 48000) -> av.AudioFrame:
@@ -105,3 +109,35 @@ async def test_thinned_frames_go_to_the_bounded_eye_queue() -> None:
     assert [v.t_s for v in q.eye] == [v.t_s for v in eye[2:5]] and q.eye_dropped == 2
     q.clear()
     assert not q.eye
+
+
+async def test_eye_pass_off_lets_thinned_frames_go() -> None:
+    """``visual.eye_pass`` off (server setting ``eye_pass``): the analysis rate's frames as before, the
+    thinned-out ones are not queued for anything."""
+    q = MediaQueues(audio_max=5, video_max=100)
+    drain = TrackDrain(
+        _FrameTrack(60), q, time_base_s=0.0, analysis_fps=2.5, on_frame=lambda k: None,
+        on_drop=lambda k, n: None, eye_pass=False,
+    )
+    await drain._run()
+    assert [round(v.t_s, 3) for v in q.video] == [0.0, 0.367, 0.733, 1.1, 1.467, 1.833]
+    assert not q.eye and q.eye_dropped == 0 and q.video_dropped == 0
+
+
+def test_server_setting_turns_the_bundles_eye_pass_off(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLLMDR_EYE_PASS", "0")
+    assert Settings.from_env().eye_pass is False and Settings().eye_pass is True
+    engine = CoreEngine(tiny_bundle, eye_pass=False)
+    try:
+        assert engine.config.visual.eye_pass is False
+        state = engine.new_state("s")
+        frame = np.full((64, 64, 3), 90, np.uint8)
+        for k in range(10):
+            state.push_video(frame, k / 30.0)
+        state.push_eye_frame(frame, 0.5)
+        stats = state.stats  # type: ignore[attr-defined]
+        assert stats["eye_frames"] == 0 and stats["video_frames_in"] == 10
+    finally:
+        engine.close()

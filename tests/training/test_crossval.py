@@ -14,6 +14,7 @@ import pytest
 from mllmdr_core.errors import ConfigError
 from training.cli import main
 from training.crossval import assign_folds, official_figures, run_cv, subject_of, write_cv_report
+from training.eval import write_report
 from training.pipeline import evaluate_bundle, load_corpus
 from training.run_config import load_run_config
 
@@ -76,8 +77,29 @@ def test_cv_predicts_every_train_dev_session_once_out_of_fold(tmp_path: Path) ->
 
     # beside the official split: an eval report in the run (here fold 0's bundle on dev) is read in
     eval_cfg = load_run_config("micro", [f"workdir={work}", *sets, "eval.split=dev", "eval.ablations=[all]"])
-    evaluate_bundle(eval_cfg, corpus, work / "cv" / "fold_0" / "bundle", work / "eval", progress=False)
+    fold0 = work / "cv" / "fold_0" / "bundle"
+    results = evaluate_bundle(eval_cfg, corpus, fold0, work / "eval", progress=False)
     official = official_figures(work / "eval" / "report.json")
+    # and the eval report embeds the run's cross-validation figures (<workdir>/cv beside <workdir>/eval)
+    cv = json.loads((work / "eval" / "report.json").read_text())["cross_validation"]
+    assert cv["available"] and cv["path"] == str(work / "cv" / "report.json")
+    assert (cv["k"], cv["n_subjects"], cv["interval_unit"]) == (2, 4, "subject")
+    assert cv["metrics"]["n"] == 4 and cv["metrics"]["mae"] == pytest.approx(m["mae"])
+    assert cv["metrics"]["intervals"]["mae"] == m["intervals"]["mae"]
+    eval_md = (work / "eval" / "report.md").read_text()
+    assert "## Cross-validation (train + dev subjects, out of fold)" in eval_md
+    assert f"| cross-validation, 2 folds over 4 subjects | 4 | {m['precision']:.2f}" in eval_md
+    assert "| this report: dev split, all inputs | 1 |" in eval_md
+    # no CV report beside the report's folder or the bundle's: the report says so
+    write_report(results, tmp_path / "elsewhere" / "eval")
+    none = json.loads((tmp_path / "elsewhere" / "eval" / "report.json").read_text())["cross_validation"]
+    assert none == {
+        "available": False,
+        "looked_in": [str(tmp_path / "elsewhere" / "cv" / "report.json"),
+                      str(work / "cv" / "fold_0" / "cv" / "report.json")],
+    }  # fmt: skip
+    elsewhere_md = (tmp_path / "elsewhere" / "eval" / "report.md").read_text()
+    assert "No cross-validation figures: no report at" in elsewhere_md
     assert official is not None and official["split"] == "dev" and official["n"] == 1
     write_cv_report({**report, "official": official}, work / "cv")
     assert "| official dev split | 1 |" in (work / "cv" / "report.md").read_text()
