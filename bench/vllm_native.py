@@ -84,7 +84,7 @@ from mllmdr_core.bundle import LoadedBundle, llm_params_loaded, load_bundle  # n
 from mllmdr_core.frames import TranscriptLine  # noqa: E402
 from mllmdr_core.phq8 import ITEM_KEYS  # noqa: E402
 from mllmdr_core.snapshot import SessionSnapshot  # noqa: E402
-from mllmdr_core.testing import build_tiny_bundle, tiny_config  # noqa: E402
+from mllmdr_core.testing import build_tiny_bundle, vllm_tiny_config  # noqa: E402
 
 VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
 D_BIG = 4096
@@ -166,8 +166,7 @@ def with_layout(bundle: LoadedBundle, shared_prefix: bool) -> LoadedBundle:
 
 def tiny_bundle(root: Path) -> Path:
     """The tiny random-init bundle (Llama head_dim 32: vLLM's CPU attention needs >= 32)."""
-    cfg = tiny_config()
-    cfg.llm.llama.update(num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    cfg = vllm_tiny_config()
     return build_tiny_bundle(root / "bundle", config=cfg)
 
 

@@ -6,6 +6,7 @@ Nothing here downloads anything: the LLM, HuBERT and tokenizer are built from ti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mllmdr_core.config import (
     AudioEncoderConfig,
@@ -15,6 +16,9 @@ from mllmdr_core.config import (
     MAAConfig,
     MllmdrConfig,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 TINY_HUBERT: dict[str, object] = {
     "hidden_size": 32,
@@ -59,6 +63,24 @@ def tiny_config() -> MllmdrConfig:
         ),
     )
 
+
+
+def vllm_tiny_config() -> MllmdrConfig:
+    """:func:`tiny_config` with a Llama vLLM's CPU attention supports (head_dim 32; it needs ≥ 32)."""
+    cfg = tiny_config()
+    cfg.llm.llama.update(num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    return cfg
+
+
+def randomise_lora_b(llm: torch.nn.Module, seed: int = 1, scale: float = 0.3) -> None:
+    """Give the LoRA B matrices (zero at init) random values, so the adapter changes the model."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in llm.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
 
 def tiny_corpus() -> list[str]:
     """Text the tiny tokenizer is trained on: item wording, the default script, prompt and target lines."""

@@ -24,7 +24,7 @@ from mllmdr_core.backends.vllm_native import VLLMNativeBackend
 from mllmdr_core.backends.vllm_plugin.serve import LocalServer, ServeMode
 from mllmdr_core.bundle import llm_params_loaded
 from mllmdr_core.phq8 import ITEM_KEYS
-from mllmdr_core.testing import build_tiny_bundle, tiny_config
+from mllmdr_core.testing import build_tiny_bundle, vllm_tiny_config
 from stream_server.engine import CoreEngine
 from stream_server.settings import Settings
 
@@ -36,8 +36,7 @@ VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
 
 @pytest.fixture(scope="module")
 def plugin_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = tiny_config()
-    cfg.llm.llama.update(num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    cfg = vllm_tiny_config()
     return build_tiny_bundle(tmp_path_factory.mktemp("e2e") / "bundle", config=cfg)
 
 

@@ -42,7 +42,7 @@ from mllmdr_core.errors import BackendError, BundleError, ConfigError
 from mllmdr_core.model.mllm import MLlmDR
 from mllmdr_core.model.tokenizer import train_tokenizer
 from mllmdr_core.phq8 import PHQ8_ITEMS
-from mllmdr_core.testing import tiny_config, tiny_corpus
+from mllmdr_core.testing import randomise_lora_b, tiny_corpus, vllm_tiny_config
 
 REPO = Path(__file__).resolve().parents[3]
 VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
@@ -297,16 +297,11 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def model() -> MLlmDR:
     """A tiny MLlmDR whose Llama vLLM's CPU attention supports (head_dim 32) and non-trivial LoRA."""
-    cfg = tiny_config()
-    cfg.llm.llama.update(num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    cfg = vllm_tiny_config()
     tok = train_tokenizer(tiny_corpus(), vocab_size=600)
     torch.manual_seed(0)
     m = MLlmDR(cfg, 24, 12, tok).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in m.llm.named_parameters():
-            if "lora_B" in name:  # B starts at zero: make the adapter change the model
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    randomise_lora_b(m.llm)
     return m
 
 

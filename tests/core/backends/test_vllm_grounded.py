@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mllmdr_core.assess import Assessor
 from mllmdr_core.backends.merge import export_merged_llm
@@ -32,7 +31,7 @@ from mllmdr_core.bundle import LoadedBundle, load_bundle
 from mllmdr_core.errors import UnsupportedDecodingError
 from mllmdr_core.frames import TranscriptLine
 from mllmdr_core.snapshot import SessionSnapshot
-from mllmdr_core.testing import build_tiny_bundle, tiny_config
+from mllmdr_core.testing import build_tiny_bundle, randomise_lora_b, vllm_tiny_config
 
 REPO = Path(__file__).resolve().parents[3]
 VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
@@ -48,19 +47,14 @@ def _grounded(bundle: LoadedBundle, on: bool = True) -> LoadedBundle:
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = tiny_config()
-    cfg.llm.llama.update(num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    cfg = vllm_tiny_config()
     return build_tiny_bundle(tmp_path_factory.mktemp("grounded") / "bundle", config=cfg)
 
 
 @pytest.fixture(scope="module")
 def full(bundle_path: Path) -> LoadedBundle:
     bundle = load_bundle(bundle_path)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # LoRA B starts at zero: make the adapter change the model
-        for name, p in bundle.model.llm.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    randomise_lora_b(bundle.model.llm)
     return _grounded(bundle)
 
 
