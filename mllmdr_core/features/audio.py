@@ -113,10 +113,8 @@ class PolyphaseResampler:
             padded[src_lo + pad - lo : src_hi + pad - lo] = self.buf[src_lo:src_hi]
         windows = np.lib.stride_tricks.sliding_window_view(padded, self.taps)  # (rows, K), no copy
         x = windows[q - self.buf_start - lo]  # (N_out, K): x[n, K-1-k] = input q_n - k
-        if self.up == 1:  # one phase (integer decimation, e.g. 48 kHz → 16 kHz): a matrix-vector product
-            y = x @ self.bank_rev[0]
-        else:
-            y = np.einsum("nk,nk->n", x, self.bank_rev[phase])
+        # one phase (integer decimation, e.g. 48 kHz → 16 kHz): a matrix-vector product
+        y = x @ self.bank_rev[0] if self.up == 1 else np.einsum("nk,nk->n", x, self.bank_rev[phase])
         self.n_out = n_stop
         # keep only the history the next output still needs
         next_q = (n_stop * self.down + self.delay) // self.up
