@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -81,15 +82,22 @@ def _batch(bundle: Path, rec: SyntheticRecording, work: Path, workers: int, copi
     # Both batches in fresh worker processes (spawned, imports and bundle load included), so 1 and 2
     # workers pay the same start-up; run_batch's own workers=1 path would reuse this warm process.
     ctx = multiprocessing.get_context("spawn")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         opts = BatchOptions(
             out_dir=work / f"out{workers}", workers=workers, resume=False, report=False, executor=pool,
             torch_threads=max(1, (os.cpu_count() or 1) // workers),
         )
         res = run_batch(bundle, find_sources(folder), opts, progress=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the pool's workers, reaped at its shutdown
+    cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    per_rec = [
+        float(json.loads((opts.out_dir / str(r["session_id"]) / "replay.json").read_text())["stage_s"]["cpu"])
+        for r in res.rows
+    ]
     agg = res.media_s / res.wall_s if res.wall_s else 0.0
     media, wall = f"{res.media_s:.0f} s media", f"{res.wall_s:.1f} s"
-    print(f"batch of {copies}, {workers} worker(s): {media} in {wall} → {agg:.1f}×")
+    print(f"batch of {copies}, {workers} worker(s): {media} in {wall} → {agg:.1f}×, {cpu:.1f} CPU s")
     return {
         "workers": workers,
         "sessions": len(res.rows),
@@ -98,7 +106,41 @@ def _batch(bundle: Path, rec: SyntheticRecording, work: Path, workers: int, copi
         "aggregate_rtf": round(agg, 2),
         "replay_wall_s_mean": round(sum(r["wall_s"] for r in res.rows) / max(len(res.rows), 1), 2),
         "failures": len(res.failures),
+        "torch_threads": opts.torch_threads,
+        # CPU seconds of the workers (process start, imports, bundle load and replays); the folder rate
+        # the same CPU-seconds would give on idle cores: media s × cores / CPU s
+        "cpu_s": round(cpu, 2),
+        "cpu_s_per_recording": round(sum(per_rec) / max(len(per_rec), 1), 3),
+        "start_cpu_s_per_worker": round((cpu - sum(per_rec)) / workers, 2),
+        "cpu_bound_rtf": round(res.media_s * (os.cpu_count() or 1) / cpu, 2) if cpu else None,
         "load_avg": _load(),
+    }
+
+
+def _ceiling(fast: dict[str, Any], one: dict[str, Any], two: dict[str, Any], copies: int) -> dict[str, Any]:
+    """The most 2 workers can gain over 1 on this many cores, from CPU seconds (load-insensitive).
+
+    One worker: its start (imports + bundle load, ~1 core) then ``copies`` replays at the one-recording
+    wall time ``w1`` (the fastest single replay: it keeps ``cpu1 / w1`` cores busy). Two workers cannot
+    beat their CPU seconds spread over all cores: 2 starts + ``copies`` replays at ``c`` CPU s each
+    (1 torch thread). Ceiling = (start + copies · w1) / ((2 · start_cpu + copies · c) / cores); for an
+    endless folder (start amortised) it tends to cores · w1 / c.
+    """
+    cores = os.cpu_count() or 1
+    w1, cpu1 = float(fast["wall_s"]), float(fast["stage_s"]["cpu"])
+    start, c = float(two["start_cpu_s_per_worker"]), float(two["cpu_s_per_recording"])
+    t1 = start + copies * w1
+    t2 = (2 * start + copies * c) / cores
+    return {
+        "cores": cores,
+        "one_recording_wall_s": w1,
+        "one_recording_cores_in_use": round(cpu1 / w1, 2) if w1 else None,
+        "cpu_s_per_recording_1_thread": c,
+        "start_cpu_s_per_worker": start,
+        "speedup_ceiling": round(t1 / t2, 2) if t2 else None,
+        "speedup_ceiling_endless_folder": round(cores * w1 / c, 2) if c else None,
+        "folder_rtf_ceiling": round(copies * float(fast["media_s"]) / t2, 1) if t2 else None,
+        "one_worker_cpu_s_per_recording": one["cpu_s_per_recording"],
     }
 
 
@@ -127,6 +169,7 @@ def run_demo(work: Path, seconds: float, repeats: int) -> dict[str, Any]:
     out["batch"] = {"one_worker": one, "two_workers": two}
     speedup = two["aggregate_rtf"] / one["aggregate_rtf"] if one["aggregate_rtf"] else None
     out["batch_speedup"] = round(speedup, 2) if speedup is not None else None
+    out["batch_ceiling"] = _ceiling(out["fast"], one, two, BATCH_COPIES)
     out["met"] = {
         "demo_rtf": out["fast"]["real_time_factor"] >= TARGETS["demo_rtf"],
         "asr_ratio": asr_fig["wall_over_recogniser"] is not None
