@@ -113,8 +113,13 @@ class PolyphaseResampler:
             padded[src_lo + pad - lo : src_hi + pad - lo] = self.buf[src_lo:src_hi]
         windows = np.lib.stride_tricks.sliding_window_view(padded, self.taps)  # (rows, K), no copy
         x = windows[q - self.buf_start - lo]  # (N_out, K): x[n, K-1-k] = input q_n - k
-        # one phase (integer decimation, e.g. 48 kHz → 16 kHz): a matrix-vector product
-        y = x @ self.bank_rev[0] if self.up == 1 else np.einsum("nk,nk->n", x, self.bank_rev[phase])
+        # one phase (integer decimation, e.g. 48 kHz → 16 kHz): one filter for all rows. einsum, not
+        # ``@``: numpy's BLAS would start its own threads and spin them on a busy machine
+        y = (
+            np.einsum("nk,k->n", x, self.bank_rev[0])
+            if self.up == 1
+            else np.einsum("nk,nk->n", x, self.bank_rev[phase])
+        )
         self.n_out = n_stop
         # keep only the history the next output still needs
         next_q = (n_stop * self.down + self.delay) // self.up
