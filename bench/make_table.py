@@ -156,7 +156,15 @@ def _batch_ceiling(run: dict[str, Any]) -> str:
         f"; ceiling from CPU seconds {c['speedup_ceiling']}× ({c['speedup_ceiling_endless_folder']}× for an "
         f"endless folder: one replay keeps {c['one_recording_cores_in_use']} of {c['cores']} cores busy, "
         f"{c['cpu_s_per_recording_1_thread']} CPU s per recording, {c['start_cpu_s_per_worker']} CPU s "
-        "start per worker)"
+        "start per worker"
+        + (
+            f"; batch rerun {run['batch']['date_utc']} UTC, load "
+            f"{run['batch']['one_worker']['load_avg'][0]} / {run['batch']['two_workers']['load_avg'][0]}, "
+            f"`{run['batch']['command']}`"
+            if "date_utc" in run["batch"]
+            else ""
+        )
+        + ")"
     )
 
 
