@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from client_sdk.batch import BatchOptions, run_batch
+from client_sdk.batch import BatchOptions, passive_openmp, run_batch
 from client_sdk.replay import Replayer, ReplayOptions, ReplayResult
 from client_sdk.replay_profile import format_table
 from client_sdk.synth import SyntheticRecording, make_recording
@@ -245,6 +245,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--repeats", type=int, default=3, help="replays per figure; the fastest is kept")
     args = ap.parse_args()
+    passive_openmp()  # as ``mllmdr replay`` does, before torch loads
     work = Path(tempfile.mkdtemp(prefix="mllmdr-bench-replay-"))
     path = ROOT / "bench" / "results" / "replay.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
