@@ -147,6 +147,27 @@ def long_session(doc: Doc) -> list[Row]:
     return [Row("long_session", figure, "flat")]
 
 
+def _batch_ceiling(run: dict[str, Any]) -> str:
+    """The CPU-second ceiling of the 2-vs-1-worker figure (runs written before it was measured: none)."""
+    c = run.get("batch_ceiling")
+    if not c:
+        return ""
+    return (
+        f"; ceiling from CPU seconds {c['speedup_ceiling']}× ({c['speedup_ceiling_endless_folder']}× for an "
+        f"endless folder: one replay keeps {c['one_recording_cores_in_use']} of {c['cores']} cores busy, "
+        f"{c['cpu_s_per_recording_1_thread']} CPU s per recording, {c['start_cpu_s_per_worker']} CPU s "
+        "start per worker"
+        + (
+            f"; batch rerun {run['batch']['date_utc']} UTC, load "
+            f"{run['batch']['one_worker']['load_avg'][0]} / {run['batch']['two_workers']['load_avg'][0]}, "
+            f"`{run['batch']['command']}`"
+            if "date_utc" in run["batch"]
+            else ""
+        )
+        + ")"
+    )
+
+
 def replay(doc: Doc) -> list[Row]:
     rows = []
     runs, targets = doc["runs"], doc["targets"]
@@ -159,8 +180,9 @@ def replay(doc: Doc) -> list[Row]:
             f"**{asr['wall_over_recogniser']}×** the recogniser's {asr['recogniser_s']} s "
             f"(RTF {asr['real_time_factor']}); batch of {batch['one_worker']['sessions']}, 2 workers vs 1: "
             f"**{r['batch_speedup']}×** ({batch['two_workers']['aggregate_rtf']}× vs "
-            f"{batch['one_worker']['aggregate_rtf']}× aggregate, process start and bundle load included) "
-            f"({r['bundle']})"
+            f"{batch['one_worker']['aggregate_rtf']}× aggregate, process start and bundle load included)"
+            + _batch_ceiling(r)
+            + f" ({r['bundle']})"
         )
         target = f"≥ {targets['demo_rtf']:g}×; ≤ {targets['asr_ratio']:g}×; ≥ {targets['batch_speedup']:g}×"
         rows.append(Row("replay (demo)", figure, target, all(r["met"].values()), {**doc, **r}))

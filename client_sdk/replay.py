@@ -181,7 +181,7 @@ class Replayer:
         self._asr_process = opts.fast and opts.asr_process and not two_party_opts
         if not lines and opts.use_asr and src.audio is not None:
             transcriber = self._transcriber(opts.asr or "pocketsphinx")
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         two_party = transcriber is not None and bool(opts.interviewer_channel or opts.interviewer_audio)
         # the offline pipeline is for one party; a two-party recording takes the server's 20 ms loop
         visual = self.bundle.config.visual
@@ -235,8 +235,8 @@ class Replayer:
                 stats["transcriber_errors"] += fast.times.extra.get("speech_to_text_errors", 0.0)
         finally:
             state.close()
-        wall = time.perf_counter() - started
-        stages = stage_times(stats, fast.times if fast else None, assess_s, wall, self.load_s)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        stages = stage_times(stats, fast.times if fast else None, assess_s, wall, self.load_s, cpu)
         return ReplayResult(
             source=src,
             assessment=assessment,

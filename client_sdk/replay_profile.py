@@ -5,6 +5,9 @@ Stage times are wall seconds. Resample, VAD, encoder and (inline) speech-to-text
 speech-to-text worker's own time from ``replay_pipeline.FeedTimes``; the assessment is timed around
 ``Assessor.assess``; model load is the ``Replayer``'s, once per process, not part of ``wall``. Stages
 in other threads or processes overlap the rest, so the stages can add up to more than ``wall``.
+``cpu`` is the replaying process's CPU seconds over the replay (all its threads: main, video, the face
+mesh's and torch's; not a speech-to-text worker process): ``cpu / wall`` is the cores one replay keeps
+busy, and ``cores · media_s / cpu`` the real-time factor a folder of recordings can reach at best.
 """
 
 from __future__ import annotations
@@ -29,12 +32,18 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("assessment", "assessment (8 items)", "main"),
     ("other", "other (feeding, indicators, snapshot)", "main"),
     ("wall", "replay wall time", ""),
+    ("cpu", "process CPU (all threads)", ""),
     ("model_load", "model load (once per process)", "main"),
 )
 
 
 def stage_times(
-    stats: dict[str, float], times: FeedTimes | None, assess_s: float, wall_s: float, load_s: float
+    stats: dict[str, float],
+    times: FeedTimes | None,
+    assess_s: float,
+    wall_s: float,
+    load_s: float,
+    cpu_s: float = float("nan"),
 ) -> dict[str, float]:
     """Wall seconds per stage (keys of :data:`STAGES`); ``times`` None: the plain 20 ms loop, where
     decoding was not timed apart and everything ran in the main thread."""
@@ -59,6 +68,7 @@ def stage_times(
     spent = sum(v for k, v in out.items() if k in main and v == v)
     out["other"] = max(0.0, wall_s - spent)
     out["wall"] = wall_s
+    out["cpu"] = cpu_s
     out["model_load"] = load_s
     return {k: round(v, 4) for k, v in out.items()}
 
@@ -76,6 +86,8 @@ def format_table(session_id: str, media_s: float, stages: dict[str, float]) -> s
         if plain and where:
             where = "main"
         share = f"{100 * value / wall:.0f}%" if wall and key != "model_load" else ""
+        if key == "cpu":  # CPU seconds per wall second: the cores in use
+            share = f"{value / wall:.2f} cores" if wall else ""
         rows.append(f"  {label:<40} {value:8.3f} {share:>8}  {where}")
     return "\n".join(rows)
 

@@ -309,12 +309,16 @@ def _load_llm(root: Path, config: MllmdrConfig, manifest: dict[str, Any]) -> Pre
     return llm
 
 
-def load_bundle(path: str | Path, *, check_features: bool = True, llm_weights: bool = True) -> LoadedBundle:
+def load_bundle(
+    path: str | Path, *, check_features: bool = True, llm_weights: bool = True, audio_encoder: bool = True
+) -> LoadedBundle:
     """Verify and load a bundle. ``check_features=False`` skips the live-extractor check (dataset eval).
 
     ``llm_weights=False`` is for a backend that serves the LLM elsewhere and takes soft tokens
     (``SoftTokenBackend``, e.g. the vLLM plugin): the LLM is an empty shell on the meta device (no weights,
     no LoRA) and only the tokenizer, LQ-formers, MAA head and audio encoder are loaded.
+    ``audio_encoder=False`` leaves the audio encoder out (``LoadedBundle.audio_encoder`` None): for a
+    process that only assesses snapshots (the server's model worker) and never encodes audio.
     """
     root = Path(path)
     manifest = verify_bundle(root)
@@ -336,22 +340,23 @@ def load_bundle(path: str | Path, *, check_features: bool = True, llm_weights: b
     for name in sorted(heads):
         _load_state(getattr(model, name), root / HEADS, prefix=f"{name}.")
     model.eval()
-    audio_encoder: HubertModel | None = None
-    if manifest["audio_encoder_source"] == "bundle":
+    encoder: HubertModel | None = None
+    source = manifest["audio_encoder_source"] if audio_encoder else None
+    if source == "bundle":
         hc = HubertConfig.from_json_file(str(root / "audio_encoder" / "config.json"))
-        audio_encoder = HubertModel(hc)
-        _load_state(audio_encoder, root / "audio_encoder" / "model.safetensors")
-        audio_encoder.eval()
-    elif manifest["audio_encoder_source"] == "reference":
+        encoder = HubertModel(hc)
+        _load_state(encoder, root / "audio_encoder" / "model.safetensors")
+        encoder.eval()
+    elif source == "reference":
         from mllmdr_core.features.encoder import build_hubert
 
-        audio_encoder = build_hubert(config.audio)
+        encoder = build_hubert(config.audio)
     return LoadedBundle(
         config=config,
         model=model,
         tokenizer=tokenizer,
         manifest=manifest,
-        audio_encoder=audio_encoder,
+        audio_encoder=encoder,
         feature_spec=spec,
         bundle_id=str(manifest["bundle_id"]),
         path=root,

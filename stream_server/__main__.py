@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,6 +136,17 @@ async def serve(settings: Settings) -> None:
         engine.close()  # the speech-to-text and model worker processes
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds ``serve`` like Ctrl-C, so its ``finally`` stops the worker processes."""
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    # uvicorn handles SIGTERM while it serves (graceful shutdown), then restores this handler and raises
+    # the signal again; with the default handler the process died there, before ``serve`` closed the
+    # engine: its worker pools' semaphores leaked (resource_tracker warned at exit).
+    raise _Terminated(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -152,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = with_demo_secrets(Settings.from_env(**overrides)).ensure_secrets()  # before any load
         settings.var_path.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGTERM, _on_sigterm)
         asyncio.run(serve(settings))
     except MllmdrError as exc:
         print(f"mllmdr-server: {exc.code}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         pass
     return 0
 

@@ -2,8 +2,9 @@
 
 In the server's own threads an assessment (LQ-formers, LLM prefill and generation) competes with ingest
 (VAD, HuBERT, face tracker) for the GIL and, through torch's intra-op threads, for the cores. Here the
-bundle's ``Assessor`` is loaded once in a spawned process, at a lower CPU priority (``nice``) with its own
-torch thread count, and is fed ``SessionSnapshot.to_bytes()``. The queue is bounded by the callers: the
+bundle's ``Assessor`` is loaded once in a spawned process (without the audio encoder: it never encodes),
+at a lower CPU priority (``nice``) with its own torch thread count, and is fed
+``SessionSnapshot.to_bytes()``. The queue is bounded by the callers: the
 services' ``assess_slots`` let one assessment at a time into the worker, the rest wait on the event loop.
 
 If the worker dies (killed, out of memory), the call raises :class:`ModelWorkerError` (a ``BackendError``,
@@ -45,7 +46,8 @@ def _init_worker(parent_pid: int, bundle_path: str, torch_threads: int, nice: in
     from mllmdr_core.bundle import load_bundle
 
     torch.set_num_threads(torch_threads)
-    _assessor = Assessor(load_bundle(Path(bundle_path)))
+    # it assesses snapshots (features already computed): no audio encoder (HuBERT-base: ~370 MB of weights)
+    _assessor = Assessor(load_bundle(Path(bundle_path), audio_encoder=False))
 
 
 def _assess_in_worker(data: bytes, session_id: str, kind: Literal["checkpoint", "final"]) -> Assessment:

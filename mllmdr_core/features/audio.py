@@ -87,6 +87,7 @@ class PolyphaseResampler:
         padded = np.zeros(k * self.up)
         padded[: len(h)] = h
         self.bank = padded.reshape(k, self.up).T.copy()  # (up, K)
+        self.bank_rev = np.ascontiguousarray(self.bank[:, ::-1])  # (up, K), taps in input order
         self.taps = k
         self.buf = np.zeros(0)  # input history; buf[0] has absolute index self.buf_start
         self.buf_start = 0
@@ -100,11 +101,25 @@ class PolyphaseResampler:
             return np.zeros(0)
         p = n * self.down + self.delay
         q, phase = p // self.up, p % self.up
-        j = q[:, None] - np.arange(self.taps)[None, :]  # (N_out, K) absolute input indices
-        inside = (j >= self.buf_start) & (j < self.buf_start + len(self.buf))  # outside: zero padding
-        x = np.zeros(j.shape)
-        x[inside] = self.buf[j[inside] - self.buf_start]
-        y = np.einsum("nk,nk->n", x, self.bank[phase])
+        # Output n reads inputs q_n, q_n - 1, .., q_n - K + 1: row q_n - K + 1 of the history's sliding
+        # windows, read against the reversed filter bank. The history is padded with K - 1 zeros on each
+        # side (inputs before the first and after the last one count as zero, as in resample_poly).
+        pad = self.taps - 1
+        # only the padded stretch these outputs read: window rows lo .. q[-1] - buf_start
+        lo, hi = int(q[0]) - self.buf_start, int(q[-1]) - self.buf_start + pad + 1
+        padded = np.zeros(hi - lo)
+        src_lo, src_hi = max(lo - pad, 0), min(hi - pad, len(self.buf))
+        if src_hi > src_lo:
+            padded[src_lo + pad - lo : src_hi + pad - lo] = self.buf[src_lo:src_hi]
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.taps)  # (rows, K), no copy
+        x = windows[q - self.buf_start - lo]  # (N_out, K): x[n, K-1-k] = input q_n - k
+        # one phase (integer decimation, e.g. 48 kHz → 16 kHz): one filter for all rows. einsum, not
+        # ``@``: numpy's BLAS would start its own threads and spin them on a busy machine
+        y = (
+            np.einsum("nk,k->n", x, self.bank_rev[0])
+            if self.up == 1
+            else np.einsum("nk,nk->n", x, self.bank_rev[phase])
+        )
         self.n_out = n_stop
         # keep only the history the next output still needs
         next_q = (n_stop * self.down + self.delay) // self.up

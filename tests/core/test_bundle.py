@@ -91,6 +91,14 @@ def test_round_trip_gives_identical_outputs(saved: tuple[MLlmDR, Path]) -> None:
     assert loaded.manifest["metrics"] == {"mae": 1.5}
 
 
+def test_without_audio_encoder_the_model_is_the_same(saved: tuple[MLlmDR, Path]) -> None:
+    """``audio_encoder=False`` (the server's model worker): no HuBERT, the same LLM and heads."""
+    model, path = saved
+    loaded = load_bundle(path, audio_encoder=False)
+    assert loaded.audio_encoder is None
+    assert _outputs(loaded.model)[1] == _outputs(model)[1]
+
+
 def test_manifest_lists_every_file_and_versions(saved: tuple[MLlmDR, Path]) -> None:
     _, path = saved
     manifest = read_manifest(path)

@@ -157,3 +157,22 @@ def test_asr_transcript_same_for_both_pipelines_and_a_second_replay(
     assert [(ln.speaker, ln.text) for ln in loop] == words
     assert [(ln.speaker, ln.text) for ln in again] == words
     assert [ln.start_s for ln in loop] == pytest.approx([ln.start_s for ln in first], abs=0.05)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_replay_processes_make_openmp_threads_sleep_unless_told(given: str | None, expected: str) -> None:
+    """``passive_openmp`` (the CLI and every batch worker, before torch loads): idle OpenMP threads sleep
+    instead of spinning against other processes; a policy the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import os, sys; from client_sdk.batch import passive_openmp; passive_openmp(); "
+        "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [expected, "False"]  # set before torch was imported

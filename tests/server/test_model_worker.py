@@ -130,3 +130,62 @@ async def test_live_final_survives_a_dead_worker(tmp_path: Path, worker_engine: 
         closed = (await ev.wait("session.closed"))[0]
         assert closed["final_assessment"] is True
     assert worker.pid() != first
+
+
+def test_sigterm_stops_the_worker_without_leaking_semaphores(tmp_path: Path, tiny_bundle: Path) -> None:
+    """``mllmdr-server`` with the model worker, a session ended (its final made in the worker), then
+    SIGTERM (docker stop, systemd): exit 0, the worker gone, no ``resource_tracker`` warning about leaked
+    semaphores on stderr (uvicorn re-raised SIGTERM after its shutdown and the default handler killed the
+    server before it closed its worker pools)."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from .conftest import API_KEY, free_port
+
+    port = free_port()
+    env = dict(
+        os.environ,
+        MLLMDR_ASSESS_WORKER="process",
+        MLLMDR_API_KEY=API_KEY,
+        MLLMDR_JWT_SECRET="s" * 32,
+        MLLMDR_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/sigterm.db",
+        MLLMDR_VAR_DIR=str(tmp_path / "var"),
+    )
+    cmd = [sys.executable, "-m", "stream_server", "--bundle", str(tiny_bundle), "--host", "127.0.0.1"]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            for _ in range(1200):
+                with contextlib.suppress(httpx.TransportError):
+                    if http.get("/readyz").status_code == 200:
+                        break
+                assert proc.poll() is None, f"server exited with {proc.returncode}"
+                time.sleep(0.1)
+            api = {"Authorization": f"Bearer {API_KEY}"}
+            sid = http.post("/v1/sessions", headers=api).json()["session_id"]
+            ended = http.post(f"/v1/sessions/{sid}/end", headers=api).json()
+            assert ended["state"] == "closed" and ended["assessment"]["kind"] == "final"
+        workers = [
+            c
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
+        assert workers, "no model worker process under the server"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    stderr = err.decode(errors="replace")
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "leaked semaphore" not in stderr and "resource_tracker" not in stderr, stderr[-2000:]
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive and len(gone) == len(workers)
