@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -148,6 +149,10 @@ def _on_sigterm(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # idle OpenMP threads sleep instead of spinning against the ingest (as `mllmdr replay` does,
+    # client_sdk.batch.passive_openmp; read when torch loads, which happens below; the model and
+    # speech-to-text worker processes inherit it); a value the user set wins
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
