@@ -100,3 +100,24 @@ def test_demo_mode_keeps_its_key_and_secret_across_restarts(
     stored.write_text("not json")
     with pytest.raises(MllmdrError, match="delete it"):
         with_demo_secrets(Settings(demo=True, var_dir=str(tmp_path / "var")))
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_server_sets_passive_openmp_unless_set(given: str | None, expected: str) -> None:
+    """``main`` sets OMP_WAIT_POLICY before torch loads (idle OpenMP threads sleep); the user's wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import os, sys\nfrom stream_server.__main__ import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split()[-2:] == ["False", expected]
