@@ -189,6 +189,12 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
                     else ": the first test split of this corpus."
                 )
             )
+            if synthetic and rep["round"] > 1:
+                lines.append(
+                    "Its sessions are new draws (plans, voice and face parameters) from the same held-out "
+                    "banks as the earlier rounds: new sessions, not new content — most of their answers "
+                    "also occur in the earlier rounds' test answers (never in training)."
+                )
         if held:
             lines.append(
                 f"Content held out: {held.get('held_out')}; shared word 5-grams with training answers "
@@ -220,11 +226,22 @@ def model_card(report: Mapping[str, Any], manifest: Mapping[str, Any], training:
         "acoustic and visual cues are planted and far simpler than real behaviour."
         if synthetic
         else "- Trained on one interview dataset; other settings, languages and populations are untested.",
-        "- The rationale may still state things the prompt did not hold; check the grounding mark.",
+        grounding_limit(report),
         "- PHQ-8 estimates from an interview are not the questionnaire and not a diagnosis.",
         "",
     ]
     return "\n".join(lines)
+
+
+def grounding_limit(report: Mapping[str, Any]) -> str:
+    """The card's limitation line on rationales, for the bundle's decoding."""
+    if any((report.get(split) or {}).get("grounded_decoding") for split in ("test", "dev")):
+        return (
+            "- Grounded decoding: quotes are whole lines of the prompt's transcript and numbers come from "
+            "the prompt, but the wording around them is not checked: a sentence can misread its quote or "
+            "contradict the score."
+        )
+    return "- The rationale may still state things the prompt did not hold; check the grounding mark."
 
 
 def write_model_card(bundle_dir: Path, manifest: Mapping[str, Any], training: Mapping[str, Any]) -> Path:

@@ -72,7 +72,18 @@ def test_report_and_card_name_the_test_round_and_the_retired_sessions(tmp_path: 
         "Test round 2: the 3 sessions of the earlier rounds' test splits were retired after being scored "
         f"(in no split since: {reason})." in card
     )
+    assert "new sessions, not new content" in card  # a later synthetic round reuses the held-out banks
     first = {"round": 1, "retired": {"n": 0, "reason": "", "session_ids": []}}
     write_bundle_report(tmp_path, "abc", {**_results("test"), "test_round": first})
     card = write_model_card(tmp_path, {"bundle_id": "abc"}, {"corpus_kind": "synth"}).read_text()
     assert "Test round 1: the first test split of this corpus." in card
+    assert "new sessions, not new content" not in card
+
+
+def test_card_limitation_follows_the_decoding(tmp_path: Path) -> None:
+    for grounded, words in ((True, "numbers come from the prompt"), (False, "check the grounding mark")):
+        results = _results("test")
+        results["meta"]["grounded_decoding"] = grounded
+        write_bundle_report(tmp_path, "abc", results)
+        card = write_model_card(tmp_path, {"bundle_id": "abc"}, {"corpus_kind": "synth"}).read_text()
+        assert words in card.split("## Limitations")[1]
