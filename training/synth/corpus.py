@@ -7,11 +7,12 @@ evidence). At the root: the three DAIC-WOZ split CSVs with item columns and ``co
 
 Test rounds: a test split is scored once (``training.ledger``). ``test_round`` k > 1 makes a fresh one:
 round k's test-only sessions come after those of the earlier rounds (``earlier_test_sessions``, their own
-id range) and draw from their own seed stream (other content, voices and faces, still from the held-out
-banks); every session an earlier round tested (the first ``n`` sessions whose drawn split is test and
-the earlier rounds' test-only ones) is *retired*: in no split, listed in ``corpus.json``. The train and
-dev sessions do not change. Generation is incremental: a session whose folder holds a complete
-``synth_meta.json`` matching its plan is kept, not rendered again.
+id range) and draw from their own seed stream (new draws from the same held-out banks: new plans, voice
+and face parameters, but mostly answers earlier rounds' test sessions also had); every session an earlier
+round tested (the first ``n`` sessions whose drawn split is test and the earlier rounds' test-only ones)
+is *retired*: in no split, listed in ``corpus.json``. The train and dev sessions do not change.
+Generation is incremental: a session whose folder holds a complete ``synth_meta.json`` matching its plan
+is kept, not rendered again.
 """
 
 from __future__ import annotations
