@@ -3,15 +3,14 @@ sessions, embedded transformers vs the plugin on the real vLLM CPU servers (``.v
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))  # the bench's own imports (common, stream_rss)
 
+from bench import make_table  # noqa: E402
 from bench.vllm_native import run  # noqa: E402
 from mllmdr_core.phq8 import ITEM_KEYS  # noqa: E402
 
@@ -50,21 +49,12 @@ def test_the_gpu_path_on_a_cpu_with_the_tiny_shape(tmp_path: Path) -> None:
     expected = result["plugin"]["2"]["gen_tokens_per_s"] / result["embedded"]["2"]["gen_tokens_per_s"]
     assert ratio["value"] == round(expected, 2) and ratio["met"] == (expected >= 5.0)
     # the table row a GPU run's result file will get (bench/make_table.py)
-    (row,) = _make_table().vllm_native_gpu(result)
+    (row,) = make_table.vllm_native_gpu(result)
     assert row.label == "vllm_native (tiny)" and row.met is (False if not ratio["met"] else None)
     assert f"2 sessions: embedded p50 {result['embedded']['2']['p50_s']} / p95" in row.figures
     assert (
         f"plugin p50 {result['plugin']['2']['p50_s']} / p95 {result['plugin']['2']['p95_s']} s" in row.figures
     )
-
-
-def _make_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_table", ROOT / "bench" / "make_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_table"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_embedded_only_needs_no_vllm(tmp_path: Path) -> None:
@@ -77,5 +67,5 @@ def test_embedded_only_needs_no_vllm(tmp_path: Path) -> None:
     assert result["targets"]["p95_le_1.5s_at_8_sessions"]["met"] is None
     assert result["targets"]["throughput_ge_5x_embedded_at_1_sessions"] == {"value": None, "met": None}
     assert not (tmp_path / "export").exists()  # nothing exported for vLLM
-    (row,) = _make_table().vllm_native_gpu(result)
+    (row,) = make_table.vllm_native_gpu(result)
     assert "(plugin not run: --embedded-only)" in row.figures and row.met is None
