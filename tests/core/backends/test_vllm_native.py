@@ -382,7 +382,9 @@ def test_vllm_restart_mid_assessment_is_retried_and_nothing_is_lost(
     )
     wall = time.perf_counter() - t0
     print(f"\n[vllm-native] killed mid-assessment, {len(failures)} failed tries, done after {wall:.1f} s")
-    assert killed_at and restarted.is_set() and srv.proc.returncode == -9  # it was a crash
+    # the retry can reach the new server before its LocalServer's readiness poll returns: wait for it (so
+    # the finalizer stops it too)
+    assert killed_at and restarted.wait(120) and srv.proc.returncode == -9  # it was a crash
     assert failures and all(isinstance(e, BackendError) for e in failures)
     assert "vLLM at " in str(failures[0])  # typed and says which server
     # nothing lost: the kept snapshot is the one assessed, and the answers are the embedded backend's
