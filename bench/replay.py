@@ -42,11 +42,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from client_sdk.batch import BatchOptions, passive_openmp, run_batch
+from client_sdk.batch import BatchOptions, run_batch
 from client_sdk.replay import Replayer, ReplayOptions, ReplayResult
 from client_sdk.replay_profile import format_table
 from client_sdk.synth import SyntheticRecording, make_recording
 from mllmdr_core.media import find_sources, resolve_source
+from mllmdr_core.openmp import passive_openmp
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = ROOT / "bundles" / "demo"

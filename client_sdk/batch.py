@@ -27,6 +27,7 @@ from mllmdr_core.assessment import Assessment
 from mllmdr_core.errors import MllmdrError
 from mllmdr_core.media import MediaSource
 from mllmdr_core.metrics import plot_confusion
+from mllmdr_core.openmp import passive_openmp
 
 _WORKER: Replayer | None = None
 _WORKER_KEY: tuple[str, bool] | None = None  # (bundle, int8) of _WORKER in an executor's worker
@@ -59,17 +60,6 @@ class BatchResult:
     @property
     def media_s(self) -> float:
         return float(sum(r.get("media_s", 0.0) for r in self.rows))
-
-
-def passive_openmp() -> None:
-    """Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``, unless set already).
-
-    Read when torch loads its OpenMP runtime, so call it before the process's first ``import torch``
-    (later it changes nothing). Measured on the shared 2-core machine, 60-s demo replay with 2 torch
-    threads: with another busy process on the cores the assessment took 0.9–6.2 s spinning against it
-    (0.19 s passive) and the replay 3.1–3.4 CPU s (1.9); on a quiet machine 0.1–0.3 CPU s less per replay
-    for the same wall time (the assessment +0.03 s)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _init_worker(bundle: str, threads: int, int8: bool = False) -> None:

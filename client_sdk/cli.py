@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from client_sdk.batch import BatchOptions, passive_openmp, run_batch
+    from client_sdk.batch import BatchOptions, run_batch
+    from mllmdr_core.openmp import passive_openmp
 
     passive_openmp()  # before torch loads (the replay imports it lazily); the workers inherit it
     from client_sdk.replay import ReplayOptions

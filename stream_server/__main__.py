@@ -7,13 +7,13 @@ import argparse
 import asyncio
 import importlib
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mllmdr_core.errors import MllmdrError
+from mllmdr_core.openmp import passive_openmp
 from stream_server.demo_secrets import with_demo_secrets
 from stream_server.settings import Settings
 
@@ -149,10 +149,9 @@ def _on_sigterm(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # idle OpenMP threads sleep instead of spinning against the ingest (as `mllmdr replay` does,
-    # client_sdk.batch.passive_openmp; read when torch loads, which happens below; the model and
-    # speech-to-text worker processes inherit it); a value the user set wins
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # idle OpenMP threads sleep instead of spinning against the ingest (as `mllmdr replay` does; read
+    # when torch loads, which happens below; the model and speech-to-text workers inherit it)
+    passive_openmp()
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -171,7 +171,7 @@ def test_replay_processes_make_openmp_threads_sleep_unless_told(given: str | Non
     if given is not None:
         env["OMP_WAIT_POLICY"] = given
     code = (
-        "import os, sys; from client_sdk.batch import passive_openmp; passive_openmp(); "
+        "import os, sys; from mllmdr_core.openmp import passive_openmp; passive_openmp(); "
         "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
